@@ -1,0 +1,275 @@
+//! The storage primitives under the log: an ordered key-value space with atomic batches and
+//! a durable sync, implemented on sled and in memory.
+//!
+//! Everything above this file (group commit, the chain, idempotency, subscriptions, verify)
+//! is written once, so both stores behave the same by construction and the shared test
+//! suite checks the primitives.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock};
+use std::time::SystemTime;
+
+use crate::error::StoreError;
+
+/// The key layout of the log, all in one keyspace so one batch is atomic over all of it.
+/// Integers are big-endian so byte order is numeric order.
+pub(crate) mod keys {
+    /// `e ‖ position` → envelope JSON.
+    pub const EVENT: u8 = b'e';
+    /// `s ‖ stream ‖ 0 ‖ version` → position. Stream names never hold a NUL.
+    pub const STREAM: u8 = b's';
+    /// `h ‖ stream` → head version of the stream.
+    pub const STREAM_HEAD: u8 = b'h';
+    /// `c ‖ command id` → the first outcome of that command.
+    pub const COMMAND: u8 = b'c';
+    /// `m` → last position ‖ its hash: the head of the chain.
+    pub const CHAIN_HEAD: &[u8] = b"m";
+
+    pub fn event(position: u64) -> Vec<u8> {
+        let mut key = Vec::with_capacity(9);
+        key.push(EVENT);
+        key.extend_from_slice(&position.to_be_bytes());
+        key
+    }
+
+    pub fn stream_prefix(stream: &str) -> Vec<u8> {
+        let mut key = Vec::with_capacity(stream.len() + 10);
+        key.push(STREAM);
+        key.extend_from_slice(stream.as_bytes());
+        key.push(0);
+        key
+    }
+
+    pub fn stream_version(stream: &str, version: u64) -> Vec<u8> {
+        let mut key = stream_prefix(stream);
+        key.extend_from_slice(&version.to_be_bytes());
+        key
+    }
+
+    pub fn stream_head(stream: &str) -> Vec<u8> {
+        let mut key = Vec::with_capacity(stream.len() + 1);
+        key.push(STREAM_HEAD);
+        key.extend_from_slice(stream.as_bytes());
+        key
+    }
+
+    pub fn command(command_id: &str) -> Vec<u8> {
+        let mut key = Vec::with_capacity(command_id.len() + 1);
+        key.push(COMMAND);
+        key.extend_from_slice(command_id.as_bytes());
+        key
+    }
+
+    pub fn decode_u64(bytes: &[u8]) -> Option<u64> {
+        Some(u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?))
+    }
+}
+
+/// One entry read back: key and value.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
+/// The ordered key-value primitives the log needs.
+pub trait Backend: Send + Sync + 'static {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Entries with `start <= key < end`, ascending (or descending when `reverse`), at most `limit`.
+    fn scan(&self, start: &[u8], end: &[u8], limit: usize, reverse: bool) -> Result<Vec<Entry>, StoreError>;
+    /// Writes every pair at once or none of them.
+    fn apply(&self, batch: Vec<Entry>) -> Result<(), StoreError>;
+    /// Makes everything applied so far survive a crash or a power cut, as the durability
+    /// mode promises for an acknowledged append.
+    fn sync(&self) -> Result<(), StoreError>;
+    /// Makes everything durable whatever the mode: called when the store closes.
+    fn close(&self) -> Result<(), StoreError> {
+        self.sync()
+    }
+}
+
+/// A `BTreeMap` behind a lock: the in-memory store for tests and for hosts' own property tests.
+#[derive(Default)]
+pub struct MemoryBackend {
+    map: RwLock<BTreeMap<Vec<u8>, Vec<u8>>>,
+}
+
+impl MemoryBackend {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<Vec<u8>, Vec<u8>>> {
+        // A panic elsewhere while holding the lock cannot leave a half-applied batch
+        // (apply extends in one call), so a poisoned lock is still consistent.
+        self.map.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Backend for MemoryBackend {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.read().get(key).cloned())
+    }
+
+    fn scan(&self, start: &[u8], end: &[u8], limit: usize, reverse: bool) -> Result<Vec<Entry>, StoreError> {
+        let map = self.read();
+        let range = map.range::<[u8], _>((std::ops::Bound::Included(start), std::ops::Bound::Excluded(end)));
+        let clone = |(k, v): (&Vec<u8>, &Vec<u8>)| (k.clone(), v.clone());
+        Ok(if reverse { range.rev().take(limit).map(clone).collect() } else { range.take(limit).map(clone).collect() })
+    }
+
+    fn apply(&self, batch: Vec<Entry>) -> Result<(), StoreError> {
+        self.map.write().unwrap_or_else(std::sync::PoisonError::into_inner).extend(batch);
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// How hard an acknowledged append is held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Acknowledged means on stable storage: sled's flush, then `fdatasync` of its files.
+    #[default]
+    Sync,
+    /// Acknowledged once applied; sled's own flusher makes it durable every few milliseconds.
+    /// A crash may lose the last moments, never corrupt the log.
+    Relaxed,
+}
+
+impl std::str::FromStr for Durability {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Durability, String> {
+        match text {
+            "sync" => Ok(Durability::Sync),
+            "relaxed" => Ok(Durability::Relaxed),
+            other => Err(format!("durability is `sync` or `relaxed`, not `{other}`")),
+        }
+    }
+}
+
+/// Settings of the sled store.
+#[derive(Debug, Clone)]
+pub struct SledOptions {
+    pub durability: Durability,
+    /// How often sled's background thread flushes and fsyncs (the bound on loss in `relaxed`).
+    pub flush_interval_ms: u64,
+    /// sled's page cache; sled's default of 1 GiB is more than a small server should take.
+    pub cache_capacity_bytes: u64,
+}
+
+impl Default for SledOptions {
+    fn default() -> SledOptions {
+        SledOptions { durability: Durability::Sync, flush_interval_ms: 5, cache_capacity_bytes: 128 * 1024 * 1024 }
+    }
+}
+
+/// The log's keyspace as one sled tree, and what it takes to make sled's writes truly durable.
+///
+/// sled 0.34 writes its log buffers with `pwrite` and then `sync_file_range(WAIT_BEFORE |
+/// WRITE | WAIT_AFTER)` on the written range: that pushes the pages to the device but neither
+/// persists the file's metadata (its grown size) nor flushes the device's volatile write
+/// cache, and large values go to files under `blobs/` with no sync at all. Its background
+/// thread does call `fsync`, but only every `flush_every_ms`. So `sync` here adds an
+/// `fdatasync` of the `db` file after each group's flush, and of any blob file written since
+/// the last group (see docs/ARCHITECTURE.md).
+pub struct SledBackend {
+    db: sled::Db,
+    tree: sled::Tree,
+    durability: Durability,
+    data_file: File,
+    blobs_dir: PathBuf,
+    blobs_synced_at: Mutex<Option<SystemTime>>,
+}
+
+impl SledBackend {
+    pub fn open(path: &Path, options: &SledOptions) -> Result<SledBackend, StoreError> {
+        std::fs::create_dir_all(path)?;
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(options.cache_capacity_bytes)
+            .flush_every_ms(Some(options.flush_interval_ms.max(1)))
+            .open()
+            .map_err(|error| match error {
+                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => StoreError::Io(format!(
+                    "the data directory {} is locked by another process",
+                    path.display()
+                )),
+                other => StoreError::from(other),
+            })?;
+        let tree = db.open_tree("log")?;
+        let data_file = File::open(path.join("db"))?;
+        // The directory entries of sled's files must survive too: sync the directory once.
+        File::open(path)?.sync_all()?;
+        Ok(SledBackend {
+            db,
+            tree,
+            durability: options.durability,
+            data_file,
+            blobs_dir: path.join("blobs"),
+            blobs_synced_at: Mutex::new(None),
+        })
+    }
+
+    /// The whole sled database, for the read models that live in trees beside the log.
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
+    fn sync_new_blobs(&self) -> Result<(), StoreError> {
+        // One stat per group in the common case: only look inside when the directory changed.
+        let changed_at = std::fs::metadata(&self.blobs_dir)?.modified()?;
+        let mut synced_at = self.blobs_synced_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if synced_at.is_some_and(|at| at >= changed_at) {
+            return Ok(());
+        }
+        for entry in std::fs::read_dir(&self.blobs_dir)? {
+            let entry = entry?;
+            let modified = entry.metadata()?.modified()?;
+            if synced_at.is_none_or(|at| modified >= at) {
+                // sled may delete a blob between the listing and the open; that is fine.
+                if let Ok(file) = File::open(entry.path()) {
+                    file.sync_data()?;
+                }
+            }
+        }
+        File::open(&self.blobs_dir)?.sync_all()?;
+        *synced_at = Some(changed_at);
+        Ok(())
+    }
+}
+
+impl Backend for SledBackend {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.tree.get(key)?.map(|value| value.to_vec()))
+    }
+
+    fn scan(&self, start: &[u8], end: &[u8], limit: usize, reverse: bool) -> Result<Vec<Entry>, StoreError> {
+        let range = self.tree.range(start..end);
+        let entries: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> =
+            if reverse { Box::new(range.rev()) } else { Box::new(range) };
+        let mut out = Vec::new();
+        for entry in entries.take(limit) {
+            let (key, value) = entry?;
+            out.push((key.to_vec(), value.to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn apply(&self, batch: Vec<Entry>) -> Result<(), StoreError> {
+        let mut sled_batch = sled::Batch::default();
+        for (key, value) in batch {
+            sled_batch.insert(key, value);
+        }
+        Ok(self.tree.apply_batch(sled_batch)?)
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        match self.durability {
+            Durability::Relaxed => Ok(()),
+            Durability::Sync => self.close(),
+        }
+    }
+
+    fn close(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        self.data_file.sync_data()?;
+        self.sync_new_blobs()
+    }
+}

@@ -1,0 +1,145 @@
+//! RFC 8785 JSON Canonicalization Scheme (JCS): the bytes the hash chain is computed over.
+//!
+//! The chain has to be recomputable by an outside auditor with any JCS library, so the
+//! rules are the RFC's, not serde_json's: object members sorted by their UTF-16 code
+//! units, numbers in ECMAScript's shortest form, strings with only the mandatory escapes.
+
+use serde_json::Value;
+
+/// Appends the canonical form of `value` to `out`.
+pub fn write_canonical(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Number(number) => write_number(number, out),
+        Value::String(string) => write_string(string, out),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (index, item) in items.iter().enumerate() {
+                if index > 0 {
+                    out.push(b',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(b']');
+        }
+        Value::Object(members) => {
+            // serde_json's map orders keys by UTF-8 bytes, which differs from UTF-16 order
+            // for characters above U+FFFF against U+E000..U+FFFF: sort explicitly.
+            let mut keys: Vec<&String> = members.keys().collect();
+            keys.sort_by(|a, b| a.encode_utf16().cmp(b.encode_utf16()));
+            out.push(b'{');
+            for (index, key) in keys.into_iter().enumerate() {
+                if index > 0 {
+                    out.push(b',');
+                }
+                write_string(key, out);
+                out.push(b':');
+                write_canonical(&members[key.as_str()], out);
+            }
+            out.push(b'}');
+        }
+    }
+}
+
+/// The canonical bytes of `value`.
+pub fn to_canonical_vec(value: &Value) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    write_canonical(value, &mut out);
+    out
+}
+
+fn write_number(number: &serde_json::Number, out: &mut Vec<u8>) {
+    // ECMAScript prints integers up to 2^53 exactly and everything else through the
+    // shortest round-trip double, which is what ryu-js implements.
+    const EXACT_MAX: u64 = 1 << 53;
+    if let Some(unsigned) = number.as_u64().filter(|n| *n <= EXACT_MAX) {
+        out.extend_from_slice(unsigned.to_string().as_bytes());
+    } else if let Some(signed) = number.as_i64().filter(|n| n.unsigned_abs() <= EXACT_MAX) {
+        out.extend_from_slice(signed.to_string().as_bytes());
+    } else {
+        let float = number.as_f64().unwrap_or(f64::NAN);
+        let mut buffer = ryu_js::Buffer::new();
+        out.extend_from_slice(buffer.format(float).as_bytes());
+    }
+}
+
+fn write_string(string: &str, out: &mut Vec<u8>) {
+    out.push(b'"');
+    for character in string.chars() {
+        match character {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            '\u{8}' => out.extend_from_slice(b"\\b"),
+            '\u{c}' => out.extend_from_slice(b"\\f"),
+            '\n' => out.extend_from_slice(b"\\n"),
+            '\r' => out.extend_from_slice(b"\\r"),
+            '\t' => out.extend_from_slice(b"\\t"),
+            control if u32::from(control) < 0x20 => {
+                out.extend_from_slice(format!("\\u{:04x}", u32::from(control)).as_bytes());
+            }
+            other => {
+                let mut utf8 = [0u8; 4];
+                out.extend_from_slice(other.encode_utf8(&mut utf8).as_bytes());
+            }
+        }
+    }
+    out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn canonical(value: Value) -> String {
+        String::from_utf8(to_canonical_vec(&value)).expect("canonical JSON is UTF-8")
+    }
+
+    #[test]
+    fn sorts_members_and_drops_whitespace() {
+        assert_eq!(canonical(json!({"b": 1, "a": [true, null, "x"]})), r#"{"a":[true,null,"x"],"b":1}"#);
+    }
+
+    #[test]
+    fn rfc8785_number_examples() {
+        // From RFC 8785 appendix B.
+        let cases = [
+            (json!(0.0), "0"),
+            (json!(-0.0), "0"),
+            (json!(1e21), "1e+21"),
+            (json!(1e-7), "1e-7"),
+            (json!(333333333.3333333), "333333333.3333333"),
+            (json!(9007199254740992u64), "9007199254740992"),
+            (json!(295147905179352830000.0), "295147905179352830000"),
+            (json!(4.5), "4.5"),
+            (json!(0.000001), "0.000001"),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(canonical(value), expected);
+        }
+    }
+
+    #[test]
+    fn rfc8785_sorting_example_uses_utf16_order() {
+        let value = json!({
+            "\u{20ac}": "Euro Sign",
+            "\r": "Carriage Return",
+            "\u{fb33}": "Hebrew Letter Dalet With Dagesh",
+            "1": "One",
+            "\u{1f600}": "Emoji: Grinning Face",
+            "\u{80}": "Control",
+            "\u{f6}": "Latin Small Letter O With Diaeresis"
+        });
+        let expected = "{\"\\r\":\"Carriage Return\",\"1\":\"One\",\"\u{80}\":\"Control\",\
+            \"\u{f6}\":\"Latin Small Letter O With Diaeresis\",\"\u{20ac}\":\"Euro Sign\",\
+            \"\u{1f600}\":\"Emoji: Grinning Face\",\"\u{fb33}\":\"Hebrew Letter Dalet With Dagesh\"}";
+        assert_eq!(canonical(value), expected);
+    }
+
+    #[test]
+    fn escapes_only_what_must_be_escaped() {
+        assert_eq!(canonical(json!("a\"\\\u{1}\n/é")), "\"a\\\"\\\\\\u0001\\n/é\"");
+    }
+}

@@ -1,0 +1,50 @@
+//! Roster's event log: the `EventStore` trait, envelopes and their hash chain, group commit,
+//! and the sled and in-memory stores. It stores opaque JSON with a type and a schema version
+//! and knows nothing of the membership domain.
+
+#![forbid(unsafe_code)]
+
+mod append;
+mod backend;
+pub mod canonical;
+mod envelope;
+mod error;
+mod log;
+mod subscription;
+mod verify;
+mod writer;
+
+use async_trait::async_trait;
+
+pub use append::{AppendRequest, Appended, Decide, Proposal, StreamView};
+pub use backend::{Backend, Durability, Entry, MemoryBackend, SledBackend, SledOptions};
+pub use envelope::{Envelope, Hash, NewEvent, Timestamp, UpcastFn, Upcasters};
+pub use error::{AppendError, ExpectedVersion, Rejection, StoreError};
+pub use log::{Limits, Log, MemoryStore, SledStore};
+pub use subscription::{ReadAll, Subscription};
+pub use verify::{verify, verify_with_progress, VerifyError, VerifyReport};
+
+/// An append-only log of events in streams, with a global order and a hash chain.
+///
+/// No storage engine's types appear here, so a PostgreSQL store can implement it later.
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Appends to a stream if its version is the expected one, or as the writer decides.
+    /// Answers only once the events are as durable as the store promises.
+    async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError>;
+
+    /// The stream's events from `from_version` (versions start at 1), at most `limit`.
+    async fn read_stream(&self, stream: &str, from_version: u64, limit: usize) -> Result<Vec<Envelope>, StoreError>;
+
+    /// The log's events after `after` (positions start at 1), at most `limit`.
+    async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<Envelope>, StoreError>;
+
+    /// The stream's current version, 0 when it has no event.
+    async fn stream_version(&self, stream: &str) -> Result<u64, StoreError>;
+
+    /// The position of the last acknowledged event, 0 when the log is empty.
+    fn head(&self) -> u64;
+
+    /// Every event after `after`, then the live tail.
+    fn subscribe(&self, after: u64) -> Subscription;
+}

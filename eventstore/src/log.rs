@@ -1,0 +1,316 @@
+//! The log over a backend: opening it, the writer handle, reads with their invariant checks,
+//! and the live tail.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use async_trait::async_trait;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::append::{AppendRequest, Appended};
+use crate::backend::{keys, Backend, MemoryBackend, SledBackend, SledOptions};
+use crate::envelope::{Envelope, Hash};
+use crate::error::{AppendError, StoreError};
+use crate::subscription::{ReadAll, Subscription};
+use crate::writer::{self, validate_name, Job};
+use crate::EventStore;
+
+/// Bounds on what the log accepts and on how much the writer takes at once.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Commands committed together in one group (one batch, one sync).
+    pub group_commands_max: usize,
+    /// Commands waiting for the writer; senders wait when it is full.
+    pub queue_commands_max: usize,
+    pub events_per_append_max: usize,
+    pub event_bytes_max: usize,
+    pub stream_bytes_max: usize,
+    /// Events a read returns at most, whatever limit the caller asked for.
+    pub read_events_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            group_commands_max: 4096,
+            queue_commands_max: 65_536,
+            events_per_append_max: 1000,
+            event_bytes_max: 1024 * 1024,
+            stream_bytes_max: 512,
+            read_events_max: 10_000,
+        }
+    }
+}
+
+/// The last event's position and hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ChainHead {
+    pub position: u64,
+    pub hash: Hash,
+}
+
+impl ChainHead {
+    pub fn to_bytes(self) -> Vec<u8> {
+        let mut bytes = self.position.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&self.hash.0);
+        bytes
+    }
+
+    pub fn load<B: Backend>(backend: &B) -> Result<ChainHead, StoreError> {
+        let Some(bytes) = backend.get(keys::CHAIN_HEAD)? else {
+            return Ok(ChainHead { position: 0, hash: Hash::GENESIS });
+        };
+        let position = keys::decode_u64(&bytes).ok_or_else(|| StoreError::corrupt(0, "the chain head record"))?;
+        let hash = bytes
+            .get(8..40)
+            .and_then(|raw| <[u8; 32]>::try_from(raw).ok())
+            .ok_or_else(|| StoreError::corrupt(position, "the chain head record"))?;
+        Ok(ChainHead { position, hash: Hash(hash) })
+    }
+}
+
+/// What the writer thread and the readers share.
+pub(crate) struct Shared<B> {
+    pub backend: B,
+    pub limits: Limits,
+    /// The last position acknowledged (durable as promised); reads never go past it, so a
+    /// reader never sees an event that a crash could still take back.
+    pub visible_head: AtomicU64,
+}
+
+/// The event log: one writer, any number of readers. Generic over where the bytes live.
+pub struct Log<B: Backend> {
+    shared: Arc<Shared<B>>,
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    /// Kept only to hand out receivers; the writer holds the other sender, so once both are
+    /// gone (closed) subscriptions end instead of waiting forever.
+    tail: Mutex<Option<broadcast::Sender<Arc<[Envelope]>>>>,
+}
+
+/// The durable log on sled.
+pub type SledStore = Log<SledBackend>;
+/// The same log in memory, for tests.
+pub type MemoryStore = Log<MemoryBackend>;
+
+impl SledStore {
+    /// Opens (or creates) the log in `path`, checking the chain head against the last event.
+    pub fn open(path: &Path, options: SledOptions) -> Result<SledStore, StoreError> {
+        Log::with_backend(SledBackend::open(path, &options)?, Limits::default())
+    }
+
+    /// The sled database, for the read models that keep their trees beside the log.
+    pub fn db(&self) -> &sled::Db {
+        self.shared.backend.db()
+    }
+}
+
+impl MemoryStore {
+    pub fn in_memory() -> MemoryStore {
+        // The in-memory backend cannot fail to open.
+        match Log::with_backend(MemoryBackend::default(), Limits::default()) {
+            Ok(store) => store,
+            Err(error) => unreachable!("an empty in-memory log is consistent: {error}"),
+        }
+    }
+}
+
+impl<B: Backend> Log<B> {
+    pub fn with_backend(backend: B, limits: Limits) -> Result<Log<B>, StoreError> {
+        let chain = ChainHead::load(&backend)?;
+        check_head(&backend, chain)?;
+        let (jobs, receiver) = mpsc::channel(limits.queue_commands_max.max(1));
+        let (tail, _) = broadcast::channel(1024);
+        let shared = Arc::new(Shared { backend, limits, visible_head: AtomicU64::new(chain.position) });
+        let writer_shared = Arc::clone(&shared);
+        let writer_tail = tail.clone();
+        let writer = std::thread::Builder::new()
+            .name("roster-log-writer".into())
+            .spawn(move || writer::run(writer_shared, receiver, writer_tail, chain))?;
+        Ok(Log {
+            shared,
+            jobs: Mutex::new(Some(jobs)),
+            writer: Mutex::new(Some(writer)),
+            tail: Mutex::new(Some(tail)),
+        })
+    }
+
+    /// Stops the writer after the commands already queued, and makes the log durable.
+    /// Appends after this answer `Closed`.
+    pub fn close(&self) {
+        drop(self.jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take());
+        drop(self.tail.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take());
+        let writer = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(writer) = writer {
+            if writer.join().is_err() {
+                tracing::error!("the log writer panicked");
+            }
+        }
+    }
+
+    fn head_position(&self) -> u64 {
+        self.shared.visible_head.load(Ordering::Acquire)
+    }
+
+    fn read_events(&self, after: u64, limit: usize) -> Result<Vec<Envelope>, StoreError> {
+        read_all(&self.shared, after, limit)
+    }
+
+    fn read_stream_events(&self, stream: &str, from_version: u64, limit: usize) -> Result<Vec<Envelope>, StoreError> {
+        validate_name("stream", stream, self.shared.limits.stream_bytes_max)?;
+        let limit = limit.min(self.shared.limits.read_events_max);
+        let visible = self.head_position();
+        let start = keys::stream_version(stream, from_version.max(1));
+        let end = keys::stream_version(stream, u64::MAX);
+        let mut events = Vec::new();
+        for (key, value) in self.shared.backend.scan(&start, &end, limit, false)? {
+            let position = keys::decode_u64(&value).ok_or_else(|| StoreError::corrupt(0, "a stream index entry"))?;
+            if position > visible {
+                break;
+            }
+            let version = key
+                .len()
+                .checked_sub(8)
+                .and_then(|at| keys::decode_u64(&key[at..]))
+                .ok_or_else(|| StoreError::corrupt(position, "a stream index key"))?;
+            let envelope = read_event(&self.shared.backend, position)?;
+            let expected_version = events.last().map_or(from_version.max(1), |e: &Envelope| e.version + 1);
+            if envelope.stream != stream || envelope.version != version || version != expected_version {
+                return Err(StoreError::corrupt(
+                    position,
+                    format!("stream {stream} expected version {expected_version}, found {} of {}", envelope.version, envelope.stream),
+                ));
+            }
+            events.push(envelope);
+        }
+        Ok(events)
+    }
+
+    fn stream_head_version(&self, stream: &str) -> Result<u64, StoreError> {
+        validate_name("stream", stream, self.shared.limits.stream_bytes_max)?;
+        let visible = self.head_position();
+        let start = keys::stream_prefix(stream);
+        let end = keys::stream_version(stream, u64::MAX);
+        // The newest index entries may belong to a group still syncing: skip those.
+        let mut upper = end;
+        loop {
+            let entries = self.shared.backend.scan(&start, &upper, 64, true)?;
+            let Some((last_key, _)) = entries.last() else { return Ok(0) };
+            for (key, value) in &entries {
+                let position = keys::decode_u64(value).ok_or_else(|| StoreError::corrupt(0, "a stream index entry"))?;
+                if position <= visible {
+                    let at = key.len().saturating_sub(8);
+                    return keys::decode_u64(&key[at..]).ok_or_else(|| StoreError::corrupt(position, "a stream index key"));
+                }
+            }
+            upper = last_key.clone();
+        }
+    }
+}
+
+impl<B: Backend> Drop for Log<B> {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// On open: the stored chain head must name the last event, and nothing may follow it.
+fn check_head<B: Backend>(backend: &B, chain: ChainHead) -> Result<(), StoreError> {
+    let after = backend.scan(&keys::event(chain.position.saturating_add(1)), &[keys::EVENT + 1], 1, false)?;
+    if let Some((key, _)) = after.first() {
+        let position = keys::decode_u64(&key[1..]).unwrap_or(0);
+        return Err(StoreError::corrupt(position, "an event after the chain head"));
+    }
+    if chain.position > 0 {
+        let last = read_event(backend, chain.position)?;
+        if last.hash != chain.hash {
+            return Err(StoreError::corrupt(chain.position, "the chain head's hash differs from the last event's"));
+        }
+    }
+    Ok(())
+}
+
+fn read_event<B: Backend>(backend: &B, position: u64) -> Result<Envelope, StoreError> {
+    let bytes = backend.get(&keys::event(position))?.ok_or_else(|| StoreError::corrupt(position, "missing event"))?;
+    decode(position, &bytes)
+}
+
+fn decode(position: u64, bytes: &[u8]) -> Result<Envelope, StoreError> {
+    let envelope: Envelope =
+        serde_json::from_slice(bytes).map_err(|e| StoreError::corrupt(position, format!("undecodable envelope: {e}")))?;
+    if envelope.position != position {
+        return Err(StoreError::corrupt(position, format!("the envelope says position {}", envelope.position)));
+    }
+    Ok(envelope)
+}
+
+/// Reads events after `after`, checking on the way that positions are gap-free and each
+/// event links to the one before it.
+fn read_all<B: Backend>(shared: &Shared<B>, after: u64, limit: usize) -> Result<Vec<Envelope>, StoreError> {
+    let visible = shared.visible_head.load(Ordering::Acquire);
+    let limit = limit.min(shared.limits.read_events_max);
+    let last = visible.min(after.saturating_add(u64::try_from(limit).unwrap_or(u64::MAX)));
+    if last <= after {
+        return Ok(Vec::new());
+    }
+    let entries = shared.backend.scan(&keys::event(after + 1), &keys::event(last.saturating_add(1)), limit, false)?;
+    let mut events: Vec<Envelope> = Vec::with_capacity(entries.len());
+    for (expected, (_, bytes)) in (after + 1..).zip(&entries) {
+        let envelope = decode(expected, bytes)?;
+        if let Some(previous) = events.last() {
+            if envelope.prev_hash != previous.hash {
+                return Err(StoreError::corrupt(expected, "prev_hash does not match the previous event's hash"));
+            }
+        }
+        events.push(envelope);
+    }
+    if u64::try_from(events.len()).unwrap_or(u64::MAX) != last - after {
+        return Err(StoreError::corrupt(after + 1 + u64::try_from(events.len()).unwrap_or(0), "missing event"));
+    }
+    Ok(events)
+}
+
+impl<B: Backend> ReadAll for Shared<B> {
+    fn read_after(&self, after: u64, limit: usize) -> Result<Vec<Envelope>, StoreError> {
+        read_all(self, after, limit)
+    }
+}
+
+#[async_trait]
+impl<B: Backend> EventStore for Log<B> {
+    async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError> {
+        let jobs = self.jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let jobs = jobs.ok_or(StoreError::Closed)?;
+        let (reply, answer) = oneshot::channel();
+        jobs.send(Job { request, reply }).await.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn read_stream(&self, stream: &str, from_version: u64, limit: usize) -> Result<Vec<Envelope>, StoreError> {
+        self.read_stream_events(stream, from_version, limit)
+    }
+
+    async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<Envelope>, StoreError> {
+        self.read_events(after, limit)
+    }
+
+    async fn stream_version(&self, stream: &str) -> Result<u64, StoreError> {
+        self.stream_head_version(stream)
+    }
+
+    fn head(&self) -> u64 {
+        self.head_position()
+    }
+
+    fn subscribe(&self, after: u64) -> Subscription {
+        let reader: Arc<dyn ReadAll> = self.shared.clone();
+        let live = match &*self.tail.lock().unwrap_or_else(std::sync::PoisonError::into_inner) {
+            Some(tail) => tail.subscribe(),
+            // Closed: a receiver whose sender is gone reads the store, then ends.
+            None => broadcast::channel(1).1,
+        };
+        Subscription::new(reader, live, after)
+    }
+}
