@@ -1,0 +1,41 @@
+//! Roster's pure membership domain: role schemas, commands, events, decide and evolve, invite codes.
+//!
+//! Nothing here reads the clock, the disk or the network: time, the actor, the role schema in
+//! force and new numbers come in through [`Context`], so a replay decides exactly as the first run.
+
+pub mod codes;
+mod command;
+mod context;
+mod decide;
+mod email;
+mod error;
+mod event;
+mod ids;
+mod keys;
+mod query;
+mod schema;
+mod state;
+#[cfg(feature = "proptest")]
+pub mod strategies;
+mod time;
+
+pub use codes::{InviteCode, ParsedCode, ServerSecret, VerifiedCode};
+pub use command::{ApiKeyCommand, Command, DeliveryOutcome, ResourceCommand, SchemaCommand};
+pub use context::{Actor, Context, KnownEmails, Limits, NumberSequence, NumberSource};
+pub use decide::{
+    create_invitations, decide, evolve, fold, Aggregate, InvitationBatch,
+    INVITATION_VALIDITY_DEFAULT_MS,
+};
+pub use email::{Email, EmailError, EmailList, EMAIL_CHARS_MAX};
+pub use error::DomainError;
+pub use event::{Event, EventDecodeError, Via, EVENT_SCHEMA_VERSION};
+pub use ids::{is_valid_number, Kind, Principal, ResourceId, StreamId, NUMBER_LIMIT};
+pub use keys::{ApiKeyId, KeyDigest, Scope};
+pub use query::{preview, resolve_code, CodeKind, CodeStatus, Preview, Resolved};
+pub use schema::{KindUsage, Privilege, RoleDef, RoleName, RoleSchema, ROLES_PER_SCHEMA_MAX};
+pub use state::{
+    ApiKeyRecord, ApiKeysState, DeliveryState, InvitationClosure, InvitationState,
+    InvitationStatus, LinkState, LinkStatus, Membership, RegisteredResource, ResourceState,
+    SchemaState,
+};
+pub use time::{Timestamp, DAY_MS};
