@@ -187,7 +187,8 @@ impl SledBackend {
             .flush_every_ms(Some(options.flush_interval_ms.max(1)))
             .open()
             .map_err(|error| match error {
-                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => StoreError::Io(format!(
+                // sled reports a held lock as an I/O error whose text names it.
+                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => StoreError::Io(format!(
                     "the data directory {} is locked by another process",
                     path.display()
                 )),

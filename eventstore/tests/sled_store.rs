@@ -1,0 +1,102 @@
+//! What only the durable store can show: reopening, tampering found by verify, the lock.
+
+use roster_eventstore::{
+    verify, AppendRequest, Durability, EventStore, ExpectedVersion, NewEvent, SledOptions, SledStore, StoreError,
+};
+use serde_json::{json, Value};
+
+fn event(n: u64) -> NewEvent {
+    NewEvent { event_id: ulid::Ulid::new().to_string(), event_type: "Counted".into(), schema: 1, data: json!({ "n": n }) }
+}
+
+async fn fill(store: &SledStore, events: u64) {
+    for n in 0..events {
+        let stream = format!("s{}", n % 3);
+        store.append(AppendRequest::new(stream, ExpectedVersion::Any, vec![event(n)])).await.expect("appends");
+    }
+}
+
+/// Rewrites the stored envelope at `position` with `edit`, behind the store's back.
+fn tamper(dir: &std::path::Path, position: u64, edit: impl FnOnce(&mut Value)) {
+    let db = sled::open(dir).expect("opens raw");
+    let tree = db.open_tree("log").expect("log tree");
+    let mut key = vec![b'e'];
+    key.extend_from_slice(&position.to_be_bytes());
+    let mut envelope: Value = serde_json::from_slice(&tree.get(&key).expect("reads").expect("present")).expect("json");
+    edit(&mut envelope);
+    tree.insert(key, serde_json::to_vec(&envelope).expect("json")).expect("writes");
+    db.flush().expect("flushes");
+}
+
+#[tokio::test]
+async fn everything_is_there_after_reopening() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    for durability in [Durability::Sync, Durability::Relaxed] {
+        let store = SledStore::open(dir.path(), SledOptions { durability, ..SledOptions::default() }).expect("opens");
+        fill(&store, 10).await;
+        drop(store);
+    }
+    let store = SledStore::open(dir.path(), SledOptions::default()).expect("reopens");
+    assert_eq!(store.head(), 20);
+    assert_eq!(store.stream_version("s1").await.expect("reads"), 6);
+    // The chain continues across restarts.
+    fill(&store, 1).await;
+    let report = verify(&store).await.expect("verifies");
+    assert_eq!(report.events, 21);
+}
+
+#[tokio::test]
+async fn verify_names_an_edited_event() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = SledStore::open(dir.path(), SledOptions::default()).expect("opens");
+    fill(&store, 6).await;
+    drop(store);
+    tamper(dir.path(), 3, |e| e["data"]["n"] = json!(99));
+    let store = SledStore::open(dir.path(), SledOptions::default()).expect("reopens");
+    let error = verify(&store).await.expect_err("an edit is found");
+    assert_eq!(error.position, 3, "{error}");
+    assert!(error.reason.contains("edited"), "{error}");
+}
+
+#[tokio::test]
+async fn verify_finds_an_edit_whose_hash_was_recomputed() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = SledStore::open(dir.path(), SledOptions::default()).expect("opens");
+    fill(&store, 6).await;
+    drop(store);
+    tamper(dir.path(), 2, |e| {
+        e["actor"] = json!("mallory");
+        let mut edited: roster_eventstore::Envelope = serde_json::from_value(e.clone()).expect("envelope");
+        edited.hash = edited.compute_hash();
+        *e = serde_json::to_value(edited).expect("json");
+    });
+    let store = SledStore::open(dir.path(), SledOptions::default()).expect("reopens");
+    let error = verify(&store).await.expect_err("the chain breaks after it");
+    assert_eq!(error.position, 3, "{error}");
+    // Readers check the link too, so the corruption is never served silently.
+    assert!(matches!(store.read_all(0, 10).await, Err(StoreError::Corrupt { position: 3, .. })));
+}
+
+#[tokio::test]
+async fn a_locked_data_directory_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let _first = SledStore::open(dir.path(), SledOptions::default()).expect("opens");
+    let second = SledStore::open(dir.path(), SledOptions::default());
+    match second {
+        Err(StoreError::Io(reason)) => assert!(reason.contains("locked"), "{reason}"),
+        Err(other) => panic!("expected a lock error, got {other}"),
+        Ok(_) => panic!("opened twice"),
+    }
+}
+
+#[tokio::test]
+async fn appends_after_close_are_refused() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = SledStore::open(dir.path(), SledOptions::default()).expect("opens");
+    fill(&store, 2).await;
+    let mut tail = store.subscribe(2);
+    store.close();
+    let refused = store.append(AppendRequest::new("s0", ExpectedVersion::Any, vec![event(1)])).await;
+    assert!(matches!(refused, Err(roster_eventstore::AppendError::Store(StoreError::Closed))), "{refused:?}");
+    assert!(matches!(tail.next().await, Err(StoreError::Closed)));
+}
