@@ -646,10 +646,12 @@ fn change_link(
         rules.require_future(next_expires_at)?;
     }
     let next_max_uses = max_uses.unwrap_or(link.max_uses);
-    if next_max_uses == Some(0) {
-        return Err(DomainError::InvalidRequest(
-            "max_uses must be at least 1".into(),
-        ));
+    // A limit below the uses so far would leave a link that used more than it may; revoke it instead.
+    if next_max_uses.is_some_and(|max| max == 0 || max < link.uses) {
+        return Err(DomainError::InvalidRequest(format!(
+            "max_uses must be at least 1 and at least the {} uses so far",
+            link.uses
+        )));
     }
     let changed = LinkState {
         role: next_role.clone(),
