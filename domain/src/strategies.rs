@@ -204,11 +204,13 @@ pub enum Step {
         email: usize,
         role: usize,
     },
+    /// With `as_invitee`, the actor is the principal whose email was invited, when there is one.
     AcceptInvitation {
         resource: usize,
         actor: ActorPick,
         invitation: usize,
         generations_back: u32,
+        as_invitee: bool,
     },
     DeclineInvitation {
         resource: usize,
@@ -264,15 +266,16 @@ pub fn step(resources: usize, principals: usize, roles: usize) -> BoxedStrategy<
             .prop_map(|(resource, actor, link, generations_back)| Step::UseInviteLink { resource, actor, link, generations_back }),
         3 => (resource.clone(), actor.clone(), 0..principals.max(1) + 1, role)
             .prop_map(|(resource, actor, email, role)| Step::CreateInvitation { resource, actor, email, role }),
-        4 => (resource.clone(), actor.clone(), index.clone(), back)
-            .prop_map(|(resource, actor, invitation, generations_back)| Step::AcceptInvitation { resource, actor, invitation, generations_back }),
+        4 => (resource.clone(), actor.clone(), index.clone(), back, proptest::bool::weighted(0.6))
+            .prop_map(|(resource, actor, invitation, generations_back, as_invitee)| Step::AcceptInvitation { resource, actor, invitation, generations_back, as_invitee }),
         1 => (resource.clone(), actor.clone(), index.clone())
             .prop_map(|(resource, actor, invitation)| Step::DeclineInvitation { resource, actor, invitation }),
         1 => (resource.clone(), actor.clone(), index.clone())
             .prop_map(|(resource, actor, invitation)| Step::ResendInvitation { resource, actor, invitation }),
         1 => (resource, actor, index)
             .prop_map(|(resource, actor, invitation)| Step::RevokeInvitation { resource, actor, invitation }),
-        1 => (1i64..4 * DAY_MS).prop_map(|ms| Step::AdvanceTime { ms }),
+        // Mostly short waits; sometimes past a link's expiry or an invitation's 7 days.
+        2 => prop_oneof![3 => 1i64..DAY_MS, 1 => DAY_MS..8 * DAY_MS].prop_map(|ms| Step::AdvanceTime { ms }),
     ]
     .boxed()
 }
