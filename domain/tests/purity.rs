@@ -1,0 +1,137 @@
+//! Tidy checks on the crate itself: no I/O crate among its dependencies, and every file says what it is for.
+
+use std::fs;
+use std::path::Path;
+
+/// Crates that do I/O, run an async runtime or talk to a network or database: never in `domain`.
+const FORBIDDEN: &[&str] = &[
+    "tokio",
+    "sled",
+    "axum",
+    "hyper",
+    "tower",
+    "tower-http",
+    "reqwest",
+    "ureq",
+    "mio",
+    "socket2",
+    "net2",
+    "async-std",
+    "smol",
+    "futures-io",
+    "actix-web",
+    "actix-rt",
+    "warp",
+    "rocket",
+    "tonic",
+    "lettre",
+    "rusqlite",
+    "sqlx",
+    "postgres",
+    "tokio-postgres",
+    "diesel",
+    "redis",
+    "tracing-subscriber",
+    "tempfile",
+    "roster-eventstore",
+    "roster-projections",
+    "roster-api",
+];
+
+/// What `domain` depends on today. A new entry is a review decision: check it does no I/O, then add it here.
+const ALLOWED: &[&str] = &[
+    "base64",
+    "hex",
+    "hmac",
+    "sha2",
+    "subtle",
+    "serde",
+    "serde_json",
+    "thiserror",
+    "time",
+    "proptest",
+    "proptest-state-machine",
+    "roster-domain",
+];
+
+/// Dependency names in every `[*dependencies]` table of a manifest; a line-based read is enough
+/// for the manifest's plain `name = ...` and `name.workspace = true` forms.
+fn dependency_names(manifest: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut in_dependencies = false;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_dependencies = line
+                .trim_matches(|c| c == '[' || c == ']')
+                .ends_with("dependencies");
+            continue;
+        }
+        if !in_dependencies || line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some((key, _)) = line.split_once('=') {
+            let name = key.trim().split('.').next().unwrap_or("").trim_matches('"');
+            names.push(name.to_owned());
+        }
+    }
+    names
+}
+
+#[test]
+fn the_domain_depends_on_no_io_crate() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+    let manifest = fs::read_to_string(&path).unwrap();
+    let names = dependency_names(&manifest);
+    assert!(
+        names.iter().any(|n| n == "serde"),
+        "the manifest was not read: {names:?}"
+    );
+    let forbidden: Vec<&String> = names
+        .iter()
+        .filter(|n| FORBIDDEN.contains(&n.as_str()))
+        .collect();
+    assert!(
+        forbidden.is_empty(),
+        "domain must stay pure, but depends on {forbidden:?}"
+    );
+    let unreviewed: Vec<&String> = names
+        .iter()
+        .filter(|n| !ALLOWED.contains(&n.as_str()))
+        .collect();
+    assert!(
+        unreviewed.is_empty(),
+        "new dependencies {unreviewed:?}: check they do no I/O, then allow them here"
+    );
+}
+
+#[test]
+fn the_check_would_catch_an_io_crate() {
+    let manifest = "[dependencies]\nserde.workspace = true\ntokio = { version = \"1\" }\n\n[target.'cfg(unix)'.dev-dependencies]\nsled = \"0.34\"\n";
+    assert_eq!(dependency_names(manifest), ["serde", "tokio", "sled"]);
+}
+
+#[test]
+fn every_source_file_starts_with_a_doc_line() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut missing = Vec::new();
+    let mut seen = 0;
+    let mut dirs = vec![root.join("src"), root.join("tests")];
+    while let Some(dir) = dirs.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                seen += 1;
+                if !fs::read_to_string(&path).unwrap().starts_with("//! ") {
+                    missing.push(path.display().to_string());
+                }
+            }
+        }
+    }
+    assert!(seen >= 10, "only {seen} files found");
+    assert!(
+        missing.is_empty(),
+        "files without a leading //! line: {missing:?}"
+    );
+}
