@@ -102,10 +102,26 @@ pub const ROLES_PER_SCHEMA_MAX: usize = 32;
 ///
 /// Ranks are positions in `roles`: 0 is the highest. "Ranks at or above" means a smaller or equal position.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RoleSchemaFields")]
 pub struct RoleSchema {
     kind: Kind,
     roles: Vec<RoleDef>,
     default_role: RoleName,
+}
+
+/// A schema as written, checked by [`RoleSchema::new`] before it becomes one.
+#[derive(Deserialize)]
+struct RoleSchemaFields {
+    kind: Kind,
+    roles: Vec<RoleDef>,
+    default_role: RoleName,
+}
+
+impl TryFrom<RoleSchemaFields> for RoleSchema {
+    type Error = DomainError;
+    fn try_from(fields: RoleSchemaFields) -> Result<Self, Self::Error> {
+        RoleSchema::new(fields.kind, fields.roles, fields.default_role)
+    }
 }
 
 impl RoleSchema {
@@ -287,6 +303,15 @@ mod tests {
         let folder = RoleSchema::builtin(&kind("folder"));
         assert_eq!(folder.highest().as_str(), "administrator");
         assert_eq!(folder.default_role().as_str(), "downloader");
+    }
+
+    #[test]
+    fn a_schema_read_from_json_is_checked() {
+        let empty = r#"{"kind":"k","roles":[],"default_role":"a"}"#;
+        assert!(serde_json::from_str::<RoleSchema>(empty).is_err());
+        let team = RoleSchema::builtin(&kind("team"));
+        let json = serde_json::to_string(&team).unwrap();
+        assert_eq!(serde_json::from_str::<RoleSchema>(&json).unwrap(), team);
     }
 
     #[test]

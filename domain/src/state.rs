@@ -420,8 +420,11 @@ impl SchemaState {
             default_role,
         } = event
         {
-            // The event was decided from a valid schema; a log edited by hand would fail `roster verify` instead.
-            self.defined = RoleSchema::new(kind.clone(), roles.clone(), default_role.clone()).ok();
+            // `decide` only emits valid schemas. An invalid one (a log edited by hand) keeps the
+            // schema in force rather than silently falling back to the built-in one.
+            if let Ok(schema) = RoleSchema::new(kind.clone(), roles.clone(), default_role.clone()) {
+                self.defined = Some(schema);
+            }
         }
         self
     }

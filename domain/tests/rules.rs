@@ -795,6 +795,70 @@ fn cases() -> Vec<(&'static str, Verdict)> {
                     key_id: ApiKeyId::parse("k1").unwrap(),
                 }]),
         ),
+        (
+            "a delivery is recorded once per generation",
+            r(team_and([
+                invited(7, "zoe@x.io", "viewer", None),
+                Event::InvitationDelivered {
+                    number: 7,
+                    generation: 1,
+                    attempt: 1,
+                },
+            ]))
+            .when(
+                ResourceCommand::RecordDelivery {
+                    resource: space(),
+                    invitation: 7,
+                    generation: 1,
+                    attempt: 2,
+                    outcome: DeliveryOutcome::Delivered,
+                },
+                admin(),
+            )
+            .then_no_events(),
+        ),
+        (
+            "only the delivery worker records deliveries",
+            r(team_and([invited(7, "zoe@x.io", "viewer", None)]))
+                .when(
+                    ResourceCommand::RecordDelivery {
+                        resource: space(),
+                        invitation: 7,
+                        generation: 1,
+                        attempt: 1,
+                        outcome: DeliveryOutcome::Failed {
+                            error: "421".into(),
+                        },
+                    },
+                    by("alice"),
+                )
+                .then_error("forbidden"),
+        ),
+        (
+            "code conflict: an API key digest issued twice",
+            given::<ApiKeysState>([key_issued("k1", "rk_a")])
+                .when(issue_key("k2", "rk_a"), admin())
+                .then_error("conflict"),
+        ),
+        (
+            "the same schema again records nothing",
+            given::<SchemaState>([Event::RoleSchemaDefined {
+                kind: Kind::parse("space").unwrap(),
+                roles: vec![
+                    RoleDef {
+                        name: role("owner"),
+                        privileges: BTreeSet::from([Privilege::ViewMembers]),
+                    },
+                    RoleDef {
+                        name: role("viewer"),
+                        privileges: BTreeSet::from([Privilege::ViewMembers]),
+                    },
+                ],
+                default_role: role("viewer"),
+            }])
+            .when(schema_of(&["owner", "viewer"], "viewer"), admin())
+            .then_no_events(),
+        ),
     ]
 }
 
