@@ -159,3 +159,28 @@ impl Command {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_command_names_its_stream() {
+        let resource = ResourceId::parse("team/17").unwrap();
+        let revoke = Command::Resource(ResourceCommand::RevokeInviteLink {
+            resource: resource.clone(),
+            link: 3,
+        });
+        assert_eq!(revoke.stream().to_string(), "resource:team/17");
+        let schema = Command::Schema(SchemaCommand::DefineRoleSchema {
+            kind: resource.kind().clone(),
+            roles: vec![],
+            default_role: RoleName::parse("member").unwrap(),
+        });
+        assert_eq!(schema.stream().to_string(), "role-schema:team");
+        let key = Command::ApiKeys(ApiKeyCommand::RevokeApiKey {
+            key_id: ApiKeyId::parse("k1").unwrap(),
+        });
+        assert_eq!(key.stream(), StreamId::ApiKeys);
+    }
+}
