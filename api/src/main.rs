@@ -1,1 +1,101 @@
-fn main() {}
+//! The `roster` binary: parses the command line and calls the library. Nothing else lives here.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "roster", version, about = "Roster: an event-sourced invitation and membership engine")]
+struct Cli {
+    /// The data directory.
+    #[arg(long, global = true, env = "ROSTER_DATA_DIR", default_value = "./roster-data")]
+    data: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check the hash chain, gap-free positions and contiguous versions of the whole log.
+    Verify {
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Write the log as NDJSON envelopes, one per line, to FILE or standard output.
+    Export { file: Option<PathBuf> },
+    /// Run the performance scenarios, each beside its baseline.
+    Bench {
+        /// Scenarios to run (so far: `append`).
+        #[arg(default_values_t = vec!["append".to_string()])]
+        scenarios: Vec<String>,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        /// Writer counts for the append scenario.
+        #[arg(long, value_delimiter = ',', default_values_t = vec![1, 16, 64])]
+        writers: Vec<usize>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(
+        tracing_subscriber::EnvFilter::try_from_env("ROSTER_LOG").unwrap_or_else(|_| "warn".into()),
+    ).init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(reason) => {
+            eprintln!("roster: {reason}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    match cli.command {
+        Command::Verify { quiet } => {
+            let store = roster_api::log_tools::open(&cli.data)?;
+            let report = runtime.block_on(roster_api::log_tools::verify_log(&store, quiet))?;
+            println!("ok: {} events in {} streams, head hash {}", report.events, report.streams, report.head_hash);
+            Ok(())
+        }
+        Command::Export { file } => {
+            let store = roster_api::log_tools::open(&cli.data)?;
+            let mut out: Box<dyn std::io::Write> = match &file {
+                Some(path) => Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?,
+                )),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+            };
+            let events = runtime.block_on(roster_api::log_tools::export(&store, &mut out, file.is_none()))?;
+            if file.is_some() {
+                eprintln!("exported {events} events");
+            }
+            Ok(())
+        }
+        Command::Bench { scenarios, seconds, writers, json } => {
+            drop(runtime);
+            std::fs::create_dir_all(&cli.data).map_err(|e| format!("cannot create {}: {e}", cli.data.display()))?;
+            for scenario in scenarios {
+                match scenario.as_str() {
+                    "append" => {
+                        let figures = roster_api::bench::append_scenario(&cli.data, &writers, seconds)?;
+                        if json {
+                            println!("{}", serde_json::to_string_pretty(&figures).map_err(|e| e.to_string())?);
+                        } else {
+                            print!("{}", roster_api::bench::append_table(&figures));
+                        }
+                    }
+                    other => return Err(format!("unknown scenario `{other}` (known: append)")),
+                }
+            }
+            Ok(())
+        }
+    }
+}

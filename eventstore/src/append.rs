@@ -13,7 +13,7 @@ use crate::error::{ExpectedVersion, Rejection};
 pub struct StreamView<'a> {
     pub stream: &'a str,
     pub version: u64,
-    pub uncommitted: &'a [Envelope],
+    pub uncommitted: &'a [&'a Envelope],
 }
 
 /// A decision taken inside the writer, against the newest version of the stream.

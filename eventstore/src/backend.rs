@@ -20,8 +20,6 @@ pub(crate) mod keys {
     pub const EVENT: u8 = b'e';
     /// `s ‖ stream ‖ 0 ‖ version` → position. Stream names never hold a NUL.
     pub const STREAM: u8 = b's';
-    /// `h ‖ stream` → head version of the stream.
-    pub const STREAM_HEAD: u8 = b'h';
     /// `c ‖ command id` → the first outcome of that command.
     pub const COMMAND: u8 = b'c';
     /// `m` → last position ‖ its hash: the head of the chain.
@@ -48,11 +46,9 @@ pub(crate) mod keys {
         key
     }
 
-    pub fn stream_head(stream: &str) -> Vec<u8> {
-        let mut key = Vec::with_capacity(stream.len() + 1);
-        key.push(STREAM_HEAD);
-        key.extend_from_slice(stream.as_bytes());
-        key
+    /// The version at the end of a stream index key.
+    pub fn stream_version_of(key: &[u8]) -> Option<u64> {
+        decode_u64(key.get(key.len().checked_sub(8)?..)?)
     }
 
     pub fn command(command_id: &str) -> Vec<u8> {
@@ -185,6 +181,7 @@ impl SledBackend {
             .path(path)
             .cache_capacity(options.cache_capacity_bytes)
             .flush_every_ms(Some(options.flush_interval_ms.max(1)))
+            .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(|error| match error {
                 // sled reports a held lock as an I/O error whose text names it.

@@ -13,7 +13,7 @@ pub fn write_canonical(value: &Value, out: &mut Vec<u8>) {
         Value::Bool(true) => out.extend_from_slice(b"true"),
         Value::Bool(false) => out.extend_from_slice(b"false"),
         Value::Number(number) => write_number(number, out),
-        Value::String(string) => write_string(string, out),
+        Value::String(string) => write_canonical_str(string, out),
         Value::Array(items) => {
             out.push(b'[');
             for (index, item) in items.iter().enumerate() {
@@ -34,7 +34,7 @@ pub fn write_canonical(value: &Value, out: &mut Vec<u8>) {
                 if index > 0 {
                     out.push(b',');
                 }
-                write_string(key, out);
+                write_canonical_str(key, out);
                 out.push(b':');
                 write_canonical(&members[key.as_str()], out);
             }
@@ -65,7 +65,8 @@ fn write_number(number: &serde_json::Number, out: &mut Vec<u8>) {
     }
 }
 
-fn write_string(string: &str, out: &mut Vec<u8>) {
+/// Appends the canonical form of a JSON string.
+pub fn write_canonical_str(string: &str, out: &mut Vec<u8>) {
     out.push(b'"');
     for character in string.chars() {
         match character {

@@ -4,10 +4,10 @@ use std::collections::HashMap;
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::canonical::write_canonical;
+use crate::canonical::{write_canonical, write_canonical_str};
 
 /// A hash in the chain: SHA-256, written as 64 lowercase hex characters.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -167,25 +167,48 @@ impl Envelope {
     /// `SHA-256(prev_hash bytes ‖ JCS(envelope without hash))`, where the prev_hash bytes
     /// are the 32 raw bytes (not their hex), as `docs/ARCHITECTURE.md` states for auditors.
     pub fn compute_hash(&self) -> Hash {
-        let mut body = Map::new();
-        body.insert("position".into(), Value::from(self.position));
-        body.insert("stream".into(), Value::from(self.stream.as_str()));
-        body.insert("version".into(), Value::from(self.version));
-        body.insert("event_id".into(), Value::from(self.event_id.as_str()));
-        body.insert("type".into(), Value::from(self.event_type.as_str()));
-        body.insert("schema".into(), Value::from(self.schema));
-        body.insert("occurred_at".into(), Value::from(self.occurred_at.to_rfc3339()));
-        body.insert("actor".into(), Value::from(self.actor.as_str()));
-        body.insert("command_id".into(), Value::from(self.command_id.as_str()));
-        body.insert("correlation_id".into(), Value::from(self.correlation_id.as_str()));
-        body.insert("data".into(), self.data.clone());
-        body.insert("prev_hash".into(), Value::from(self.prev_hash.to_hex()));
-        let mut bytes = Vec::with_capacity(512);
-        write_canonical(&Value::Object(body), &mut bytes);
         let mut hasher = Sha256::new();
         hasher.update(self.prev_hash.0);
-        hasher.update(&bytes);
+        hasher.update(self.canonical_without_hash());
         Hash(hasher.finalize().into())
+    }
+
+    /// The RFC 8785 form of the envelope without `hash`, written directly: the member names
+    /// are fixed, so their sorted order is too, and only `data` needs the general writer.
+    pub fn canonical_without_hash(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(512);
+        let member = |out: &mut Vec<u8>, name: &str, first: bool| {
+            out.extend_from_slice(if first { b"{\"" } else { b",\"" });
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b"\":");
+        };
+        // Sorted by UTF-16 code units, which for these ASCII names is byte order.
+        member(&mut out, "actor", true);
+        write_canonical_str(&self.actor, &mut out);
+        member(&mut out, "command_id", false);
+        write_canonical_str(&self.command_id, &mut out);
+        member(&mut out, "correlation_id", false);
+        write_canonical_str(&self.correlation_id, &mut out);
+        member(&mut out, "data", false);
+        write_canonical(&self.data, &mut out);
+        member(&mut out, "event_id", false);
+        write_canonical_str(&self.event_id, &mut out);
+        member(&mut out, "occurred_at", false);
+        write_canonical_str(&self.occurred_at.to_rfc3339(), &mut out);
+        member(&mut out, "position", false);
+        write_canonical(&Value::from(self.position), &mut out);
+        member(&mut out, "prev_hash", false);
+        write_canonical_str(&self.prev_hash.to_hex(), &mut out);
+        member(&mut out, "schema", false);
+        write_canonical(&Value::from(self.schema), &mut out);
+        member(&mut out, "stream", false);
+        write_canonical_str(&self.stream, &mut out);
+        member(&mut out, "type", false);
+        write_canonical_str(&self.event_type, &mut out);
+        member(&mut out, "version", false);
+        write_canonical(&Value::from(self.version), &mut out);
+        out.push(b'}');
+        out
     }
 
     /// The envelope as one line of NDJSON, as `roster export` writes it.
@@ -280,6 +303,15 @@ mod tests {
             edit(&mut edited);
             assert_ne!(edited.compute_hash(), reference);
         }
+    }
+
+    #[test]
+    fn the_direct_canonical_form_equals_the_general_one() {
+        let mut envelope = sample();
+        envelope.data = json!({"z": [1, 2.5, "\u{1f600}"], "a": {"nested": null}});
+        let mut general = serde_json::to_value(&envelope).expect("json");
+        general.as_object_mut().expect("object").remove("hash");
+        assert_eq!(envelope.canonical_without_hash(), crate::canonical::to_canonical_vec(&general));
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub use append::{AppendRequest, Appended, Decide, Proposal, StreamView};
 pub use backend::{Backend, Durability, Entry, MemoryBackend, SledBackend, SledOptions};
 pub use envelope::{Envelope, Hash, NewEvent, Timestamp, UpcastFn, Upcasters};
 pub use error::{AppendError, ExpectedVersion, Rejection, StoreError};
-pub use log::{Limits, Log, MemoryStore, SledStore};
+pub use log::{Limits, Log, LogStats, MemoryStore, SledStore};
 pub use subscription::{ReadAll, Subscription};
 pub use verify::{verify, verify_with_progress, VerifyError, VerifyReport};
 

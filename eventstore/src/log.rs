@@ -29,6 +29,8 @@ pub struct Limits {
     pub stream_bytes_max: usize,
     /// Events a read returns at most, whatever limit the caller asked for.
     pub read_events_max: usize,
+    /// Stream versions the writer keeps in memory to skip an index lookup per command.
+    pub stream_heads_cached_max: usize,
 }
 
 impl Default for Limits {
@@ -40,6 +42,7 @@ impl Default for Limits {
             event_bytes_max: 1024 * 1024,
             stream_bytes_max: 512,
             read_events_max: 10_000,
+            stream_heads_cached_max: 100_000,
         }
     }
 }
@@ -78,6 +81,17 @@ pub(crate) struct Shared<B> {
     /// The last position acknowledged (durable as promised); reads never go past it, so a
     /// reader never sees an event that a crash could still take back.
     pub visible_head: AtomicU64,
+    pub groups_committed: AtomicU64,
+    pub appends_committed: AtomicU64,
+}
+
+/// Counters of the writer's work, for metrics and benchmarks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogStats {
+    /// Groups written, each one batch and one sync.
+    pub groups: u64,
+    /// Appends that wrote events, over all groups.
+    pub appends: u64,
 }
 
 /// The event log: one writer, any number of readers. Generic over where the bytes live.
@@ -123,7 +137,13 @@ impl<B: Backend> Log<B> {
         check_head(&backend, chain)?;
         let (jobs, receiver) = mpsc::channel(limits.queue_commands_max.max(1));
         let (tail, _) = broadcast::channel(1024);
-        let shared = Arc::new(Shared { backend, limits, visible_head: AtomicU64::new(chain.position) });
+        let shared = Arc::new(Shared {
+            backend,
+            limits,
+            visible_head: AtomicU64::new(chain.position),
+            groups_committed: AtomicU64::new(0),
+            appends_committed: AtomicU64::new(0),
+        });
         let writer_shared = Arc::clone(&shared);
         let writer_tail = tail.clone();
         let writer = std::thread::Builder::new()
@@ -150,6 +170,13 @@ impl<B: Backend> Log<B> {
         }
     }
 
+    pub fn stats(&self) -> LogStats {
+        LogStats {
+            groups: self.shared.groups_committed.load(Ordering::Relaxed),
+            appends: self.shared.appends_committed.load(Ordering::Relaxed),
+        }
+    }
+
     fn head_position(&self) -> u64 {
         self.shared.visible_head.load(Ordering::Acquire)
     }
@@ -170,11 +197,8 @@ impl<B: Backend> Log<B> {
             if position > visible {
                 break;
             }
-            let version = key
-                .len()
-                .checked_sub(8)
-                .and_then(|at| keys::decode_u64(&key[at..]))
-                .ok_or_else(|| StoreError::corrupt(position, "a stream index key"))?;
+            let version =
+                keys::stream_version_of(&key).ok_or_else(|| StoreError::corrupt(position, "a stream index key"))?;
             let envelope = read_event(&self.shared.backend, position)?;
             let expected_version = events.last().map_or(from_version.max(1), |e: &Envelope| e.version + 1);
             if envelope.stream != stream || envelope.version != version || version != expected_version {
@@ -201,8 +225,8 @@ impl<B: Backend> Log<B> {
             for (key, value) in &entries {
                 let position = keys::decode_u64(value).ok_or_else(|| StoreError::corrupt(0, "a stream index entry"))?;
                 if position <= visible {
-                    let at = key.len().saturating_sub(8);
-                    return keys::decode_u64(&key[at..]).ok_or_else(|| StoreError::corrupt(position, "a stream index key"));
+                    return keys::stream_version_of(key)
+                        .ok_or_else(|| StoreError::corrupt(position, "a stream index key"));
                 }
             }
             upper = last_key.clone();

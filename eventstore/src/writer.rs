@@ -21,14 +21,47 @@ pub(crate) struct Job {
     pub reply: oneshot::Sender<Result<Appended, AppendError>>,
 }
 
+type Reply = (oneshot::Sender<Result<Appended, AppendError>>, Result<Appended, AppendError>);
+
+/// A group applied to the store and waiting for its sync before anyone hears of it.
+struct Applied {
+    replies: Vec<Reply>,
+    envelopes: Vec<Envelope>,
+    head: ChainHead,
+    appends: u64,
+    /// The apply itself failed: nothing of this group is in the store.
+    failed: Option<StoreError>,
+}
+
+/// Groups the writer may apply while the syncer is still syncing earlier ones.
+const PIPELINE_GROUPS_MAX: usize = 8;
+
 /// Runs until every sender is dropped, then makes everything durable and returns.
+///
+/// Two threads share the work: this one decides and applies groups, the syncer makes them
+/// durable and answers. While one group is being synced the next is already being prepared,
+/// so a group costs the larger of its CPU work and its sync, not their sum; and one sync
+/// covers every group applied while the previous sync ran.
 pub(crate) fn run<B: Backend>(
     shared: Arc<Shared<B>>,
     mut jobs: mpsc::Receiver<Job>,
     tail: broadcast::Sender<Arc<[Envelope]>>,
     mut chain: ChainHead,
 ) {
+    let (to_syncer, applied) = std::sync::mpsc::sync_channel::<Applied>(PIPELINE_GROUPS_MAX);
+    let syncer_shared = Arc::clone(&shared);
+    let syncer = std::thread::Builder::new()
+        .name("roster-log-sync".into())
+        .spawn(move || sync_loop(&syncer_shared, &applied, &tail));
+    let syncer = match syncer {
+        Ok(syncer) => syncer,
+        Err(error) => {
+            tracing::error!(%error, "cannot start the log's sync thread");
+            return;
+        }
+    };
     let batch_max = shared.limits.group_commands_max.max(1);
+    let mut heads = StreamHeads::new(shared.limits.stream_heads_cached_max);
     let mut group_jobs = Vec::with_capacity(batch_max);
     while let Some(first) = jobs.blocking_recv() {
         group_jobs.push(first);
@@ -38,61 +71,129 @@ pub(crate) fn run<B: Backend>(
                 Err(_) => break,
             }
         }
-        chain = commit_group(&shared, &tail, chain, group_jobs.drain(..));
+        let group = apply_group(&shared, &mut heads, chain, group_jobs.drain(..));
+        chain = if group.failed.is_some() {
+            // The batch is atomic, so the store holds exactly what it held before it: start
+            // again from the stored head, with no cached stream version.
+            heads.clear();
+            ChainHead::load(&shared.backend).unwrap_or(chain)
+        } else {
+            group.head
+        };
+        if to_syncer.send(group).is_err() {
+            break;
+        }
+    }
+    drop(to_syncer);
+    if syncer.join().is_err() {
+        tracing::error!("the log's sync thread panicked");
     }
     if let Err(error) = shared.backend.close() {
         tracing::error!(%error, "the log could not be made durable on close");
     }
 }
 
-fn commit_group<B: Backend>(
+/// Decides a group's commands and applies its writes as one atomic batch.
+fn apply_group<B: Backend>(
     shared: &Shared<B>,
-    tail: &broadcast::Sender<Arc<[Envelope]>>,
+    heads: &mut StreamHeads,
     chain: ChainHead,
     jobs: impl Iterator<Item = Job>,
-) -> ChainHead {
-    let mut group = Group::new(&shared.backend, &shared.limits, chain);
+) -> Applied {
+    let mut group = Group::new(&shared.backend, &shared.limits, heads, chain);
     let mut replies = Vec::new();
     for job in jobs {
         let outcome = group.admit(job.request);
         replies.push((job.reply, outcome));
     }
-    if group.writes.is_empty() {
-        answer(replies);
-        return chain;
-    }
-    let next = group.chain;
+    let (head, appends) = (group.chain, group.appends);
     let envelopes = std::mem::take(&mut group.envelopes);
     let mut writes = std::mem::take(&mut group.writes);
-    writes.push((keys::CHAIN_HEAD.to_vec(), next.to_bytes()));
-    let committed = shared.backend.apply(writes).and_then(|()| shared.backend.sync());
-    match committed {
-        Ok(()) => {
-            shared.visible_head.store(next.position, Ordering::Release);
-            answer(replies);
-            // Nobody listening is not an error: subscribers catch up from the store.
-            let _ = tail.send(Arc::from(envelopes));
-            next
+    let stream_heads = std::mem::take(&mut group.stream_heads);
+    let mut failed = None;
+    if !writes.is_empty() {
+        writes.push((keys::CHAIN_HEAD.to_vec(), head.to_bytes()));
+        match shared.backend.apply(writes) {
+            Ok(()) => heads.remember(stream_heads),
+            Err(error) => failed = Some(error),
         }
-        Err(error) => {
-            tracing::error!(%error, "a group commit failed; its commands were not acknowledged");
-            for (reply, outcome) in replies {
-                let _ = reply.send(outcome.and(Err(AppendError::Store(error.clone()))));
-            }
-            // The batch is atomic: either it is in the store (only the sync failed) or not at
-            // all. The stored chain head says which, so start the next group from it.
-            match ChainHead::load(&shared.backend) {
-                Ok(stored) => stored,
-                Err(_) => chain,
+    }
+    Applied { replies, envelopes, head, appends, failed }
+}
+
+/// Makes applied groups durable, then answers their commands and tells the subscribers.
+fn sync_loop<B: Backend>(
+    shared: &Shared<B>,
+    applied: &std::sync::mpsc::Receiver<Applied>,
+    tail: &broadcast::Sender<Arc<[Envelope]>>,
+) {
+    while let Ok(first) = applied.recv() {
+        let mut groups = vec![first];
+        groups.extend(applied.try_iter());
+        // Even a group that wrote nothing waits for the sync of the ones before it: its
+        // answers (a conflict, a duplicate) were decided against them.
+        let wrote = groups.iter().any(|g| g.failed.is_none() && !g.envelopes.is_empty());
+        let synced = if wrote { shared.backend.sync() } else { Ok(()) };
+        for group in groups {
+            let failure = group.failed.or_else(|| synced.as_ref().err().cloned());
+            match failure {
+                None => {
+                    if !group.envelopes.is_empty() {
+                        shared.visible_head.store(group.head.position, Ordering::Release);
+                        shared.groups_committed.fetch_add(1, Ordering::Relaxed);
+                        shared.appends_committed.fetch_add(group.appends, Ordering::Relaxed);
+                    }
+                    answer(group.replies);
+                    if !group.envelopes.is_empty() {
+                        // Nobody listening is not an error: subscribers catch up from the store.
+                        let _ = tail.send(Arc::from(group.envelopes));
+                    }
+                }
+                Some(error) => {
+                    tracing::error!(%error, "a group commit failed; its commands were not acknowledged");
+                    // Whether the events are in the store is unknown to the caller: a retry
+                    // with the same command id gets the first outcome if they are.
+                    for (reply, outcome) in group.replies {
+                        let _ = reply.send(outcome.and(Err(AppendError::Store(error.clone()))));
+                    }
+                }
             }
         }
     }
 }
 
-fn answer(replies: Vec<(oneshot::Sender<Result<Appended, AppendError>>, Result<Appended, AppendError>)>) {
+fn answer(replies: Vec<Reply>) {
     for (reply, outcome) in replies {
         // A caller that went away does not undo the append; its command id still holds.
         let _ = reply.send(outcome);
+    }
+}
+
+/// The writer's own record of stream versions: it is the only writer, so what it applied is
+/// exact. Bounded; when full it forgets everything and reads versions from the store again.
+struct StreamHeads {
+    versions: HashMap<String, u64>,
+    entries_max: usize,
+}
+
+impl StreamHeads {
+    fn new(entries_max: usize) -> StreamHeads {
+        StreamHeads { versions: HashMap::new(), entries_max }
+    }
+
+    fn get(&self, stream: &str) -> Option<u64> {
+        self.versions.get(stream).copied()
+    }
+
+    fn remember(&mut self, applied: HashMap<String, u64>) {
+        if self.versions.len() + applied.len() > self.entries_max {
+            self.versions.clear();
+        }
+        self.versions.extend(applied);
+    }
+
+    fn clear(&mut self) {
+        self.versions.clear();
     }
 }
 
@@ -101,25 +202,30 @@ fn answer(replies: Vec<(oneshot::Sender<Result<Appended, AppendError>>, Result<A
 struct Group<'a, B: Backend> {
     backend: &'a B,
     limits: &'a Limits,
+    heads: &'a StreamHeads,
     chain: ChainHead,
     writes: Vec<Entry>,
     envelopes: Vec<Envelope>,
     stream_heads: HashMap<String, u64>,
-    uncommitted: HashMap<String, Vec<Envelope>>,
+    /// Indices into `envelopes` of each stream's events in this group.
+    uncommitted: HashMap<String, Vec<usize>>,
     commands: HashMap<String, Appended>,
+    appends: u64,
 }
 
 impl<'a, B: Backend> Group<'a, B> {
-    fn new(backend: &'a B, limits: &'a Limits, chain: ChainHead) -> Group<'a, B> {
+    fn new(backend: &'a B, limits: &'a Limits, heads: &'a StreamHeads, chain: ChainHead) -> Group<'a, B> {
         Group {
             backend,
             limits,
+            heads,
             chain,
             writes: Vec::new(),
             envelopes: Vec::new(),
             stream_heads: HashMap::new(),
             uncommitted: HashMap::new(),
             commands: HashMap::new(),
+            appends: 0,
         }
     }
 
@@ -137,8 +243,9 @@ impl<'a, B: Backend> Group<'a, B> {
         let events = match proposal {
             Proposal::Events(events) => events,
             Proposal::Decide(decide) => {
-                let uncommitted = self.uncommitted.get(&request.stream).map_or(&[][..], Vec::as_slice);
-                let view = StreamView { stream: &request.stream, version: current, uncommitted };
+                let indices = self.uncommitted.get(&request.stream).map_or(&[][..], Vec::as_slice);
+                let uncommitted: Vec<&Envelope> = indices.iter().map(|&i| &self.envelopes[i]).collect();
+                let view = StreamView { stream: &request.stream, version: current, uncommitted: &uncommitted };
                 decide.decide(view).map_err(AppendError::Rejected)?
             }
         };
@@ -189,15 +296,15 @@ impl<'a, B: Backend> Group<'a, B> {
                 keys::stream_version(&envelope.stream, envelope.version),
                 envelope.position.to_be_bytes().to_vec(),
             ));
-            self.uncommitted.entry(envelope.stream.clone()).or_default().push(envelope.clone());
+            self.uncommitted.entry(request.stream.clone()).or_default().push(self.envelopes.len());
             self.envelopes.push(envelope);
         }
         self.chain = chain;
-        self.writes.push((keys::stream_head(&request.stream), outcome.version.to_be_bytes().to_vec()));
         self.stream_heads.insert(request.stream, outcome.version);
         let stored = serde_json::to_vec(&outcome).map_err(|e| StoreError::Invalid(e.to_string()))?;
         self.writes.push((keys::command(&request.command_id), stored));
         self.commands.insert(request.command_id, outcome.clone());
+        self.appends += 1;
         Ok(outcome)
     }
 
@@ -214,13 +321,15 @@ impl<'a, B: Backend> Group<'a, B> {
     }
 
     fn stream_version(&self, stream: &str) -> Result<u64, StoreError> {
-        if let Some(version) = self.stream_heads.get(stream) {
-            return Ok(*version);
+        if let Some(version) = self.stream_heads.get(stream).copied().or_else(|| self.heads.get(stream)) {
+            return Ok(version);
         }
-        match self.backend.get(&keys::stream_head(stream))? {
+        // The stream's last index entry holds its head version: no separate record to keep.
+        let last = self.backend.scan(&keys::stream_prefix(stream), &keys::stream_version(stream, u64::MAX), 1, true)?;
+        match last.first() {
             None => Ok(0),
-            Some(bytes) => keys::decode_u64(&bytes)
-                .ok_or_else(|| StoreError::corrupt(0, format!("the head version of stream {stream}"))),
+            Some((key, _)) => keys::stream_version_of(key)
+                .ok_or_else(|| StoreError::corrupt(0, format!("the index of stream {stream}"))),
         }
     }
 }

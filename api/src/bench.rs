@@ -1,0 +1,186 @@
+//! `roster bench`: the performance scenarios of DESIGN section 9, each measured beside its
+//! baseline in the same run, because on a shared 2-core machine only ratios are stable.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use roster_eventstore::{AppendRequest, EventStore, ExpectedVersion, NewEvent, SledOptions, SledStore};
+use serde::Serialize;
+use serde_json::json;
+
+/// Durable append throughput with this many concurrent writers, beside raw sled.
+#[derive(Debug, Clone, Serialize)]
+pub struct AppendFigure {
+    pub writers: usize,
+    pub appends_per_s: f64,
+    /// Appends that shared one group commit (one batch, one sync), on average.
+    pub appends_per_group: f64,
+    /// Raw sled: batches of the same size, each `apply_batch` then `flush`.
+    pub raw_sled_per_s: f64,
+    /// Raw sled as above plus the `fdatasync` that makes it as durable as Roster's `sync`.
+    pub raw_sled_fdatasync_per_s: f64,
+}
+
+impl AppendFigure {
+    pub fn versus_raw(&self) -> f64 {
+        self.appends_per_s / self.raw_sled_per_s
+    }
+
+    pub fn versus_raw_fdatasync(&self) -> f64 {
+        self.appends_per_s / self.raw_sled_fdatasync_per_s
+    }
+}
+
+fn sample_event(writer: usize, n: u64) -> NewEvent {
+    // About the size of a real membership event.
+    NewEvent {
+        event_id: ulid::Ulid::new().to_string(),
+        event_type: "MemberAdded".into(),
+        schema: 1,
+        data: json!({
+            "principal": format!("user-{writer}-{n}"),
+            "role": "editor",
+            "granted_by": "owner-1",
+            "via": {"link": 1_234_567, "generation": 1},
+        }),
+    }
+}
+
+/// Runs the durable-append scenario for each writer count, `seconds` each, in `scratch`.
+pub fn append_scenario(scratch: &Path, writer_counts: &[usize], seconds: f64) -> Result<Vec<AppendFigure>, String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let duration = Duration::from_secs_f64(seconds);
+    let mut figures = Vec::new();
+    for &writers in writer_counts {
+        let dir = tempfile::tempdir_in(scratch).map_err(|e| e.to_string())?;
+        let store = Arc::new(SledStore::open(dir.path(), SledOptions::default()).map_err(|e| e.to_string())?);
+        let (appends, elapsed) = runtime.block_on(drive_appends(Arc::clone(&store), writers, duration))?;
+        let stats = store.stats();
+        let envelope_bytes = runtime
+            .block_on(store.read_all(0, 1))
+            .ok()
+            .and_then(|page| page.first().map(|e| e.to_json_line().len()))
+            .unwrap_or(400);
+        drop(store);
+        let appends_per_group = if stats.groups == 0 { 1.0 } else { to_f64(stats.appends) / to_f64(stats.groups) };
+        let batch = appends_per_group.round().max(1.0);
+        let raw = raw_sled(scratch, batch, envelope_bytes, duration, false)?;
+        let raw_synced = raw_sled(scratch, batch, envelope_bytes, duration, true)?;
+        figures.push(AppendFigure {
+            writers,
+            appends_per_s: to_f64(appends) / elapsed.as_secs_f64(),
+            appends_per_group,
+            raw_sled_per_s: raw,
+            raw_sled_fdatasync_per_s: raw_synced,
+        });
+    }
+    Ok(figures)
+}
+
+async fn drive_appends(store: Arc<SledStore>, writers: usize, duration: Duration) -> Result<(u64, Duration), String> {
+    let done = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..writers)
+        .map(|writer| {
+            let (store, done, count) = (Arc::clone(&store), Arc::clone(&done), Arc::clone(&count));
+            tokio::spawn(async move {
+                let stream = format!("resource:space/bench-{writer}");
+                let mut n = 0;
+                while !done.load(Ordering::Relaxed) {
+                    let request = AppendRequest::new(stream.as_str(), ExpectedVersion::Any, vec![sample_event(writer, n)]);
+                    store.append(request).await.map_err(|e| e.to_string())?;
+                    count.fetch_add(1, Ordering::Relaxed);
+                    n += 1;
+                }
+                Ok::<(), String>(())
+            })
+        })
+        .collect();
+    tokio::time::sleep(duration).await;
+    done.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await.map_err(|e| e.to_string())??;
+    }
+    Ok((count.load(Ordering::Relaxed), started.elapsed()))
+}
+
+/// Events per second that sled itself reaches writing batches of `batch` values of
+/// `value_bytes`, each batch followed by a flush (and an `fdatasync` when asked).
+fn raw_sled(scratch: &Path, batch: f64, value_bytes: usize, duration: Duration, fdatasync: bool) -> Result<f64, String> {
+    let dir = tempfile::tempdir_in(scratch).map_err(|e| e.to_string())?;
+    let defaults = SledOptions::default();
+    let db = sled::Config::new()
+        .path(dir.path())
+        .cache_capacity(defaults.cache_capacity_bytes)
+        .flush_every_ms(Some(defaults.flush_interval_ms))
+        .mode(sled::Mode::HighThroughput)
+        .open()
+        .map_err(|e| e.to_string())?;
+    let tree = db.open_tree("log").map_err(|e| e.to_string())?;
+    let data_file = std::fs::File::open(dir.path().join("db")).map_err(|e| e.to_string())?;
+    let value = vec![b'x'; value_bytes];
+    let per_batch = batch_size(batch);
+    let mut key = 0u64;
+    let started = Instant::now();
+    while started.elapsed() < duration {
+        let mut writes = sled::Batch::default();
+        for _ in 0..per_batch {
+            key += 1;
+            writes.insert(&key.to_be_bytes(), value.as_slice());
+        }
+        tree.apply_batch(writes).map_err(|e| e.to_string())?;
+        db.flush().map_err(|e| e.to_string())?;
+        if fdatasync {
+            data_file.sync_data().map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(to_f64(key) / started.elapsed().as_secs_f64())
+}
+
+fn batch_size(batch: f64) -> u64 {
+    // A rounded, positive average group size: small enough for an exact conversion.
+    let mut size = 1u64;
+    while to_f64(size) < batch {
+        size += 1;
+    }
+    size
+}
+
+/// Counts to floats for rates; exact below 2^53, which any count here is.
+fn to_f64(count: u64) -> f64 {
+    let high = u32::try_from(count >> 32).unwrap_or(u32::MAX);
+    let low = u32::try_from(count & 0xffff_ffff).unwrap_or(u32::MAX);
+    f64::from(high) * 4_294_967_296.0 + f64::from(low)
+}
+
+/// The append figures as the table `roster bench` prints.
+pub fn append_table(figures: &[AppendFigure]) -> String {
+    let mut out = String::from(
+        "durable append (sync)\n\
+         writers  appends/s  per group  raw sled/s  ratio  raw sled+fdatasync/s  ratio\n",
+    );
+    let single = figures.iter().find(|f| f.writers == 1).map(|f| f.appends_per_s);
+    for f in figures {
+        out.push_str(&format!(
+            "{:>7}  {:>9.0}  {:>9.1}  {:>10.0}  {:>5.2}  {:>20.0}  {:>5.2}\n",
+            f.writers,
+            f.appends_per_s,
+            f.appends_per_group,
+            f.raw_sled_per_s,
+            f.versus_raw(),
+            f.raw_sled_fdatasync_per_s,
+            f.versus_raw_fdatasync()
+        ));
+    }
+    if let (Some(single), Some(most)) = (single, figures.iter().max_by_key(|f| f.writers)) {
+        out.push_str(&format!(
+            "{} writers reach {:.1}x the 1-writer rate\n",
+            most.writers,
+            most.appends_per_s / single
+        ));
+    }
+    out
+}
