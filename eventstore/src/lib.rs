@@ -9,6 +9,7 @@ mod backend;
 pub mod canonical;
 mod envelope;
 mod error;
+mod import;
 mod log;
 mod subscription;
 mod verify;
@@ -22,7 +23,7 @@ pub use envelope::{Envelope, Hash, NewEvent, Timestamp, UpcastFn, Upcasters};
 pub use error::{AppendError, ExpectedVersion, Rejection, StoreError};
 pub use log::{Limits, Log, LogStats, MemoryStore, SledStore};
 pub use subscription::{ReadAll, Subscription};
-pub use verify::{verify, verify_with_progress, VerifyError, VerifyReport};
+pub use verify::{verify, verify_with_progress, ChainChecker, VerifyError, VerifyReport};
 
 /// An append-only log of events in streams, with a global order and a hash chain.
 ///

@@ -115,6 +115,18 @@ impl SledStore {
         Log::with_backend(SledBackend::open(path, &options)?, Limits::default())
     }
 
+    /// Writes a verified sequence of envelopes (an export) into an empty log in `path`,
+    /// keeping their positions and hashes. Refuses a log that holds events.
+    pub fn import(
+        path: &Path,
+        options: SledOptions,
+        envelopes: &mut dyn Iterator<Item = Result<Envelope, StoreError>>,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<u64, StoreError> {
+        let backend = SledBackend::open(path, &options)?;
+        crate::import::import_into(&backend, envelopes, progress)
+    }
+
     /// The sled database, for the read models that keep their trees beside the log.
     pub fn db(&self) -> &sled::Db {
         self.shared.backend.db()

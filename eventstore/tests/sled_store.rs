@@ -100,3 +100,50 @@ async fn appends_after_close_are_refused() {
     assert!(matches!(refused, Err(roster_eventstore::AppendError::Store(StoreError::Closed))), "{refused:?}");
     assert!(matches!(tail.next().await, Err(StoreError::Closed)));
 }
+
+#[tokio::test]
+async fn an_import_reproduces_the_exported_log_and_its_idempotency() {
+    let source_dir = tempfile::tempdir().expect("temporary directory");
+    let source = SledStore::open(source_dir.path(), SledOptions::default()).expect("opens");
+    fill(&source, 5).await;
+    let two = AppendRequest::new("s9", ExpectedVersion::Any, vec![event(1), event(2)]).command_id("two-events");
+    source.append(two).await.expect("appends");
+    let exported = source.read_all(0, 100).await.expect("reads");
+    let target_dir = tempfile::tempdir().expect("temporary directory");
+    let mut envelopes = exported.clone().into_iter().map(Ok);
+    let written = SledStore::import(target_dir.path(), SledOptions::default(), &mut envelopes, &mut |_| {})
+        .expect("imports");
+    assert_eq!(written, 7);
+    let target = SledStore::open(target_dir.path(), SledOptions::default()).expect("opens");
+    assert_eq!(target.read_all(0, 100).await.expect("reads"), exported);
+    assert_eq!(verify(&target).await.expect("verifies"), verify(&source).await.expect("verifies"));
+    // The imported command ids still hold their first outcome.
+    let again = target
+        .append(AppendRequest::new("s9", ExpectedVersion::Any, vec![event(3)]).command_id("two-events"))
+        .await
+        .expect("first outcome");
+    assert!(again.duplicate);
+    assert_eq!((again.version, again.position, again.events), (2, 7, 2));
+    // And the chain goes on from the imported head.
+    let next = target.append(AppendRequest::new("s9", ExpectedVersion::Exactly(2), vec![event(4)])).await;
+    assert_eq!(next.expect("appends").position, 8);
+    verify(&target).await.expect("verifies");
+}
+
+#[tokio::test]
+async fn an_import_refuses_a_log_that_holds_events_and_a_broken_chain() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = SledStore::open(dir.path(), SledOptions::default()).expect("opens");
+    fill(&store, 3).await;
+    let mut exported = store.read_all(0, 100).await.expect("reads");
+    drop(store);
+    let mut envelopes = exported.clone().into_iter().map(Ok);
+    let refused = SledStore::import(dir.path(), SledOptions::default(), &mut envelopes, &mut |_| {});
+    assert!(matches!(refused, Err(StoreError::Invalid(_))), "{refused:?}");
+
+    exported[1].actor = "mallory".into();
+    let empty = tempfile::tempdir().expect("temporary directory");
+    let mut envelopes = exported.into_iter().map(Ok);
+    let refused = SledStore::import(empty.path(), SledOptions::default(), &mut envelopes, &mut |_| {});
+    assert!(matches!(refused, Err(StoreError::Corrupt { position: 2, .. })), "{refused:?}");
+}

@@ -1,0 +1,88 @@
+//! Writing a verified sequence of envelopes into an empty log, as `roster import` does.
+//!
+//! The envelopes keep their positions and hashes: an import reproduces the exported log
+//! exactly, chain included. The caller verifies the whole sequence first (with
+//! `ChainChecker`), so a bad file is refused before anything is written; this checks again
+//! as it writes, because it must never write a broken chain whatever it is handed.
+
+use crate::append::Appended;
+use crate::backend::{keys, Backend, Entry};
+use crate::envelope::Envelope;
+use crate::error::StoreError;
+use crate::log::ChainHead;
+use crate::verify::ChainChecker;
+
+const BATCH_EVENTS: usize = 4096;
+
+/// Writes `envelopes` into `backend`, which must hold no event. Returns the events written.
+pub(crate) fn import_into<B: Backend>(
+    backend: &B,
+    envelopes: &mut dyn Iterator<Item = Result<Envelope, StoreError>>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<u64, StoreError> {
+    if ChainHead::load(backend)?.position != 0 {
+        return Err(StoreError::Invalid("import needs an empty log".into()));
+    }
+    let mut checker = ChainChecker::new();
+    let mut writes: Vec<Entry> = Vec::new();
+    let mut command: Option<Appended> = None;
+    let mut command_id = String::new();
+    let mut last_hash = crate::envelope::Hash::GENESIS;
+    for envelope in envelopes {
+        let envelope = envelope?;
+        checker.check(&envelope).map_err(|e| StoreError::corrupt(e.position, e.reason))?;
+        // Consecutive events of one command in one stream were one append: one outcome.
+        let same_command =
+            command.as_ref().is_some_and(|c| command_id == envelope.command_id && c.stream == envelope.stream);
+        if same_command {
+            if let Some(outcome) = command.as_mut() {
+                outcome.version = envelope.version;
+                outcome.position = envelope.position;
+                outcome.events += 1;
+            }
+        } else {
+            if let Some(outcome) = command.take() {
+                writes.push(command_record(&command_id, &outcome)?);
+            }
+            command_id.clone_from(&envelope.command_id);
+            command = Some(Appended {
+                stream: envelope.stream.clone(),
+                version: envelope.version,
+                position: envelope.position,
+                events: 1,
+                duplicate: false,
+            });
+        }
+        let bytes = serde_json::to_vec(&envelope).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        writes.push((keys::stream_version(&envelope.stream, envelope.version), envelope.position.to_be_bytes().to_vec()));
+        writes.push((keys::event(envelope.position), bytes));
+        last_hash = envelope.hash;
+        if writes.len() >= BATCH_EVENTS * 2 {
+            flush(backend, &mut writes, ChainHead { position: checker.position(), hash: last_hash })?;
+            progress(checker.position());
+        }
+    }
+    if let Some(outcome) = command.take() {
+        writes.push(command_record(&command_id, &outcome)?);
+    }
+    flush(backend, &mut writes, ChainHead { position: checker.position(), hash: last_hash })?;
+    backend.close()?;
+    progress(checker.position());
+    Ok(checker.position())
+}
+
+fn command_record(command_id: &str, outcome: &Appended) -> Result<Entry, StoreError> {
+    let bytes = serde_json::to_vec(outcome).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    Ok((keys::command(command_id), bytes))
+}
+
+fn flush<B: Backend>(backend: &B, writes: &mut Vec<Entry>, head: ChainHead) -> Result<(), StoreError> {
+    if head.position == 0 {
+        return Ok(());
+    }
+    let mut batch = std::mem::take(writes);
+    // Each batch moves the chain head with it, so an interrupted import leaves a consistent
+    // (shorter) log, never one whose head names a missing event.
+    batch.push((keys::CHAIN_HEAD.to_vec(), head.to_bytes()));
+    backend.apply(batch)
+}
