@@ -28,8 +28,17 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    pub fn new(reader: Arc<dyn ReadAll>, live: broadcast::Receiver<Arc<[Envelope]>>, after: u64) -> Subscription {
-        Subscription { reader, live, next_position: after.saturating_add(1), buffer: VecDeque::new() }
+    pub fn new(
+        reader: Arc<dyn ReadAll>,
+        live: broadcast::Receiver<Arc<[Envelope]>>,
+        after: u64,
+    ) -> Subscription {
+        Subscription {
+            reader,
+            live,
+            next_position: after.saturating_add(1),
+            buffer: VecDeque::new(),
+        }
     }
 
     /// The next event; waits for one when caught up. Fails when the store fails or closes.
@@ -39,7 +48,9 @@ impl Subscription {
                 self.next_position = envelope.position + 1;
                 return Ok(envelope);
             }
-            let page = self.reader.read_after(self.next_position - 1, PAGE_EVENTS)?;
+            let page = self
+                .reader
+                .read_after(self.next_position - 1, PAGE_EVENTS)?;
             if !page.is_empty() {
                 self.buffer.extend(page);
                 continue;
@@ -47,7 +58,9 @@ impl Subscription {
             match self.live.recv().await {
                 Ok(batch) => {
                     let fresh = batch.iter().filter(|e| e.position >= self.next_position);
-                    let contiguous = batch.first().is_none_or(|e| e.position <= self.next_position);
+                    let contiguous = batch
+                        .first()
+                        .is_none_or(|e| e.position <= self.next_position);
                     // A batch that starts past the next position means one was missed: the
                     // loop reads it from the store instead.
                     if contiguous {
@@ -58,6 +71,29 @@ impl Subscription {
                 Err(RecvError::Closed) => return Err(StoreError::Closed),
             }
         }
+    }
+
+    /// At least one event, waiting for it, and then every event already at hand, up to `max`:
+    /// for consumers that work in batches (a projector writes one batch per call).
+    pub async fn next_batch(&mut self, max: usize) -> Result<Vec<Envelope>, StoreError> {
+        let mut batch = vec![self.next().await?];
+        while batch.len() < max {
+            if self.buffer.is_empty() {
+                let more = self.reader.read_after(self.next_position - 1, max - batch.len())?;
+                if more.is_empty() {
+                    break;
+                }
+                self.buffer.extend(more);
+            }
+            match self.buffer.pop_front() {
+                Some(envelope) => {
+                    self.next_position = envelope.position + 1;
+                    batch.push(envelope);
+                }
+                None => break,
+            }
+        }
+        Ok(batch)
     }
 
     /// The position the next event will have.

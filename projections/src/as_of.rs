@@ -1,0 +1,65 @@
+//! Past state: a resource's rolemap as it was at a position or a time, rebuilt from its own
+//! stream with the domain's `evolve`, without touching the live read models.
+
+use roster_domain::{Event, ResourceId, ResourceState, Timestamp};
+use roster_eventstore::{EventStore, Upcasters};
+
+use crate::records::MemberRecord;
+use crate::ProjectionError;
+
+/// When to look at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AsOf {
+    /// After the event at this global position.
+    Position(u64),
+    /// After every event that occurred at or before this time.
+    Time(Timestamp),
+}
+
+/// The rolemap at that moment, ordered by principal, and the position it reflects; `None`
+/// when the resource did not exist yet.
+pub async fn rolemap_as_of(
+    store: &dyn EventStore,
+    resource: &ResourceId,
+    as_of: AsOf,
+) -> Result<Option<(Vec<MemberRecord>, u64)>, ProjectionError> {
+    let upcasters = Upcasters::new();
+    let stream = resource.stream().to_string();
+    let mut state = ResourceState::default();
+    let mut reached = 0;
+    let mut next_version = 1;
+    'pages: loop {
+        let page = store.read_stream(&stream, next_version, 4096).await?;
+        let Some(last) = page.last() else { break };
+        next_version = last.version + 1;
+        for envelope in page {
+            let past = match as_of {
+                AsOf::Position(position) => envelope.position > position,
+                AsOf::Time(time) => envelope.occurred_at.unix_ms() > time.unix_ms(),
+            };
+            if past {
+                break 'pages;
+            }
+            let (schema, data) = upcasters.upcast(&envelope.event_type, envelope.schema, envelope.data);
+            let event = Event::from_parts(&envelope.event_type, schema, data)
+                .map_err(|e| ProjectionError::Corrupt(format!("position {}: {e}", envelope.position)))?;
+            state = state.evolve(&event);
+            reached = envelope.position;
+        }
+    }
+    if state.registered().is_none() {
+        return Ok(None);
+    }
+    let members = state
+        .members()
+        .iter()
+        .map(|(principal, m)| MemberRecord {
+            principal: principal.clone(),
+            role: m.role.clone(),
+            since: m.since,
+            granted_by: m.granted_by.clone(),
+            via: m.via,
+        })
+        .collect();
+    Ok(Some((members, reached)))
+}

@@ -1,0 +1,185 @@
+//! Where a read model keeps its rows: one ordered tree per read model (a sled tree, or a map
+//! in memory), written in atomic batches that carry the model's checkpoint with its changes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::RwLock;
+
+use crate::ProjectionError;
+
+/// A change to one row: `None` deletes it.
+pub type Change = (Vec<u8>, Option<Vec<u8>>);
+
+/// The ordered rows of one read model.
+pub trait Tree: Send + Sync {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ProjectionError>;
+    /// Rows whose key starts with `prefix` and is at or after `from`, ascending, at most `limit`.
+    fn scan_prefix(&self, prefix: &[u8], from: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ProjectionError>;
+    /// Every change at once, or none.
+    fn apply(&self, changes: Vec<Change>) -> Result<(), ProjectionError>;
+    fn clear(&self) -> Result<(), ProjectionError>;
+}
+
+impl Tree for sled::Tree {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ProjectionError> {
+        Ok(sled::Tree::get(self, key)?.map(|v| v.to_vec()))
+    }
+
+    fn scan_prefix(&self, prefix: &[u8], from: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ProjectionError> {
+        let start = if from > prefix { from } else { prefix };
+        let mut rows = Vec::new();
+        for row in self.range(start..).take(limit) {
+            let (key, value) = row?;
+            if !key.starts_with(prefix) {
+                break;
+            }
+            rows.push((key.to_vec(), value.to_vec()));
+        }
+        Ok(rows)
+    }
+
+    fn apply(&self, changes: Vec<Change>) -> Result<(), ProjectionError> {
+        let mut batch = sled::Batch::default();
+        for (key, value) in changes {
+            match value {
+                Some(value) => batch.insert(key, value),
+                None => batch.remove(key),
+            }
+        }
+        Ok(self.apply_batch(batch)?)
+    }
+
+    fn clear(&self) -> Result<(), ProjectionError> {
+        Ok(sled::Tree::clear(self)?)
+    }
+}
+
+/// A read model's rows in memory, for the in-memory engine.
+#[derive(Default)]
+pub struct MemoryTree {
+    rows: RwLock<BTreeMap<Vec<u8>, Vec<u8>>>,
+}
+
+impl MemoryTree {
+    fn rows(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<Vec<u8>, Vec<u8>>> {
+        // Writers change the map in one call, so a poisoned lock still guards a whole state.
+        self.rows.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Tree for MemoryTree {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ProjectionError> {
+        Ok(self.rows().get(key).cloned())
+    }
+
+    fn scan_prefix(&self, prefix: &[u8], from: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ProjectionError> {
+        let start = if from > prefix { from.to_vec() } else { prefix.to_vec() };
+        Ok(self
+            .rows()
+            .range(start..)
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    fn apply(&self, changes: Vec<Change>) -> Result<(), ProjectionError> {
+        let mut rows = self.rows.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (key, value) in changes {
+            match value {
+                Some(value) => rows.insert(key, value),
+                None => rows.remove(&key),
+            };
+        }
+        Ok(())
+    }
+
+    fn clear(&self) -> Result<(), ProjectionError> {
+        self.rows.write().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+        Ok(())
+    }
+}
+
+/// The reserved rows of every read model: they sort after every data row (which start with
+/// an ASCII letter).
+pub(crate) const CHECKPOINT_KEY: &[u8] = b"\xffcheckpoint";
+pub(crate) const VERSION_KEY: &[u8] = b"\xffversion";
+
+/// The changes one call to `apply` makes to one read model, with an overlay so later events
+/// in the same batch read what earlier ones wrote.
+pub struct Batch<'t> {
+    tree: &'t dyn Tree,
+    overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    order: Vec<Vec<u8>>,
+}
+
+impl<'t> Batch<'t> {
+    pub fn new(tree: &'t dyn Tree) -> Batch<'t> {
+        Batch { tree, overlay: HashMap::new(), order: Vec::new() }
+    }
+
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ProjectionError> {
+        match self.overlay.get(key) {
+            Some(value) => Ok(value.clone()),
+            None => self.tree.get(key),
+        }
+    }
+
+    pub fn get_json<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, ProjectionError> {
+        self.get(key)?.map(|bytes| decode(key, &bytes)).transpose()
+    }
+
+    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.record(key, Some(value));
+    }
+
+    pub fn put_json<T: serde::Serialize>(&mut self, key: Vec<u8>, value: &T) {
+        // The read models' records are plain structs of strings and numbers.
+        let bytes = serde_json::to_vec(value).unwrap_or_default();
+        self.record(key, Some(bytes));
+    }
+
+    pub fn delete(&mut self, key: Vec<u8>) {
+        self.record(key, None);
+    }
+
+    fn record(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        if self.overlay.insert(key.clone(), value).is_none() {
+            self.order.push(key);
+        }
+    }
+
+    /// Writes the changes and the checkpoint together.
+    pub fn commit(mut self, checkpoint: u64) -> Result<(), ProjectionError> {
+        let mut changes: Vec<Change> = Vec::with_capacity(self.order.len() + 1);
+        for key in self.order.drain(..) {
+            let value = self.overlay.remove(&key).flatten();
+            changes.push((key, value));
+        }
+        changes.push((CHECKPOINT_KEY.to_vec(), Some(checkpoint.to_be_bytes().to_vec())));
+        self.tree.apply(changes)
+    }
+}
+
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, ProjectionError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ProjectionError::Corrupt(format!("row {}: {e}", String::from_utf8_lossy(key))))
+}
+
+/// A key of parts joined by NUL, which no resource, principal or email contains.
+pub fn key(parts: &[&[u8]]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+    for (index, part) in parts.iter().enumerate() {
+        if index > 0 {
+            key.push(0);
+        }
+        key.extend_from_slice(part);
+    }
+    key
+}
+
+/// `key(parts)` followed by the separator, to scan everything under it.
+pub fn prefix(parts: &[&[u8]]) -> Vec<u8> {
+    let mut prefix = key(parts);
+    prefix.push(0);
+    prefix
+}
