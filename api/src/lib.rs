@@ -1,7 +1,8 @@
-//! Roster's ways in: the command line's operations over the log, and the benchmarks.
-//! (The `Engine` and the HTTP server join this crate in later issues.)
+//! Roster's ways in: the `Engine` (Roster as a library), the command line's operations over
+//! the log, and the benchmarks. (The HTTP server joins this crate in a later issue.)
 
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod engine;
 pub mod log_tools;

@@ -6,10 +6,19 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "roster", version, about = "Roster: an event-sourced invitation and membership engine")]
+#[command(
+    name = "roster",
+    version,
+    about = "Roster: an event-sourced invitation and membership engine"
+)]
 struct Cli {
     /// The data directory.
-    #[arg(long, global = true, env = "ROSTER_DATA_DIR", default_value = "./roster-data")]
+    #[arg(
+        long,
+        global = true,
+        env = "ROSTER_DATA_DIR",
+        default_value = "./roster-data"
+    )]
     data: PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -25,6 +34,11 @@ enum Command {
     },
     /// Write the log as NDJSON envelopes, one per line, to FILE or standard output.
     Export { file: Option<PathBuf> },
+    /// Read a log exported as NDJSON into an empty data directory, verifying it first.
+    Import {
+        /// The export; standard input when absent.
+        file: Option<PathBuf>,
+    },
     /// Run the performance scenarios, each beside its baseline.
     Bench {
         /// Scenarios to run (so far: `append`).
@@ -44,9 +58,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(
-        tracing_subscriber::EnvFilter::try_from_env("ROSTER_LOG").unwrap_or_else(|_| "warn".into()),
-    ).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ROSTER_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(reason) => {
@@ -62,32 +80,68 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Verify { quiet } => {
             let store = roster_api::log_tools::open(&cli.data)?;
             let report = runtime.block_on(roster_api::log_tools::verify_log(&store, quiet))?;
-            println!("ok: {} events in {} streams, head hash {}", report.events, report.streams, report.head_hash);
+            println!(
+                "ok: {} events in {} streams, head hash {}",
+                report.events, report.streams, report.head_hash
+            );
             Ok(())
         }
         Command::Export { file } => {
             let store = roster_api::log_tools::open(&cli.data)?;
             let mut out: Box<dyn std::io::Write> = match &file {
                 Some(path) => Box::new(std::io::BufWriter::new(
-                    std::fs::File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?,
+                    std::fs::File::create(path)
+                        .map_err(|e| format!("cannot create {}: {e}", path.display()))?,
                 )),
                 None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
             };
-            let events = runtime.block_on(roster_api::log_tools::export(&store, &mut out, file.is_none()))?;
+            let events = runtime.block_on(roster_api::log_tools::export(
+                &store,
+                &mut out,
+                file.is_none(),
+            ))?;
             if file.is_some() {
                 eprintln!("exported {events} events");
             }
             Ok(())
         }
-        Command::Bench { scenarios, seconds, writers, json } => {
+        Command::Import { file } => {
+            std::fs::create_dir_all(&cli.data)
+                .map_err(|e| format!("cannot create {}: {e}", cli.data.display()))?;
+            // Standard input is read twice (verify, then write): keep a copy beside the data.
+            let (path, _copy) = match file {
+                Some(path) => (path, None),
+                None => {
+                    let mut copy =
+                        tempfile::NamedTempFile::new_in(&cli.data).map_err(|e| e.to_string())?;
+                    std::io::copy(&mut std::io::stdin().lock(), &mut copy)
+                        .map_err(|e| e.to_string())?;
+                    (copy.path().to_path_buf(), Some(copy))
+                }
+            };
+            let events = roster_api::log_tools::import(&cli.data, &path, false)?;
+            eprintln!("imported {events} events");
+            Ok(())
+        }
+        Command::Bench {
+            scenarios,
+            seconds,
+            writers,
+            json,
+        } => {
             drop(runtime);
-            std::fs::create_dir_all(&cli.data).map_err(|e| format!("cannot create {}: {e}", cli.data.display()))?;
+            std::fs::create_dir_all(&cli.data)
+                .map_err(|e| format!("cannot create {}: {e}", cli.data.display()))?;
             for scenario in scenarios {
                 match scenario.as_str() {
                     "append" => {
-                        let figures = roster_api::bench::append_scenario(&cli.data, &writers, seconds)?;
+                        let figures =
+                            roster_api::bench::append_scenario(&cli.data, &writers, seconds)?;
                         if json {
-                            println!("{}", serde_json::to_string_pretty(&figures).map_err(|e| e.to_string())?);
+                            println!(
+                                "{}",
+                                serde_json::to_string_pretty(&figures).map_err(|e| e.to_string())?
+                            );
                         } else {
                             print!("{}", roster_api::bench::append_table(&figures));
                         }

@@ -10,7 +10,8 @@ use std::collections::HashMap;
 use proptest::prelude::*;
 use proptest_state_machine::{prop_state_machine, ReferenceStateMachine, StateMachineTest};
 use roster_eventstore::{
-    verify, AppendError, AppendRequest, EventStore, ExpectedVersion, NewEvent, SledOptions, SledStore,
+    verify, AppendError, AppendRequest, EventStore, ExpectedVersion, NewEvent, SledOptions,
+    SledStore,
 };
 use serde_json::json;
 
@@ -26,9 +27,22 @@ enum Expect {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Append { stream: usize, expect: Expect, count: u64, command: Option<u8>, tag: u32 },
-    ReadStream { stream: usize, from_version: u64, limit: usize },
-    ReadAll { after: u64, limit: usize },
+    Append {
+        stream: usize,
+        expect: Expect,
+        count: u64,
+        command: Option<u8>,
+        tag: u32,
+    },
+    ReadStream {
+        stream: usize,
+        from_version: u64,
+        limit: usize,
+    },
+    ReadAll {
+        after: u64,
+        limit: usize,
+    },
     Reopen,
     Verify,
 }
@@ -36,8 +50,16 @@ enum Op {
 /// What the reference says the last append answered.
 #[derive(Clone, Debug, PartialEq)]
 enum Outcome {
-    Appended { stream: usize, version: u64, position: u64, events: u64, duplicate: bool },
-    Conflict { actual: u64 },
+    Appended {
+        stream: usize,
+        version: u64,
+        position: u64,
+        events: u64,
+        duplicate: bool,
+    },
+    Conflict {
+        actual: u64,
+    },
 }
 
 #[derive(Clone, Debug, Default)]
@@ -50,7 +72,12 @@ struct Model {
 
 impl Model {
     fn version(&self, stream: usize) -> u64 {
-        self.log.iter().filter(|e| e.0 == stream).count().try_into().unwrap_or(u64::MAX)
+        self.log
+            .iter()
+            .filter(|e| e.0 == stream)
+            .count()
+            .try_into()
+            .unwrap_or(u64::MAX)
     }
 
     fn head(&self) -> u64 {
@@ -89,7 +116,16 @@ impl ReferenceStateMachine for Reference {
 
     fn apply(mut model: Model, op: &Op) -> Model {
         model.last = None;
-        let Op::Append { stream, expect, count, command, tag } = op else { return model };
+        let Op::Append {
+            stream,
+            expect,
+            count,
+            command,
+            tag,
+        } = op
+        else {
+            return model;
+        };
         if let Some(first) = command.and_then(|c| model.commands.get(&c)) {
             let mut again = first.clone();
             if let Outcome::Appended { duplicate, .. } = &mut again {
@@ -148,24 +184,41 @@ impl StateMachineTest for SledModelTest {
     type Reference = Reference;
 
     fn init_test(_: &Model) -> Sut {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
         let dir = tempfile::tempdir().expect("temporary directory");
         let store = SledStore::open(dir.path(), SledOptions::default()).expect("opens");
-        Sut { runtime, dir, store: Some(store), run_id: ulid::Ulid::new().to_string() }
+        Sut {
+            runtime,
+            dir,
+            store: Some(store),
+            run_id: ulid::Ulid::new().to_string(),
+        }
     }
 
     fn apply(mut sut: Sut, model: &Model, op: Op) -> Sut {
         match op {
-            Op::Append { stream, expect, count, command, tag } => {
+            Op::Append {
+                stream,
+                expect,
+                count,
+                command,
+                tag,
+            } => {
                 let expected = match expect {
                     Expect::Any => ExpectedVersion::Any,
                     Expect::NoStream => ExpectedVersion::NoStream,
                     Expect::Exactly(v) => ExpectedVersion::Exactly(v),
                     // The model already appended; the version before is what it had then.
                     Expect::Current => match &model.last {
-                        Some(Outcome::Appended { version, events, duplicate: false, .. }) => {
-                            ExpectedVersion::Exactly(version - events)
-                        }
+                        Some(Outcome::Appended {
+                            version,
+                            events,
+                            duplicate: false,
+                            ..
+                        }) => ExpectedVersion::Exactly(version - events),
                         _ => ExpectedVersion::Any,
                     },
                 };
@@ -184,7 +237,10 @@ impl StateMachineTest for SledModelTest {
                 let actual = sut.runtime.block_on(sut.store().append(request));
                 let actual = match actual {
                     Ok(a) => Outcome::Appended {
-                        stream: STREAMS.iter().position(|s| *s == a.stream).expect("a known stream"),
+                        stream: STREAMS
+                            .iter()
+                            .position(|s| *s == a.stream)
+                            .expect("a known stream"),
                         version: a.version,
                         position: a.position,
                         events: a.events,
@@ -195,10 +251,21 @@ impl StateMachineTest for SledModelTest {
                 };
                 assert_eq!(Some(actual), model.last);
             }
-            Op::ReadStream { stream, from_version, limit } => {
-                let read = sut.runtime.block_on(sut.store().read_stream(STREAMS[stream], from_version, limit));
-                let got: Vec<(u64, u64, serde_json::Value)> =
-                    read.expect("reads").into_iter().map(|e| (e.position, e.version, e.data)).collect();
+            Op::ReadStream {
+                stream,
+                from_version,
+                limit,
+            } => {
+                let read = sut.runtime.block_on(sut.store().read_stream(
+                    STREAMS[stream],
+                    from_version,
+                    limit,
+                ));
+                let got: Vec<(u64, u64, serde_json::Value)> = read
+                    .expect("reads")
+                    .into_iter()
+                    .map(|e| (e.position, e.version, e.data))
+                    .collect();
                 let want: Vec<(u64, u64, serde_json::Value)> = (1u64..)
                     .zip(&model.log)
                     .filter(|(_, e)| e.0 == stream && e.1 >= from_version.max(1))
@@ -208,8 +275,14 @@ impl StateMachineTest for SledModelTest {
                 assert_eq!(got, want);
             }
             Op::ReadAll { after, limit } => {
-                let read = sut.runtime.block_on(sut.store().read_all(after, limit)).expect("reads");
-                let got: Vec<(u64, String, u64)> = read.into_iter().map(|e| (e.position, e.stream, e.version)).collect();
+                let read = sut
+                    .runtime
+                    .block_on(sut.store().read_all(after, limit))
+                    .expect("reads");
+                let got: Vec<(u64, String, u64)> = read
+                    .into_iter()
+                    .map(|e| (e.position, e.stream, e.version))
+                    .collect();
                 let want: Vec<(u64, String, u64)> = (1u64..)
                     .zip(&model.log)
                     .skip(usize::try_from(after).unwrap_or(usize::MAX))
@@ -220,7 +293,8 @@ impl StateMachineTest for SledModelTest {
             }
             Op::Reopen => {
                 drop(sut.store.take());
-                sut.store = Some(SledStore::open(sut.dir.path(), SledOptions::default()).expect("reopens"));
+                sut.store =
+                    Some(SledStore::open(sut.dir.path(), SledOptions::default()).expect("reopens"));
             }
             Op::Verify => {
                 let report = sut.runtime.block_on(verify(sut.store())).expect("verifies");
@@ -233,7 +307,10 @@ impl StateMachineTest for SledModelTest {
     fn check_invariants(sut: &Sut, model: &Model) {
         assert_eq!(sut.store().head(), model.head());
         for (index, stream) in STREAMS.iter().enumerate() {
-            let version = sut.runtime.block_on(sut.store().stream_version(stream)).expect("reads");
+            let version = sut
+                .runtime
+                .block_on(sut.store().stream_version(stream))
+                .expect("reads");
             assert_eq!(version, model.version(index));
         }
     }

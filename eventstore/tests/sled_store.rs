@@ -1,18 +1,31 @@
 //! What only the durable store can show: reopening, tampering found by verify, the lock.
 
 use roster_eventstore::{
-    verify, AppendRequest, Durability, EventStore, ExpectedVersion, NewEvent, SledOptions, SledStore, StoreError,
+    verify, AppendRequest, Durability, EventStore, ExpectedVersion, NewEvent, SledOptions,
+    SledStore, StoreError,
 };
 use serde_json::{json, Value};
 
 fn event(n: u64) -> NewEvent {
-    NewEvent { event_id: ulid::Ulid::new().to_string(), event_type: "Counted".into(), schema: 1, data: json!({ "n": n }) }
+    NewEvent {
+        event_id: ulid::Ulid::new().to_string(),
+        event_type: "Counted".into(),
+        schema: 1,
+        data: json!({ "n": n }),
+    }
 }
 
 async fn fill(store: &SledStore, events: u64) {
     for n in 0..events {
         let stream = format!("s{}", n % 3);
-        store.append(AppendRequest::new(stream, ExpectedVersion::Any, vec![event(n)])).await.expect("appends");
+        store
+            .append(AppendRequest::new(
+                stream,
+                ExpectedVersion::Any,
+                vec![event(n)],
+            ))
+            .await
+            .expect("appends");
     }
 }
 
@@ -22,9 +35,11 @@ fn tamper(dir: &std::path::Path, position: u64, edit: impl FnOnce(&mut Value)) {
     let tree = db.open_tree("log").expect("log tree");
     let mut key = vec![b'e'];
     key.extend_from_slice(&position.to_be_bytes());
-    let mut envelope: Value = serde_json::from_slice(&tree.get(&key).expect("reads").expect("present")).expect("json");
+    let mut envelope: Value =
+        serde_json::from_slice(&tree.get(&key).expect("reads").expect("present")).expect("json");
     edit(&mut envelope);
-    tree.insert(key, serde_json::to_vec(&envelope).expect("json")).expect("writes");
+    tree.insert(key, serde_json::to_vec(&envelope).expect("json"))
+        .expect("writes");
     db.flush().expect("flushes");
 }
 
@@ -32,7 +47,14 @@ fn tamper(dir: &std::path::Path, position: u64, edit: impl FnOnce(&mut Value)) {
 async fn everything_is_there_after_reopening() {
     let dir = tempfile::tempdir().expect("temporary directory");
     for durability in [Durability::Sync, Durability::Relaxed] {
-        let store = SledStore::open(dir.path(), SledOptions { durability, ..SledOptions::default() }).expect("opens");
+        let store = SledStore::open(
+            dir.path(),
+            SledOptions {
+                durability,
+                ..SledOptions::default()
+            },
+        )
+        .expect("opens");
         fill(&store, 10).await;
         drop(store);
     }
@@ -66,7 +88,8 @@ async fn verify_finds_an_edit_whose_hash_was_recomputed() {
     drop(store);
     tamper(dir.path(), 2, |e| {
         e["actor"] = json!("mallory");
-        let mut edited: roster_eventstore::Envelope = serde_json::from_value(e.clone()).expect("envelope");
+        let mut edited: roster_eventstore::Envelope =
+            serde_json::from_value(e.clone()).expect("envelope");
         edited.hash = edited.compute_hash();
         *e = serde_json::to_value(edited).expect("json");
     });
@@ -74,7 +97,10 @@ async fn verify_finds_an_edit_whose_hash_was_recomputed() {
     let error = verify(&store).await.expect_err("the chain breaks after it");
     assert_eq!(error.position, 3, "{error}");
     // Readers check the link too, so the corruption is never served silently.
-    assert!(matches!(store.read_all(0, 10).await, Err(StoreError::Corrupt { position: 3, .. })));
+    assert!(matches!(
+        store.read_all(0, 10).await,
+        Err(StoreError::Corrupt { position: 3, .. })
+    ));
 }
 
 #[tokio::test]
@@ -96,8 +122,20 @@ async fn appends_after_close_are_refused() {
     fill(&store, 2).await;
     let mut tail = store.subscribe(2);
     store.close();
-    let refused = store.append(AppendRequest::new("s0", ExpectedVersion::Any, vec![event(1)])).await;
-    assert!(matches!(refused, Err(roster_eventstore::AppendError::Store(StoreError::Closed))), "{refused:?}");
+    let refused = store
+        .append(AppendRequest::new(
+            "s0",
+            ExpectedVersion::Any,
+            vec![event(1)],
+        ))
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(roster_eventstore::AppendError::Store(StoreError::Closed))
+        ),
+        "{refused:?}"
+    );
     assert!(matches!(tail.next().await, Err(StoreError::Closed)));
 }
 
@@ -106,26 +144,43 @@ async fn an_import_reproduces_the_exported_log_and_its_idempotency() {
     let source_dir = tempfile::tempdir().expect("temporary directory");
     let source = SledStore::open(source_dir.path(), SledOptions::default()).expect("opens");
     fill(&source, 5).await;
-    let two = AppendRequest::new("s9", ExpectedVersion::Any, vec![event(1), event(2)]).command_id("two-events");
+    let two = AppendRequest::new("s9", ExpectedVersion::Any, vec![event(1), event(2)])
+        .command_id("two-events");
     source.append(two).await.expect("appends");
     let exported = source.read_all(0, 100).await.expect("reads");
     let target_dir = tempfile::tempdir().expect("temporary directory");
     let mut envelopes = exported.clone().into_iter().map(Ok);
-    let written = SledStore::import(target_dir.path(), SledOptions::default(), &mut envelopes, &mut |_| {})
-        .expect("imports");
+    let written = SledStore::import(
+        target_dir.path(),
+        SledOptions::default(),
+        &mut envelopes,
+        &mut |_| {},
+    )
+    .expect("imports");
     assert_eq!(written, 7);
     let target = SledStore::open(target_dir.path(), SledOptions::default()).expect("opens");
     assert_eq!(target.read_all(0, 100).await.expect("reads"), exported);
-    assert_eq!(verify(&target).await.expect("verifies"), verify(&source).await.expect("verifies"));
+    assert_eq!(
+        verify(&target).await.expect("verifies"),
+        verify(&source).await.expect("verifies")
+    );
     // The imported command ids still hold their first outcome.
     let again = target
-        .append(AppendRequest::new("s9", ExpectedVersion::Any, vec![event(3)]).command_id("two-events"))
+        .append(
+            AppendRequest::new("s9", ExpectedVersion::Any, vec![event(3)]).command_id("two-events"),
+        )
         .await
         .expect("first outcome");
     assert!(again.duplicate);
     assert_eq!((again.version, again.position, again.events), (2, 7, 2));
     // And the chain goes on from the imported head.
-    let next = target.append(AppendRequest::new("s9", ExpectedVersion::Exactly(2), vec![event(4)])).await;
+    let next = target
+        .append(AppendRequest::new(
+            "s9",
+            ExpectedVersion::Exactly(2),
+            vec![event(4)],
+        ))
+        .await;
     assert_eq!(next.expect("appends").position, 8);
     verify(&target).await.expect("verifies");
 }
@@ -138,12 +193,28 @@ async fn an_import_refuses_a_log_that_holds_events_and_a_broken_chain() {
     let mut exported = store.read_all(0, 100).await.expect("reads");
     drop(store);
     let mut envelopes = exported.clone().into_iter().map(Ok);
-    let refused = SledStore::import(dir.path(), SledOptions::default(), &mut envelopes, &mut |_| {});
-    assert!(matches!(refused, Err(StoreError::Invalid(_))), "{refused:?}");
+    let refused = SledStore::import(
+        dir.path(),
+        SledOptions::default(),
+        &mut envelopes,
+        &mut |_| {},
+    );
+    assert!(
+        matches!(refused, Err(StoreError::Invalid(_))),
+        "{refused:?}"
+    );
 
     exported[1].actor = "mallory".into();
     let empty = tempfile::tempdir().expect("temporary directory");
     let mut envelopes = exported.into_iter().map(Ok);
-    let refused = SledStore::import(empty.path(), SledOptions::default(), &mut envelopes, &mut |_| {});
-    assert!(matches!(refused, Err(StoreError::Corrupt { position: 2, .. })), "{refused:?}");
+    let refused = SledStore::import(
+        empty.path(),
+        SledOptions::default(),
+        &mut envelopes,
+        &mut |_| {},
+    );
+    assert!(
+        matches!(refused, Err(StoreError::Corrupt { position: 2, .. })),
+        "{refused:?}"
+    );
 }

@@ -5,8 +5,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use roster_eventstore::{
-    verify, AppendError, AppendRequest, EventStore, ExpectedVersion, MemoryStore, NewEvent, SledOptions, SledStore,
-    StoreError, StreamView,
+    verify, AppendError, AppendRequest, EventStore, ExpectedVersion, MemoryStore, NewEvent,
+    SledOptions, SledStore, StoreError, StreamView,
 };
 use serde_json::json;
 
@@ -16,17 +16,28 @@ struct Fixture {
 }
 
 fn memory() -> Fixture {
-    Fixture { store: Arc::new(MemoryStore::in_memory()), _dir: None }
+    Fixture {
+        store: Arc::new(MemoryStore::in_memory()),
+        _dir: None,
+    }
 }
 
 fn sled() -> Fixture {
     let dir = tempfile::tempdir().expect("temporary directory");
     let store = SledStore::open(dir.path(), SledOptions::default()).expect("opens");
-    Fixture { store: Arc::new(store), _dir: Some(dir) }
+    Fixture {
+        store: Arc::new(store),
+        _dir: Some(dir),
+    }
 }
 
 fn event(n: u64) -> NewEvent {
-    NewEvent { event_id: ulid::Ulid::new().to_string(), event_type: "Counted".into(), schema: 1, data: json!({ "n": n }) }
+    NewEvent {
+        event_id: ulid::Ulid::new().to_string(),
+        event_type: "Counted".into(),
+        schema: 1,
+        data: json!({ "n": n }),
+    }
 }
 
 fn append(stream: &str, expected: ExpectedVersion, count: u64) -> AppendRequest {
@@ -73,16 +84,33 @@ suite!(
 
 async fn expected_versions_are_enforced(f: Fixture) {
     let s = &f.store;
-    let first = s.append(append("a", ExpectedVersion::NoStream, 1)).await.expect("creates the stream");
+    let first = s
+        .append(append("a", ExpectedVersion::NoStream, 1))
+        .await
+        .expect("creates the stream");
     assert_eq!((first.version, first.position), (1, 1));
     let again = s.append(append("a", ExpectedVersion::NoStream, 1)).await;
-    assert!(matches!(again, Err(AppendError::Conflict { actual: 1, .. })), "{again:?}");
-    s.append(append("a", ExpectedVersion::Exactly(1), 2)).await.expect("at version 1");
+    assert!(
+        matches!(again, Err(AppendError::Conflict { actual: 1, .. })),
+        "{again:?}"
+    );
+    s.append(append("a", ExpectedVersion::Exactly(1), 2))
+        .await
+        .expect("at version 1");
     let stale = s.append(append("a", ExpectedVersion::Exactly(1), 1)).await;
-    assert!(matches!(stale, Err(AppendError::Conflict { actual: 3, .. })), "{stale:?}");
+    assert!(
+        matches!(stale, Err(AppendError::Conflict { actual: 3, .. })),
+        "{stale:?}"
+    );
     let ahead = s.append(append("a", ExpectedVersion::Exactly(9), 1)).await;
-    assert!(matches!(ahead, Err(AppendError::Conflict { actual: 3, .. })), "{ahead:?}");
-    let any = s.append(append("a", ExpectedVersion::Any, 1)).await.expect("any version");
+    assert!(
+        matches!(ahead, Err(AppendError::Conflict { actual: 3, .. })),
+        "{ahead:?}"
+    );
+    let any = s
+        .append(append("a", ExpectedVersion::Any, 1))
+        .await
+        .expect("any version");
     assert_eq!((any.version, any.position), (4, 4));
     assert_eq!(s.stream_version("a").await.expect("reads"), 4);
     assert_eq!(s.stream_version("never").await.expect("reads"), 0);
@@ -91,11 +119,19 @@ async fn expected_versions_are_enforced(f: Fixture) {
 
 async fn positions_are_global_and_versions_per_stream(f: Fixture) {
     let s = &f.store;
-    s.append(append("a", ExpectedVersion::Any, 2)).await.expect("appends");
-    let b = s.append(append("b", ExpectedVersion::Any, 3)).await.expect("appends");
+    s.append(append("a", ExpectedVersion::Any, 2))
+        .await
+        .expect("appends");
+    let b = s
+        .append(append("b", ExpectedVersion::Any, 3))
+        .await
+        .expect("appends");
     assert_eq!((b.version, b.position, b.events), (3, 5, 3));
     assert_eq!(b.positions(), 3..=5);
-    let c = s.append(append("a", ExpectedVersion::Any, 1)).await.expect("appends");
+    let c = s
+        .append(append("a", ExpectedVersion::Any, 1))
+        .await
+        .expect("appends");
     assert_eq!((c.version, c.position), (3, 6));
     let all = s.read_all(0, 100).await.expect("reads");
     let positions: Vec<u64> = all.iter().map(|e| e.position).collect();
@@ -107,15 +143,32 @@ async fn positions_are_global_and_versions_per_stream(f: Fixture) {
 
 async fn streams_read_from_a_version_with_a_limit(f: Fixture) {
     let s = &f.store;
-    s.append(append("a", ExpectedVersion::Any, 5)).await.expect("appends");
-    s.append(append("b", ExpectedVersion::Any, 5)).await.expect("appends");
+    s.append(append("a", ExpectedVersion::Any, 5))
+        .await
+        .expect("appends");
+    s.append(append("b", ExpectedVersion::Any, 5))
+        .await
+        .expect("appends");
     let from_three = s.read_stream("a", 3, 100).await.expect("reads");
-    assert_eq!(from_three.iter().map(|e| e.version).collect::<Vec<_>>(), vec![3, 4, 5]);
+    assert_eq!(
+        from_three.iter().map(|e| e.version).collect::<Vec<_>>(),
+        vec![3, 4, 5]
+    );
     assert!(from_three.iter().all(|e| e.stream == "a"));
     let limited = s.read_stream("b", 1, 2).await.expect("reads");
-    assert_eq!(limited.iter().map(|e| (e.version, e.position)).collect::<Vec<_>>(), vec![(1, 6), (2, 7)]);
+    assert_eq!(
+        limited
+            .iter()
+            .map(|e| (e.version, e.position))
+            .collect::<Vec<_>>(),
+        vec![(1, 6), (2, 7)]
+    );
     assert!(s.read_stream("a", 6, 10).await.expect("reads").is_empty());
-    assert!(s.read_stream("missing", 1, 10).await.expect("reads").is_empty());
+    assert!(s
+        .read_stream("missing", 1, 10)
+        .await
+        .expect("reads")
+        .is_empty());
     // Version 0 does not exist; reading "from 0" reads from the start.
     assert_eq!(s.read_stream("a", 0, 1).await.expect("reads")[0].version, 1);
 }
@@ -123,10 +176,15 @@ async fn streams_read_from_a_version_with_a_limit(f: Fixture) {
 async fn the_log_reads_after_a_position_with_a_limit(f: Fixture) {
     let s = &f.store;
     for stream in ["a", "b", "c"] {
-        s.append(append(stream, ExpectedVersion::Any, 4)).await.expect("appends");
+        s.append(append(stream, ExpectedVersion::Any, 4))
+            .await
+            .expect("appends");
     }
     let page = s.read_all(5, 3).await.expect("reads");
-    assert_eq!(page.iter().map(|e| e.position).collect::<Vec<_>>(), vec![6, 7, 8]);
+    assert_eq!(
+        page.iter().map(|e| e.position).collect::<Vec<_>>(),
+        vec![6, 7, 8]
+    );
     assert_eq!(s.read_all(10, 100).await.expect("reads").len(), 2);
     assert!(s.read_all(12, 100).await.expect("reads").is_empty());
     assert!(s.read_all(u64::MAX, 100).await.expect("reads").is_empty());
@@ -135,18 +193,35 @@ async fn the_log_reads_after_a_position_with_a_limit(f: Fixture) {
 
 async fn a_repeated_command_id_returns_the_first_outcome_and_writes_nothing(f: Fixture) {
     let s = &f.store;
-    let first = s.append(append("a", ExpectedVersion::NoStream, 2).command_id("cmd-1")).await.expect("appends");
+    let first = s
+        .append(append("a", ExpectedVersion::NoStream, 2).command_id("cmd-1"))
+        .await
+        .expect("appends");
     assert!(!first.duplicate);
     // Even a different body, stream and expectation: the id decides.
-    let again = s.append(append("b", ExpectedVersion::Exactly(7), 5).command_id("cmd-1")).await.expect("first outcome");
+    let again = s
+        .append(append("b", ExpectedVersion::Exactly(7), 5).command_id("cmd-1"))
+        .await
+        .expect("first outcome");
     assert!(again.duplicate);
-    assert_eq!((again.stream.as_str(), again.version, again.position, again.events), ("a", 2, 2, 2));
+    assert_eq!(
+        (
+            again.stream.as_str(),
+            again.version,
+            again.position,
+            again.events
+        ),
+        ("a", 2, 2, 2)
+    );
     assert_eq!(s.head(), 2);
     assert_eq!(s.stream_version("b").await.expect("reads"), 0);
     // Repeats inside one group are caught too.
     let racing = (0..8).map(|_| {
         let s = Arc::clone(s);
-        tokio::spawn(async move { s.append(append("c", ExpectedVersion::Any, 1).command_id("cmd-2")).await })
+        tokio::spawn(async move {
+            s.append(append("c", ExpectedVersion::Any, 1).command_id("cmd-2"))
+                .await
+        })
     });
     let outcomes: Vec<_> = futures_join(racing).await;
     assert_eq!(outcomes.iter().filter(|o| !o.duplicate).count(), 1);
@@ -157,7 +232,13 @@ async fn a_repeated_command_id_returns_the_first_outcome_and_writes_nothing(f: F
 async fn the_chain_links_every_event_and_verifies(f: Fixture) {
     let s = &f.store;
     for n in 0..20 {
-        s.append(append(if n % 2 == 0 { "a" } else { "b" }, ExpectedVersion::Any, 1 + n % 3)).await.expect("appends");
+        s.append(append(
+            if n % 2 == 0 { "a" } else { "b" },
+            ExpectedVersion::Any,
+            1 + n % 3,
+        ))
+        .await
+        .expect("appends");
     }
     let all = s.read_all(0, 1000).await.expect("reads");
     assert_eq!(all[0].prev_hash.to_hex(), "0".repeat(64));
@@ -168,7 +249,10 @@ async fn the_chain_links_every_event_and_verifies(f: Fixture) {
         assert_eq!(envelope.compute_hash(), envelope.hash);
     }
     let report = verify(s.as_ref()).await.expect("an intact log verifies");
-    assert_eq!((report.events, report.streams), (u64::try_from(all.len()).expect("fits"), 2));
+    assert_eq!(
+        (report.events, report.streams),
+        (u64::try_from(all.len()).expect("fits"), 2)
+    );
     assert_eq!(Some(report.head_hash), all.last().map(|e| e.hash));
 }
 
@@ -176,7 +260,14 @@ async fn concurrent_appends_each_get_their_own_outcome(f: Fixture) {
     let s = &f.store;
     let tasks = (0..200u64).map(|n| {
         let s = Arc::clone(s);
-        tokio::spawn(async move { s.append(append(&format!("s{n}"), ExpectedVersion::NoStream, 1 + n % 2)).await })
+        tokio::spawn(async move {
+            s.append(append(
+                &format!("s{n}"),
+                ExpectedVersion::NoStream,
+                1 + n % 2,
+            ))
+            .await
+        })
     });
     let outcomes = futures_join(tasks).await;
     let mut positions = HashSet::new();
@@ -184,14 +275,20 @@ async fn concurrent_appends_each_get_their_own_outcome(f: Fixture) {
         assert_eq!(outcome.stream, format!("s{n}"));
         assert_eq!(outcome.version, 1 + n % 2);
         for position in outcome.positions() {
-            assert!(positions.insert(position), "position {position} given twice");
+            assert!(
+                positions.insert(position),
+                "position {position} given twice"
+            );
         }
     }
     assert_eq!(positions.len(), 300);
     assert_eq!(s.head(), 300);
     for (n, outcome) in (0..200u64).zip(&outcomes) {
         let events = s.read_stream(&format!("s{n}"), 1, 10).await.expect("reads");
-        assert_eq!(events.iter().map(|e| e.position).collect::<Vec<_>>(), outcome.positions().collect::<Vec<_>>());
+        assert_eq!(
+            events.iter().map(|e| e.position).collect::<Vec<_>>(),
+            outcome.positions().collect::<Vec<_>>()
+        );
     }
     verify(s.as_ref()).await.expect("verifies");
 }
@@ -200,7 +297,10 @@ async fn one_of_many_racing_creators_wins(f: Fixture) {
     let s = &f.store;
     let tasks = (0..32).map(|_| {
         let s = Arc::clone(s);
-        tokio::spawn(async move { s.append(append("contested", ExpectedVersion::NoStream, 1)).await })
+        tokio::spawn(async move {
+            s.append(append("contested", ExpectedVersion::NoStream, 1))
+                .await
+        })
     });
     let mut won = 0;
     let mut lost = 0;
@@ -240,18 +340,26 @@ async fn decisions_on_a_hot_stream_never_conflict(f: Fixture) {
     versions.sort_unstable();
     assert_eq!(versions, (1..=64).collect::<Vec<_>>());
     for event in s.read_stream("hot", 1, 100).await.expect("reads") {
-        assert_eq!(event.data["seen"], json!(event.version - 1), "decided against the newest version");
+        assert_eq!(
+            event.data["seen"],
+            json!(event.version - 1),
+            "decided against the newest version"
+        );
     }
 }
 
 async fn a_rejected_decision_writes_nothing(f: Fixture) {
     let s = &f.store;
-    s.append(append("a", ExpectedVersion::Any, 1)).await.expect("appends");
+    s.append(append("a", ExpectedVersion::Any, 1))
+        .await
+        .expect("appends");
     let request = AppendRequest::decided("a", |view: StreamView<'_>| {
         Err(format!("refused at version {}", view.version).into())
     });
     match s.append(request).await {
-        Err(AppendError::Rejected(reason)) => assert_eq!(reason.to_string(), "refused at version 1"),
+        Err(AppendError::Rejected(reason)) => {
+            assert_eq!(reason.to_string(), "refused at version 1")
+        }
         other => panic!("expected a rejection, got {other:?}"),
     }
     assert_eq!(s.head(), 1);
@@ -261,18 +369,35 @@ async fn bad_stream_names_are_refused_without_harm(f: Fixture) {
     let s = &f.store;
     for name in ["", "nul\0inside", "new\nline", &"x".repeat(513)] {
         let outcome = s.append(append(name, ExpectedVersion::Any, 1)).await;
-        assert!(matches!(outcome, Err(AppendError::Store(StoreError::Invalid(_)))), "{name:?}: {outcome:?}");
-        assert!(matches!(s.read_stream(name, 1, 1).await, Err(StoreError::Invalid(_))));
+        assert!(
+            matches!(outcome, Err(AppendError::Store(StoreError::Invalid(_)))),
+            "{name:?}: {outcome:?}"
+        );
+        assert!(matches!(
+            s.read_stream(name, 1, 1).await,
+            Err(StoreError::Invalid(_))
+        ));
     }
-    let good = s.append(append("fine", ExpectedVersion::Any, 1)).await.expect("appends");
+    let good = s
+        .append(append("fine", ExpectedVersion::Any, 1))
+        .await
+        .expect("appends");
     assert_eq!(good.position, 1);
 }
 
 async fn an_empty_append_is_a_no_op(f: Fixture) {
     let s = &f.store;
-    s.append(append("a", ExpectedVersion::Any, 2)).await.expect("appends");
-    let nothing = s.append(append("a", ExpectedVersion::Exactly(2), 0)).await.expect("accepted");
-    assert_eq!((nothing.version, nothing.position, nothing.events), (2, 2, 0));
+    s.append(append("a", ExpectedVersion::Any, 2))
+        .await
+        .expect("appends");
+    let nothing = s
+        .append(append("a", ExpectedVersion::Exactly(2), 0))
+        .await
+        .expect("accepted");
+    assert_eq!(
+        (nothing.version, nothing.position, nothing.events),
+        (2, 2, 0)
+    );
     assert!(nothing.positions().is_empty());
     assert_eq!(s.head(), 2);
 }
@@ -280,7 +405,9 @@ async fn an_empty_append_is_a_no_op(f: Fixture) {
 async fn subscription_catches_up_then_follows_concurrent_appends(f: Fixture) {
     let s = &f.store;
     for n in 0..30 {
-        s.append(append(&format!("before{}", n % 3), ExpectedVersion::Any, 1)).await.expect("appends");
+        s.append(append(&format!("before{}", n % 3), ExpectedVersion::Any, 1))
+            .await
+            .expect("appends");
     }
     let mut subscription = s.subscribe(0);
     let writers: Vec<_> = (0..8)
@@ -288,7 +415,9 @@ async fn subscription_catches_up_then_follows_concurrent_appends(f: Fixture) {
             let s = Arc::clone(s);
             tokio::spawn(async move {
                 for _ in 0..25 {
-                    s.append(append(&format!("w{w}"), ExpectedVersion::Any, 2)).await.expect("appends");
+                    s.append(append(&format!("w{w}"), ExpectedVersion::Any, 2))
+                        .await
+                        .expect("appends");
                 }
             })
         })
@@ -303,22 +432,35 @@ async fn subscription_catches_up_then_follows_concurrent_appends(f: Fixture) {
         writer.await.expect("writer finished");
     }
     let positions: Vec<u64> = received.iter().map(|e| e.position).collect();
-    assert_eq!(positions, (1..=u64::try_from(total).expect("fits")).collect::<Vec<_>>(), "no gap, no duplicate");
+    assert_eq!(
+        positions,
+        (1..=u64::try_from(total).expect("fits")).collect::<Vec<_>>(),
+        "no gap, no duplicate"
+    );
     assert_eq!(received, s.read_all(0, 10_000).await.expect("reads"));
     // And it keeps following.
-    s.append(append("after", ExpectedVersion::Any, 1)).await.expect("appends");
+    s.append(append("after", ExpectedVersion::Any, 1))
+        .await
+        .expect("appends");
     assert_eq!(subscription.next().await.expect("delivers").stream, "after");
 }
 
 async fn subscription_from_the_middle_starts_after_that_position(f: Fixture) {
     let s = &f.store;
-    s.append(append("a", ExpectedVersion::Any, 10)).await.expect("appends");
+    s.append(append("a", ExpectedVersion::Any, 10))
+        .await
+        .expect("appends");
     let mut subscription = s.subscribe(7);
     for expected in 8..=10 {
-        assert_eq!(subscription.next().await.expect("delivers").position, expected);
+        assert_eq!(
+            subscription.next().await.expect("delivers").position,
+            expected
+        );
     }
     let pending = tokio::spawn(async move { subscription.next().await.map(|e| e.position) });
-    s.append(append("a", ExpectedVersion::Any, 1)).await.expect("appends");
+    s.append(append("a", ExpectedVersion::Any, 1))
+        .await
+        .expect("appends");
     assert_eq!(pending.await.expect("joins").expect("delivers"), 11);
 }
 

@@ -40,9 +40,11 @@ pub async fn rolemap_as_of(
             if past {
                 break 'pages;
             }
-            let (schema, data) = upcasters.upcast(&envelope.event_type, envelope.schema, envelope.data);
-            let event = Event::from_parts(&envelope.event_type, schema, data)
-                .map_err(|e| ProjectionError::Corrupt(format!("position {}: {e}", envelope.position)))?;
+            let (schema, data) =
+                upcasters.upcast(&envelope.event_type, envelope.schema, envelope.data);
+            let event = Event::from_parts(&envelope.event_type, schema, data).map_err(|e| {
+                ProjectionError::Corrupt(format!("position {}: {e}", envelope.position))
+            })?;
             state = state.evolve(&event);
             reached = envelope.position;
         }

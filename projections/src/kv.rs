@@ -9,11 +9,19 @@ use crate::ProjectionError;
 /// A change to one row: `None` deletes it.
 pub type Change = (Vec<u8>, Option<Vec<u8>>);
 
+/// A row read back: key and value.
+pub type Row = (Vec<u8>, Vec<u8>);
+
 /// The ordered rows of one read model.
 pub trait Tree: Send + Sync {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ProjectionError>;
     /// Rows whose key starts with `prefix` and is at or after `from`, ascending, at most `limit`.
-    fn scan_prefix(&self, prefix: &[u8], from: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ProjectionError>;
+    fn scan_prefix(
+        &self,
+        prefix: &[u8],
+        from: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Row>, ProjectionError>;
     /// Every change at once, or none.
     fn apply(&self, changes: Vec<Change>) -> Result<(), ProjectionError>;
     fn clear(&self) -> Result<(), ProjectionError>;
@@ -24,7 +32,12 @@ impl Tree for sled::Tree {
         Ok(sled::Tree::get(self, key)?.map(|v| v.to_vec()))
     }
 
-    fn scan_prefix(&self, prefix: &[u8], from: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ProjectionError> {
+    fn scan_prefix(
+        &self,
+        prefix: &[u8],
+        from: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Row>, ProjectionError> {
         let start = if from > prefix { from } else { prefix };
         let mut rows = Vec::new();
         for row in self.range(start..).take(limit) {
@@ -62,7 +75,9 @@ pub struct MemoryTree {
 impl MemoryTree {
     fn rows(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<Vec<u8>, Vec<u8>>> {
         // Writers change the map in one call, so a poisoned lock still guards a whole state.
-        self.rows.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.rows
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -71,8 +86,17 @@ impl Tree for MemoryTree {
         Ok(self.rows().get(key).cloned())
     }
 
-    fn scan_prefix(&self, prefix: &[u8], from: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ProjectionError> {
-        let start = if from > prefix { from.to_vec() } else { prefix.to_vec() };
+    fn scan_prefix(
+        &self,
+        prefix: &[u8],
+        from: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Row>, ProjectionError> {
+        let start = if from > prefix {
+            from.to_vec()
+        } else {
+            prefix.to_vec()
+        };
         Ok(self
             .rows()
             .range(start..)
@@ -83,7 +107,10 @@ impl Tree for MemoryTree {
     }
 
     fn apply(&self, changes: Vec<Change>) -> Result<(), ProjectionError> {
-        let mut rows = self.rows.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut rows = self
+            .rows
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for (key, value) in changes {
             match value {
                 Some(value) => rows.insert(key, value),
@@ -94,7 +121,10 @@ impl Tree for MemoryTree {
     }
 
     fn clear(&self) -> Result<(), ProjectionError> {
-        self.rows.write().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+        self.rows
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
         Ok(())
     }
 }
@@ -114,7 +144,11 @@ pub struct Batch<'t> {
 
 impl<'t> Batch<'t> {
     pub fn new(tree: &'t dyn Tree) -> Batch<'t> {
-        Batch { tree, overlay: HashMap::new(), order: Vec::new() }
+        Batch {
+            tree,
+            overlay: HashMap::new(),
+            order: Vec::new(),
+        }
     }
 
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ProjectionError> {
@@ -124,7 +158,10 @@ impl<'t> Batch<'t> {
         }
     }
 
-    pub fn get_json<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, ProjectionError> {
+    pub fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &[u8],
+    ) -> Result<Option<T>, ProjectionError> {
         self.get(key)?.map(|bytes| decode(key, &bytes)).transpose()
     }
 
@@ -155,12 +192,18 @@ impl<'t> Batch<'t> {
             let value = self.overlay.remove(&key).flatten();
             changes.push((key, value));
         }
-        changes.push((CHECKPOINT_KEY.to_vec(), Some(checkpoint.to_be_bytes().to_vec())));
+        changes.push((
+            CHECKPOINT_KEY.to_vec(),
+            Some(checkpoint.to_be_bytes().to_vec()),
+        ));
         self.tree.apply(changes)
     }
 }
 
-pub(crate) fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, ProjectionError> {
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<T, ProjectionError> {
     serde_json::from_slice(bytes)
         .map_err(|e| ProjectionError::Corrupt(format!("row {}: {e}", String::from_utf8_lossy(key))))
 }

@@ -13,12 +13,12 @@ mod records;
 mod summary;
 
 pub use as_of::{rolemap_as_of, AsOf};
-pub use kv::{MemoryTree, Tree};
+pub use kv::{MemoryTree, Row, Tree};
 pub use projector::run_projector;
 pub use read_models::{Page, ReadModels};
 pub use records::{
-    ApiKeyRow, Closure, DeliveryRecord, HistoryEntry, InvitationRecord, InviteRecord, LinkRecord, MemberRecord,
-    MembershipRecord, ResourceRecord,
+    ApiKeyRow, Closure, DeliveryRecord, HistoryEntry, InvitationRecord, InviteRecord, LinkRecord,
+    MemberRecord, MembershipRecord, ResourceRecord,
 };
 pub use summary::summarize;
 

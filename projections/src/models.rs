@@ -6,8 +6,8 @@ use roster_eventstore::Envelope;
 
 use crate::kv::{key, Batch};
 use crate::records::{
-    ApiKeyRow, Closure, DeliveryRecord, HistoryEntry, InvitationRecord, InviteRecord, LinkRecord, MemberRecord,
-    MembershipRecord, ResourceRecord,
+    ApiKeyRow, Closure, DeliveryRecord, HistoryEntry, InvitationRecord, InviteRecord, LinkRecord,
+    MemberRecord, MembershipRecord, ResourceRecord,
 };
 use crate::ProjectionError;
 
@@ -64,7 +64,11 @@ impl Resources {
         Ok(())
     }
 
-    fn members(batch: &mut Batch<'_>, resource: &ResourceId, delta: i64) -> Result<(), ProjectionError> {
+    fn members(
+        batch: &mut Batch<'_>,
+        resource: &ResourceId,
+        delta: i64,
+    ) -> Result<(), ProjectionError> {
         let row = Resources::row(resource);
         if let Some(mut record) = batch.get_json::<ResourceRecord>(&row)? {
             record.member_count = record.member_count.saturating_add_signed(delta);
@@ -85,7 +89,13 @@ impl Projection for Resources {
 
     fn apply(&self, batch: &mut Batch<'_>, fact: &Fact<'_>) -> Result<(), ProjectionError> {
         match fact.event {
-            Event::ResourceRegistered { resource, owner, role, parent, at } => {
+            Event::ResourceRegistered {
+                resource,
+                owner,
+                role,
+                parent,
+                at,
+            } => {
                 let record = ResourceRecord {
                     resource: resource.clone(),
                     parent: parent.clone(),
@@ -94,14 +104,24 @@ impl Projection for Resources {
                     member_count: 1,
                 };
                 batch.put_json(Resources::row(resource), &record);
-                Resources::count(batch, Resources::usage_row(resource.kind().as_str(), role), 1)?;
+                Resources::count(
+                    batch,
+                    Resources::usage_row(resource.kind().as_str(), role),
+                    1,
+                )?;
             }
             Event::MemberAdded { role, .. } => {
                 let resource = resource_of(fact)?;
                 Resources::members(batch, resource, 1)?;
-                Resources::count(batch, Resources::usage_row(resource.kind().as_str(), role), 1)?;
+                Resources::count(
+                    batch,
+                    Resources::usage_row(resource.kind().as_str(), role),
+                    1,
+                )?;
             }
-            Event::MemberRoleChanged { from_role, role, .. } => {
+            Event::MemberRoleChanged {
+                from_role, role, ..
+            } => {
                 let kind = resource_of(fact)?.kind().as_str();
                 Resources::count(batch, Resources::usage_row(kind, from_role), -1)?;
                 Resources::count(batch, Resources::usage_row(kind, role), 1)?;
@@ -109,7 +129,11 @@ impl Projection for Resources {
             Event::MemberRemoved { role, .. } => {
                 let resource = resource_of(fact)?;
                 Resources::members(batch, resource, -1)?;
-                Resources::count(batch, Resources::usage_row(resource.kind().as_str(), role), -1)?;
+                Resources::count(
+                    batch,
+                    Resources::usage_row(resource.kind().as_str(), role),
+                    -1,
+                )?;
             }
             _ => {}
         }
@@ -122,11 +146,19 @@ pub struct Members;
 
 impl Members {
     pub(crate) fn by_resource(resource: &ResourceId, principal: &Principal) -> Vec<u8> {
-        key(&[b"r", resource.to_string().as_bytes(), principal.as_str().as_bytes()])
+        key(&[
+            b"r",
+            resource.to_string().as_bytes(),
+            principal.as_str().as_bytes(),
+        ])
     }
 
     pub(crate) fn by_principal(principal: &Principal, resource: &ResourceId) -> Vec<u8> {
-        key(&[b"p", principal.as_str().as_bytes(), resource.to_string().as_bytes()])
+        key(&[
+            b"p",
+            principal.as_str().as_bytes(),
+            resource.to_string().as_bytes(),
+        ])
     }
 
     fn set(batch: &mut Batch<'_>, resource: &ResourceId, record: MemberRecord) {
@@ -136,7 +168,10 @@ impl Members {
             since: record.since,
             granted_by: record.granted_by.clone(),
         };
-        batch.put_json(Members::by_principal(&record.principal, resource), &membership);
+        batch.put_json(
+            Members::by_principal(&record.principal, resource),
+            &membership,
+        );
         batch.put_json(Members::by_resource(resource, &record.principal), &record);
     }
 }
@@ -152,13 +187,37 @@ impl Projection for Members {
 
     fn apply(&self, batch: &mut Batch<'_>, fact: &Fact<'_>) -> Result<(), ProjectionError> {
         match fact.event {
-            Event::ResourceRegistered { resource, owner, role, at, .. } => {
-                let record =
-                    MemberRecord { principal: owner.clone(), role: role.clone(), since: *at, granted_by: None, via: Via::Direct };
+            Event::ResourceRegistered {
+                resource,
+                owner,
+                role,
+                at,
+                ..
+            } => {
+                let record = MemberRecord {
+                    principal: owner.clone(),
+                    role: role.clone(),
+                    since: *at,
+                    granted_by: None,
+                    via: Via::Direct,
+                };
                 Members::set(batch, resource, record);
             }
-            Event::MemberAdded { principal, role, granted_by, via, at }
-            | Event::MemberRoleChanged { principal, role, changed_by: granted_by, via, at, .. } => {
+            Event::MemberAdded {
+                principal,
+                role,
+                granted_by,
+                via,
+                at,
+            }
+            | Event::MemberRoleChanged {
+                principal,
+                role,
+                changed_by: granted_by,
+                via,
+                at,
+                ..
+            } => {
                 let record = MemberRecord {
                     principal: principal.clone(),
                     role: role.clone(),
@@ -185,7 +244,12 @@ pub struct Invitations;
 
 impl Invitations {
     pub(crate) fn by_resource(resource: &ResourceId, tag: &[u8], number: u64) -> Vec<u8> {
-        key(&[b"r", resource.to_string().as_bytes(), tag, &number.to_be_bytes()])
+        key(&[
+            b"r",
+            resource.to_string().as_bytes(),
+            tag,
+            &number.to_be_bytes(),
+        ])
     }
 
     pub(crate) fn pending(email: &str, number: u64) -> Vec<u8> {
@@ -197,14 +261,18 @@ impl Invitations {
     fn link(batch: &Batch<'_>, number: u64) -> Result<LinkRecord, ProjectionError> {
         match batch.get_json::<InviteRecord>(&number_key(b"n", number))? {
             Some(InviteRecord::Link(link)) => Ok(link),
-            _ => Err(ProjectionError::Corrupt(format!("an event of unknown link {number}"))),
+            _ => Err(ProjectionError::Corrupt(format!(
+                "an event of unknown link {number}"
+            ))),
         }
     }
 
     fn invitation(batch: &Batch<'_>, number: u64) -> Result<InvitationRecord, ProjectionError> {
         match batch.get_json::<InviteRecord>(&number_key(b"n", number))? {
             Some(InviteRecord::Email(invitation)) => Ok(invitation),
-            _ => Err(ProjectionError::Corrupt(format!("an event of unknown invitation {number}"))),
+            _ => Err(ProjectionError::Corrupt(format!(
+                "an event of unknown invitation {number}"
+            ))),
         }
     }
 
@@ -244,7 +312,14 @@ impl Projection for Invitations {
 
     fn apply(&self, batch: &mut Batch<'_>, fact: &Fact<'_>) -> Result<(), ProjectionError> {
         match fact.event {
-            Event::InviteLinkCreated { number, generation, role, expires_at, max_uses, created_by } => {
+            Event::InviteLinkCreated {
+                number,
+                generation,
+                role,
+                expires_at,
+                max_uses,
+                created_by,
+            } => {
                 let resource = resource_of(fact)?;
                 let link = LinkRecord {
                     number: *number,
@@ -258,18 +333,29 @@ impl Projection for Invitations {
                     uses: 0,
                     revoked: false,
                 };
-                batch.put(Invitations::by_resource(resource, b"l", *number), Vec::new());
+                batch.put(
+                    Invitations::by_resource(resource, b"l", *number),
+                    Vec::new(),
+                );
                 Invitations::put(batch, InviteRecord::Link(link));
                 Invitations::note_number(batch, *number)?;
             }
-            Event::InviteLinkChanged { number, role, expires_at, max_uses, .. } => {
+            Event::InviteLinkChanged {
+                number,
+                role,
+                expires_at,
+                max_uses,
+                ..
+            } => {
                 let mut link = Invitations::link(batch, *number)?;
                 link.role = role.clone();
                 link.expires_at = *expires_at;
                 link.max_uses = *max_uses;
                 Invitations::put(batch, InviteRecord::Link(link));
             }
-            Event::InviteLinkRotated { number, generation, .. } => {
+            Event::InviteLinkRotated {
+                number, generation, ..
+            } => {
                 let mut link = Invitations::link(batch, *number)?;
                 link.generation = *generation;
                 Invitations::put(batch, InviteRecord::Link(link));
@@ -284,7 +370,16 @@ impl Projection for Invitations {
                 link.uses = *uses;
                 Invitations::put(batch, InviteRecord::Link(link));
             }
-            Event::InvitationCreated { number, generation, email, role, expires_at, invited_by, message, .. } => {
+            Event::InvitationCreated {
+                number,
+                generation,
+                email,
+                role,
+                expires_at,
+                invited_by,
+                message,
+                ..
+            } => {
                 let resource = resource_of(fact)?;
                 let invitation = InvitationRecord {
                     number: *number,
@@ -299,19 +394,41 @@ impl Projection for Invitations {
                     closure: None,
                     delivery: DeliveryRecord::default(),
                 };
-                batch.put(Invitations::by_resource(resource, b"i", *number), Vec::new());
-                batch.put(Invitations::pending(email.as_str(), *number), resource.to_string().into_bytes());
+                batch.put(
+                    Invitations::by_resource(resource, b"i", *number),
+                    Vec::new(),
+                );
+                batch.put(
+                    Invitations::pending(email.as_str(), *number),
+                    resource.to_string().into_bytes(),
+                );
                 Invitations::put(batch, InviteRecord::Email(invitation));
                 Invitations::note_number(batch, *number)?;
             }
-            Event::InvitationResent { number, generation, expires_at, .. } => {
+            Event::InvitationResent {
+                number,
+                generation,
+                expires_at,
+                ..
+            } => {
                 let mut invitation = Invitations::invitation(batch, *number)?;
                 invitation.generation = *generation;
                 invitation.expires_at = *expires_at;
                 Invitations::put(batch, InviteRecord::Email(invitation));
             }
-            Event::InvitationAccepted { number, accepted_by, .. } => {
-                Invitations::close(batch, *number, Closure::Accepted { by: accepted_by.clone(), at: fact.at })?;
+            Event::InvitationAccepted {
+                number,
+                accepted_by,
+                ..
+            } => {
+                Invitations::close(
+                    batch,
+                    *number,
+                    Closure::Accepted {
+                        by: accepted_by.clone(),
+                        at: fact.at,
+                    },
+                )?;
             }
             Event::InvitationDeclined { number, .. } => {
                 Invitations::close(batch, *number, Closure::Declined { at: fact.at })?;
@@ -319,14 +436,23 @@ impl Projection for Invitations {
             Event::InvitationRevoked { number, .. } => {
                 Invitations::close(batch, *number, Closure::Revoked { at: fact.at })?;
             }
-            Event::InvitationDelivered { number, generation, attempt } => {
+            Event::InvitationDelivered {
+                number,
+                generation,
+                attempt,
+            } => {
                 let mut invitation = Invitations::invitation(batch, *number)?;
                 invitation.delivery.attempts = *attempt;
                 invitation.delivery.delivered_generation = Some(*generation);
                 invitation.delivery.last_error = None;
                 Invitations::put(batch, InviteRecord::Email(invitation));
             }
-            Event::InvitationDeliveryFailed { number, attempt, error, .. } => {
+            Event::InvitationDeliveryFailed {
+                number,
+                attempt,
+                error,
+                ..
+            } => {
                 let mut invitation = Invitations::invitation(batch, *number)?;
                 invitation.delivery.attempts = *attempt;
                 invitation.delivery.last_error = Some(error.clone());
@@ -343,7 +469,11 @@ pub struct History;
 
 impl History {
     pub(crate) fn by_resource(resource: &ResourceId, position: u64) -> Vec<u8> {
-        key(&[b"r", resource.to_string().as_bytes(), &position.to_be_bytes()])
+        key(&[
+            b"r",
+            resource.to_string().as_bytes(),
+            &position.to_be_bytes(),
+        ])
     }
 
     pub(crate) fn by_principal(principal: &Principal, position: u64) -> Vec<u8> {
@@ -361,7 +491,9 @@ impl Projection for History {
     }
 
     fn apply(&self, batch: &mut Batch<'_>, fact: &Fact<'_>) -> Result<(), ProjectionError> {
-        let Some(resource) = fact.resource else { return Ok(()) };
+        let Some(resource) = fact.resource else {
+            return Ok(());
+        };
         let entry = HistoryEntry {
             position: fact.envelope.position,
             occurred_at: fact.at,
@@ -413,7 +545,15 @@ impl Projection for Identity {
 
     fn apply(&self, batch: &mut Batch<'_>, fact: &Fact<'_>) -> Result<(), ProjectionError> {
         match fact.event {
-            Event::ApiKeyIssued { key_id, principal, scopes, act_as, email, name, digest } => {
+            Event::ApiKeyIssued {
+                key_id,
+                principal,
+                scopes,
+                act_as,
+                email,
+                name,
+                digest,
+            } => {
                 let row = ApiKeyRow {
                     key_id: key_id.clone(),
                     principal: principal.clone(),
@@ -425,23 +565,36 @@ impl Projection for Identity {
                     created_at: fact.at,
                     revoked: false,
                 };
-                batch.put(Identity::key_by_id(key_id.as_str()), row.digest.clone().into_bytes());
+                batch.put(
+                    Identity::key_by_id(key_id.as_str()),
+                    row.digest.clone().into_bytes(),
+                );
                 batch.put_json(Identity::key_by_digest(&row.digest), &row);
                 if let Some(email) = email {
-                    batch.put(Identity::email(email.as_str()), principal.as_str().as_bytes().to_vec());
+                    batch.put(
+                        Identity::email(email.as_str()),
+                        principal.as_str().as_bytes().to_vec(),
+                    );
                 }
             }
             Event::ApiKeyRevoked { key_id } => {
                 if let Some(digest) = batch.get(&Identity::key_by_id(key_id.as_str()))? {
                     let digest = String::from_utf8_lossy(&digest).into_owned();
-                    if let Some(mut row) = batch.get_json::<ApiKeyRow>(&Identity::key_by_digest(&digest))? {
+                    if let Some(mut row) =
+                        batch.get_json::<ApiKeyRow>(&Identity::key_by_digest(&digest))?
+                    {
                         row.revoked = true;
                         batch.put_json(Identity::key_by_digest(&digest), &row);
                     }
                 }
             }
-            Event::InvitationAccepted { email, accepted_by, .. } => {
-                batch.put(Identity::email(email.as_str()), accepted_by.as_str().as_bytes().to_vec());
+            Event::InvitationAccepted {
+                email, accepted_by, ..
+            } => {
+                batch.put(
+                    Identity::email(email.as_str()),
+                    accepted_by.as_str().as_bytes().to_vec(),
+                );
             }
             _ => {}
         }

@@ -4,13 +4,18 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use roster_domain::{Email, Event, KindUsage, Principal, ResourceId, RoleName, StreamId, Timestamp};
+use roster_domain::{
+    Email, Event, KindUsage, Principal, ResourceId, RoleName, StreamId, Timestamp,
+};
 use roster_eventstore::{Envelope, EventStore, Upcasters};
 
-use crate::kv::{decode, prefix, Batch, MemoryTree, Tree, CHECKPOINT_KEY, VERSION_KEY};
-use crate::models::{number_key, Fact, History, Identity, Invitations, Members, Projection, Resources};
+use crate::kv::{decode, prefix, Batch, MemoryTree, Row, Tree, CHECKPOINT_KEY, VERSION_KEY};
+use crate::models::{
+    number_key, Fact, History, Identity, Invitations, Members, Projection, Resources,
+};
 use crate::records::{
-    ApiKeyRow, HistoryEntry, InvitationRecord, InviteRecord, LinkRecord, MemberRecord, MembershipRecord, ResourceRecord,
+    ApiKeyRow, HistoryEntry, InvitationRecord, InviteRecord, LinkRecord, MemberRecord,
+    MembershipRecord, ResourceRecord,
 };
 use crate::ProjectionError;
 
@@ -40,14 +45,22 @@ const HISTORY: usize = 3;
 const IDENTITY: usize = 4;
 
 fn projections() -> Vec<Box<dyn Projection>> {
-    vec![Box::new(Resources), Box::new(Members), Box::new(Invitations), Box::new(History), Box::new(Identity)]
+    vec![
+        Box::new(Resources),
+        Box::new(Members),
+        Box::new(Invitations),
+        Box::new(History),
+        Box::new(Identity),
+    ]
 }
 
 impl ReadModels {
     /// The read models in trees of `db` named `{prefix}{model}`; a model whose stored version
     /// differs from its code's is emptied, to be rebuilt from the log by catching up.
     pub fn open_sled(db: &sled::Db, tree_prefix: &str) -> Result<ReadModels, ProjectionError> {
-        ReadModels::open(|name| Ok(Arc::new(db.open_tree(format!("{tree_prefix}{name}"))?) as Arc<dyn Tree>))
+        ReadModels::open(|name| {
+            Ok(Arc::new(db.open_tree(format!("{tree_prefix}{name}"))?) as Arc<dyn Tree>)
+        })
     }
 
     pub fn in_memory() -> ReadModels {
@@ -63,33 +76,57 @@ impl ReadModels {
         let mut models = Vec::new();
         for projection in projections() {
             let tree = open_tree(projection.name())?;
-            let stored = tree.get(VERSION_KEY)?.and_then(|v| Some(u32::from_be_bytes(v.get(..4)?.try_into().ok()?)));
+            let stored = tree
+                .get(VERSION_KEY)?
+                .and_then(|v| Some(u32::from_be_bytes(v.get(..4)?.try_into().ok()?)));
             if stored != Some(projection.version()) {
                 if stored.is_some() {
-                    tracing::info!(model = projection.name(), "read model version changed: rebuilding from the log");
+                    tracing::info!(
+                        model = projection.name(),
+                        "read model version changed: rebuilding from the log"
+                    );
                 }
                 tree.clear()?;
                 tree.apply(vec![
-                    (VERSION_KEY.to_vec(), Some(projection.version().to_be_bytes().to_vec())),
+                    (
+                        VERSION_KEY.to_vec(),
+                        Some(projection.version().to_be_bytes().to_vec()),
+                    ),
                     (CHECKPOINT_KEY.to_vec(), Some(0u64.to_be_bytes().to_vec())),
                 ])?;
             }
             let checkpoint = read_checkpoint(tree.as_ref())?;
-            models.push(Model { projection, tree, checkpoint: AtomicU64::new(checkpoint) });
+            models.push(Model {
+                projection,
+                tree,
+                checkpoint: AtomicU64::new(checkpoint),
+            });
         }
-        Ok(ReadModels { models, upcasters: Upcasters::new() })
+        Ok(ReadModels {
+            models,
+            upcasters: Upcasters::new(),
+        })
     }
 
     /// The position every read model has applied.
     pub fn checkpoint(&self) -> u64 {
-        self.models.iter().map(|m| m.checkpoint.load(Ordering::Acquire)).min().unwrap_or(0)
+        self.models
+            .iter()
+            .map(|m| m.checkpoint.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(0)
     }
 
     /// Applies events in log order; each model skips what its checkpoint already holds, so an
     /// event is never applied twice, even after a crash between two models' batches.
     pub fn apply(&self, envelopes: &[Envelope]) -> Result<(), ProjectionError> {
-        let Some(last) = envelopes.last() else { return Ok(()) };
-        let decoded = envelopes.iter().map(|e| self.decode(e)).collect::<Result<Vec<_>, _>>()?;
+        let Some(last) = envelopes.last() else {
+            return Ok(());
+        };
+        let decoded = envelopes
+            .iter()
+            .map(|e| self.decode(e))
+            .collect::<Result<Vec<_>, _>>()?;
         for model in &self.models {
             let checkpoint = model.checkpoint.load(Ordering::Acquire);
             if checkpoint >= last.position {
@@ -100,9 +137,15 @@ impl ReadModels {
                 if envelope.position <= checkpoint {
                     continue;
                 }
-                let at = Timestamp::from_unix_ms(envelope.occurred_at.unix_ms())
-                    .map_err(|e| ProjectionError::Corrupt(format!("position {}: {e}", envelope.position)))?;
-                let fact = Fact { envelope, event, resource: resource.as_ref(), at };
+                let at = Timestamp::from_unix_ms(envelope.occurred_at.unix_ms()).map_err(|e| {
+                    ProjectionError::Corrupt(format!("position {}: {e}", envelope.position))
+                })?;
+                let fact = Fact {
+                    envelope,
+                    event,
+                    resource: resource.as_ref(),
+                    at,
+                };
                 model.projection.apply(&mut batch, &fact)?;
             }
             batch.commit(last.position)?;
@@ -112,9 +155,14 @@ impl ReadModels {
     }
 
     fn decode(&self, envelope: &Envelope) -> Result<(Event, Option<ResourceId>), ProjectionError> {
-        let bad = |reason: String| ProjectionError::Corrupt(format!("position {}: {reason}", envelope.position));
-        let (schema, data) = self.upcasters.upcast(&envelope.event_type, envelope.schema, envelope.data.clone());
-        let event = Event::from_parts(&envelope.event_type, schema, data).map_err(|e| bad(e.to_string()))?;
+        let bad = |reason: String| {
+            ProjectionError::Corrupt(format!("position {}: {reason}", envelope.position))
+        };
+        let (schema, data) =
+            self.upcasters
+                .upcast(&envelope.event_type, envelope.schema, envelope.data.clone());
+        let event = Event::from_parts(&envelope.event_type, schema, data)
+            .map_err(|e| bad(e.to_string()))?;
         let resource = match StreamId::parse(&envelope.stream).map_err(|e| bad(e.to_string()))? {
             StreamId::Resource(resource) => Some(resource),
             _ => None,
@@ -131,7 +179,10 @@ impl ReadModels {
         for model in &self.models {
             model.tree.clear()?;
             model.tree.apply(vec![
-                (VERSION_KEY.to_vec(), Some(model.projection.version().to_be_bytes().to_vec())),
+                (
+                    VERSION_KEY.to_vec(),
+                    Some(model.projection.version().to_be_bytes().to_vec()),
+                ),
                 (CHECKPOINT_KEY.to_vec(), Some(0u64.to_be_bytes().to_vec())),
             ])?;
             model.checkpoint.store(0, Ordering::Release);
@@ -156,10 +207,15 @@ impl ReadModels {
     }
 
     /// Every row of every model, by model name: for comparing two sets of read models.
-    pub fn dump(&self) -> Result<Vec<(&'static str, Vec<(Vec<u8>, Vec<u8>)>)>, ProjectionError> {
+    pub fn dump(&self) -> Result<Vec<(&'static str, Vec<Row>)>, ProjectionError> {
         self.models
             .iter()
-            .map(|m| Ok((m.projection.name(), m.tree.scan_prefix(b"", b"", usize::MAX)?)))
+            .map(|m| {
+                Ok((
+                    m.projection.name(),
+                    m.tree.scan_prefix(b"", b"", usize::MAX)?,
+                ))
+            })
             .collect()
     }
 
@@ -184,19 +240,34 @@ impl ReadModels {
             .collect()
     }
 
-    fn row<T: serde::de::DeserializeOwned>(&self, index: usize, key: &[u8]) -> Result<Option<T>, ProjectionError> {
-        self.tree(index).get(key)?.map(|bytes| decode(key, &bytes)).transpose()
+    fn row<T: serde::de::DeserializeOwned>(
+        &self,
+        index: usize,
+        key: &[u8],
+    ) -> Result<Option<T>, ProjectionError> {
+        self.tree(index)
+            .get(key)?
+            .map(|bytes| decode(key, &bytes))
+            .transpose()
     }
 
     // The queries.
 
-    pub fn resource(&self, resource: &ResourceId) -> Result<Option<ResourceRecord>, ProjectionError> {
+    pub fn resource(
+        &self,
+        resource: &ResourceId,
+    ) -> Result<Option<ResourceRecord>, ProjectionError> {
         self.row(RESOURCES, &Resources::row(resource))
     }
 
     /// What the schema-change rule needs to know about a kind.
     pub fn kind_usage(&self, kind: &str) -> Result<KindUsage, ProjectionError> {
-        let rows: Vec<(Vec<u8>, i64)> = self.rows(RESOURCES, &prefix(&[b"k", kind.as_bytes()]), b"", usize::MAX)?;
+        let rows: Vec<(Vec<u8>, i64)> = self.rows(
+            RESOURCES,
+            &prefix(&[b"k", kind.as_bytes()]),
+            b"",
+            usize::MAX,
+        )?;
         let mut usage = KindUsage::default();
         for (key, _) in rows {
             let role = key.rsplit(|b| *b == 0).next().unwrap_or_default();
@@ -204,13 +275,22 @@ impl ReadModels {
                 usage.roles_held.insert(role);
             }
         }
-        let resources = self.tree(RESOURCES).scan_prefix(&prefix(&[b"r"]), b"", usize::MAX)?;
+        let resources = self
+            .tree(RESOURCES)
+            .scan_prefix(&prefix(&[b"r"]), b"", usize::MAX)?;
         usage.has_resources = !usage.roles_held.is_empty()
-            || resources.iter().any(|(k, _)| k.get(2..).is_some_and(|rest| rest.starts_with(format!("{kind}/").as_bytes())));
+            || resources.iter().any(|(k, _)| {
+                k.get(2..)
+                    .is_some_and(|rest| rest.starts_with(format!("{kind}/").as_bytes()))
+            });
         Ok(usage)
     }
 
-    pub fn member(&self, resource: &ResourceId, principal: &Principal) -> Result<Option<MemberRecord>, ProjectionError> {
+    pub fn member(
+        &self,
+        resource: &ResourceId,
+        principal: &Principal,
+    ) -> Result<Option<MemberRecord>, ProjectionError> {
         self.row(MEMBERS, &Members::by_resource(resource, principal))
     }
 
@@ -228,8 +308,16 @@ impl ReadModels {
             from.push(0);
             from
         });
-        let mut items: Vec<MemberRecord> =
-            self.rows(MEMBERS, &under, from.as_deref().unwrap_or(b""), limit.saturating_add(1))?.into_iter().map(|r| r.1).collect();
+        let mut items: Vec<MemberRecord> = self
+            .rows(
+                MEMBERS,
+                &under,
+                from.as_deref().unwrap_or(b""),
+                limit.saturating_add(1),
+            )?
+            .into_iter()
+            .map(|r| r.1)
+            .collect();
         let next = if items.len() > limit {
             items.truncate(limit);
             items.last().map(|m| m.principal.to_string())
@@ -239,8 +327,16 @@ impl ReadModels {
         Ok(Page { items, next })
     }
 
-    pub fn memberships(&self, principal: &Principal) -> Result<Vec<MembershipRecord>, ProjectionError> {
-        let rows = self.rows(MEMBERS, &prefix(&[b"p", principal.as_str().as_bytes()]), b"", usize::MAX)?;
+    pub fn memberships(
+        &self,
+        principal: &Principal,
+    ) -> Result<Vec<MembershipRecord>, ProjectionError> {
+        let rows = self.rows(
+            MEMBERS,
+            &prefix(&[b"p", principal.as_str().as_bytes()]),
+            b"",
+            usize::MAX,
+        )?;
         Ok(rows.into_iter().map(|r| r.1).collect())
     }
 
@@ -249,11 +345,21 @@ impl ReadModels {
         self.row(INVITATIONS, &number_key(b"n", number))
     }
 
-    fn invites_of(&self, resource: &ResourceId, tag: &[u8]) -> Result<Vec<InviteRecord>, ProjectionError> {
+    fn invites_of(
+        &self,
+        resource: &ResourceId,
+        tag: &[u8],
+    ) -> Result<Vec<InviteRecord>, ProjectionError> {
         let under = prefix(&[b"r", resource.to_string().as_bytes(), tag]);
         let mut records = Vec::new();
-        for (key, _) in self.tree(INVITATIONS).scan_prefix(&under, b"", usize::MAX)? {
-            let number = key.get(key.len().saturating_sub(8)..).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
+        for (key, _) in self
+            .tree(INVITATIONS)
+            .scan_prefix(&under, b"", usize::MAX)?
+        {
+            let number = key
+                .get(key.len().saturating_sub(8)..)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes);
             if let Some(record) = number.map(|n| self.invite(n)).transpose()?.flatten() {
                 records.push(record);
             }
@@ -272,7 +378,10 @@ impl ReadModels {
             .collect())
     }
 
-    pub fn invitations(&self, resource: &ResourceId) -> Result<Vec<InvitationRecord>, ProjectionError> {
+    pub fn invitations(
+        &self,
+        resource: &ResourceId,
+    ) -> Result<Vec<InvitationRecord>, ProjectionError> {
         Ok(self
             .invites_of(resource, b"i")?
             .into_iter()
@@ -284,12 +393,23 @@ impl ReadModels {
     }
 
     /// Invitations to an email that are still open (pending, or expired but not closed).
-    pub fn open_invitations_for(&self, email: &Email) -> Result<Vec<InvitationRecord>, ProjectionError> {
+    pub fn open_invitations_for(
+        &self,
+        email: &Email,
+    ) -> Result<Vec<InvitationRecord>, ProjectionError> {
         let under = prefix(&[b"e", email.as_str().as_bytes()]);
         let mut records = Vec::new();
-        for (key, _) in self.tree(INVITATIONS).scan_prefix(&under, b"", usize::MAX)? {
-            let number = key.get(key.len().saturating_sub(8)..).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
-            if let Some(InviteRecord::Email(invitation)) = number.map(|n| self.invite(n)).transpose()?.flatten() {
+        for (key, _) in self
+            .tree(INVITATIONS)
+            .scan_prefix(&under, b"", usize::MAX)?
+        {
+            let number = key
+                .get(key.len().saturating_sub(8)..)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes);
+            if let Some(InviteRecord::Email(invitation)) =
+                number.map(|n| self.invite(n)).transpose()?.flatten()
+            {
                 records.push(invitation);
             }
         }
@@ -298,18 +418,38 @@ impl ReadModels {
 
     /// The highest link or invitation number handed out so far.
     pub fn highest_number(&self) -> Result<u64, ProjectionError> {
-        Ok(self.row(INVITATIONS, Invitations::HIGHEST_NUMBER)?.unwrap_or(0))
+        Ok(self
+            .row(INVITATIONS, Invitations::HIGHEST_NUMBER)?
+            .unwrap_or(0))
     }
 
-    fn history_page(&self, under: Vec<u8>, after: u64, limit: usize) -> Result<Vec<HistoryEntry>, ProjectionError> {
+    fn history_page(
+        &self,
+        under: Vec<u8>,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, ProjectionError> {
         let mut from = under.clone();
         from.extend_from_slice(&after.saturating_add(1).to_be_bytes());
-        Ok(self.rows(HISTORY, &under, &from, limit)?.into_iter().map(|r| r.1).collect())
+        Ok(self
+            .rows(HISTORY, &under, &from, limit)?
+            .into_iter()
+            .map(|r| r.1)
+            .collect())
     }
 
     /// A resource's events after a position, oldest first.
-    pub fn history(&self, resource: &ResourceId, after: u64, limit: usize) -> Result<Vec<HistoryEntry>, ProjectionError> {
-        self.history_page(prefix(&[b"r", resource.to_string().as_bytes()]), after, limit)
+    pub fn history(
+        &self,
+        resource: &ResourceId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, ProjectionError> {
+        self.history_page(
+            prefix(&[b"r", resource.to_string().as_bytes()]),
+            after,
+            limit,
+        )
     }
 
     /// A principal's membership events everywhere, oldest first.
@@ -323,19 +463,31 @@ impl ReadModels {
     }
 
     /// The live API key with this digest (lowercase hex).
-    pub fn api_key_by_digest(&self, digest_hex: &str) -> Result<Option<ApiKeyRow>, ProjectionError> {
-        Ok(self.row::<ApiKeyRow>(IDENTITY, &Identity::key_by_digest(digest_hex))?.filter(|k| !k.revoked))
+    pub fn api_key_by_digest(
+        &self,
+        digest_hex: &str,
+    ) -> Result<Option<ApiKeyRow>, ProjectionError> {
+        Ok(self
+            .row::<ApiKeyRow>(IDENTITY, &Identity::key_by_digest(digest_hex))?
+            .filter(|k| !k.revoked))
     }
 
     pub fn api_key(&self, key_id: &str) -> Result<Option<ApiKeyRow>, ProjectionError> {
         match self.tree(IDENTITY).get(&Identity::key_by_id(key_id))? {
-            Some(digest) => self.row(IDENTITY, &Identity::key_by_digest(&String::from_utf8_lossy(&digest))),
+            Some(digest) => self.row(
+                IDENTITY,
+                &Identity::key_by_digest(&String::from_utf8_lossy(&digest)),
+            ),
             None => Ok(None),
         }
     }
 
     pub fn api_keys(&self) -> Result<Vec<ApiKeyRow>, ProjectionError> {
-        Ok(self.rows(IDENTITY, &prefix(&[b"d"]), b"", usize::MAX)?.into_iter().map(|r| r.1).collect())
+        Ok(self
+            .rows(IDENTITY, &prefix(&[b"d"]), b"", usize::MAX)?
+            .into_iter()
+            .map(|r| r.1)
+            .collect())
     }
 
     /// The principal that verified this email, if any did.
@@ -348,5 +500,8 @@ impl ReadModels {
 }
 
 fn read_checkpoint(tree: &dyn Tree) -> Result<u64, ProjectionError> {
-    Ok(tree.get(CHECKPOINT_KEY)?.and_then(|v| Some(u64::from_be_bytes(v.get(..8)?.try_into().ok()?))).unwrap_or(0))
+    Ok(tree
+        .get(CHECKPOINT_KEY)?
+        .and_then(|v| Some(u64::from_be_bytes(v.get(..8)?.try_into().ok()?)))
+        .unwrap_or(0))
 }

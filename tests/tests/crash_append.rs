@@ -37,11 +37,17 @@ fn parse(line: &str) -> Option<Ack> {
 
 #[test]
 fn every_acknowledged_append_survives_sigkill() {
-    let seed: u64 = std::env::var("CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+    let seed: u64 = std::env::var("CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
     println!("CRASH_SEED={seed}");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().expect("temporary directory");
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let mut acked: Vec<Ack> = Vec::new();
     let mut survivors_beyond_acks = 0u64;
 
@@ -58,7 +64,9 @@ fn every_acknowledged_append_survives_sigkill() {
         let kill_after = rng.gen_range(1..=600);
         for _ in 0..kill_after {
             match lines.next() {
-                Some(Ok(line)) => acked.push(parse(&line).unwrap_or_else(|| panic!("bad line {line:?}"))),
+                Some(Ok(line)) => {
+                    acked.push(parse(&line).unwrap_or_else(|| panic!("bad line {line:?}")))
+                }
                 other => panic!("cycle {cycle}: the child stopped early: {other:?}"),
             }
         }
@@ -71,16 +79,19 @@ fn every_acknowledged_append_survives_sigkill() {
         }
         child.wait().expect("reaped");
 
-        let store = SledStore::open(dir.path(), SledOptions::default()).expect("reopens after SIGKILL");
+        let store =
+            SledStore::open(dir.path(), SledOptions::default()).expect("reopens after SIGKILL");
         runtime.block_on(async {
-            let report = verify(&store).await.unwrap_or_else(|e| panic!("cycle {cycle}: {e}"));
+            let report = verify(&store)
+                .await
+                .unwrap_or_else(|e| panic!("cycle {cycle}: {e}"));
             let log = store.read_all(0, usize::MAX).await.expect("reads");
             assert_eq!(u64::try_from(log.len()).expect("fits"), report.events);
             let by_position: HashMap<u64, _> = log.iter().map(|e| (e.position, e)).collect();
             for ack in &acked {
-                let event = by_position
-                    .get(&ack.position)
-                    .unwrap_or_else(|| panic!("cycle {cycle}: acknowledged {ack:?} is gone (seed {seed})"));
+                let event = by_position.get(&ack.position).unwrap_or_else(|| {
+                    panic!("cycle {cycle}: acknowledged {ack:?} is gone (seed {seed})")
+                });
                 assert_eq!(
                     (&event.stream, event.version, &event.command_id),
                     (&ack.stream, ack.version, &ack.command_id),

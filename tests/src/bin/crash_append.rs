@@ -6,13 +6,16 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use roster_eventstore::{AppendRequest, EventStore, ExpectedVersion, NewEvent, SledOptions, SledStore, StreamView};
+use roster_eventstore::{
+    AppendRequest, EventStore, ExpectedVersion, NewEvent, SledOptions, SledStore, StreamView,
+};
 use serde_json::json;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let mut args = std::env::args().skip(1);
-    let (Some(dir), Some(tasks)) = (args.next(), args.next().and_then(|t| t.parse::<u32>().ok())) else {
+    let (Some(dir), Some(tasks)) = (args.next(), args.next().and_then(|t| t.parse::<u32>().ok()))
+    else {
         eprintln!("usage: crash-append DATA_DIR TASKS");
         std::process::exit(2);
     };
@@ -46,7 +49,10 @@ async fn main() {
                     match store.append(request.command_id(command_id.clone())).await {
                         Ok(done) => {
                             let mut out = std::io::stdout().lock();
-                            let line = format!("ack {} {} {} {}", done.position, done.stream, done.version, command_id);
+                            let line = format!(
+                                "ack {} {} {} {}",
+                                done.position, done.stream, done.version, command_id
+                            );
                             if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
                                 return;
                             }

@@ -1,0 +1,882 @@
+//! The `Engine`: Roster as a library. It takes commands, decides them against the newest
+//! state inside the log's writer, waits until the read models reflect them, and answers
+//! queries from the read models and, for past states, from the log itself.
+
+mod cache;
+mod clock;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use roster_domain::{
+    create_invitations, preview, Actor, ApiKeyCommand, ApiKeyId, Command, DomainError, Email,
+    Event, InvitationBatch, InviteCode, KeyDigest, KindUsage, KnownEmails, Limits, NumberSequence,
+    Preview, Principal, Privilege, ResourceCommand, ResourceId, ResourceState, RoleName,
+    RoleSchema, SchemaCommand, SchemaState, Scope, ServerSecret, StreamId, Timestamp, VerifiedCode,
+};
+use roster_eventstore::{
+    AppendError, AppendRequest, EventStore, MemoryStore, NewEvent, Rejection, SledOptions,
+    SledStore, StoreError, StreamView,
+};
+use roster_projections::{
+    rolemap_as_of, ApiKeyRow, AsOf, HistoryEntry, InvitationRecord, InviteRecord, LinkRecord,
+    MemberRecord, MembershipRecord, Page, ProjectionError, ReadModels, ResourceRecord,
+};
+use tokio::sync::watch;
+
+use cache::{lock, Cached, Entry, StateCache, StreamState};
+pub use clock::{Clock, IdSource, ManualClock, RandomIds, SeededIds, SystemClock};
+
+/// How the engine is set up. Time and ids are injected so a run can be made deterministic.
+#[derive(Clone)]
+pub struct EngineConfig {
+    pub secret: ServerSecret,
+    pub limits: Limits,
+    pub clock: Arc<dyn Clock>,
+    pub ids: Arc<dyn IdSource>,
+    /// Stream states kept in memory between commands.
+    pub cached_streams_max: usize,
+}
+
+impl EngineConfig {
+    /// The system clock and random ids.
+    pub fn new(secret: ServerSecret) -> EngineConfig {
+        EngineConfig {
+            secret,
+            limits: Limits::default(),
+            clock: Arc::new(SystemClock),
+            ids: Arc::new(RandomIds),
+            cached_streams_max: 100_000,
+        }
+    }
+
+    /// A manual clock and ids from `seed`: the same commands give the same log, byte for byte.
+    pub fn deterministic(
+        secret: ServerSecret,
+        seed: u64,
+        start: Timestamp,
+    ) -> (EngineConfig, Arc<ManualClock>) {
+        let clock = Arc::new(ManualClock::at(start));
+        let config = EngineConfig {
+            clock: clock.clone(),
+            ids: Arc::new(SeededIds::new(seed)),
+            ..EngineConfig::new(secret)
+        };
+        (config, clock)
+    }
+}
+
+/// Why the engine could not do what it was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// A rule of the domain refused the command: the caller's error.
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Projection(#[from] ProjectionError),
+    /// The engine is stopping or cannot make progress; the command may be retried.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A command and who issues it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub actor: Actor,
+    pub command: Command,
+    /// Idempotency: the same id returns the first outcome and appends nothing.
+    pub command_id: Option<String>,
+    pub correlation_id: Option<String>,
+}
+
+impl Request {
+    pub fn new(actor: Actor, command: Command) -> Request {
+        Request {
+            actor,
+            command,
+            command_id: None,
+            correlation_id: None,
+        }
+    }
+
+    pub fn command_id(mut self, command_id: impl Into<String>) -> Request {
+        self.command_id = Some(command_id.into());
+        self
+    }
+}
+
+/// What a command did.
+#[derive(Debug, Clone)]
+pub struct Executed {
+    /// The read models reflect at least this position when the call returns.
+    pub position: u64,
+    /// The events appended (the first outcome's, for a repeated command id).
+    pub events: Vec<Event>,
+    pub duplicate: bool,
+    /// For `CreateInvitations` decided now: the per-email outcome.
+    pub invitations: Option<InvitationBatch>,
+    /// For a resource command: the acting principal's role right after it, if a member.
+    pub actor_role: Option<RoleName>,
+}
+
+/// The outcome of accepting a code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub resource: ResourceId,
+    pub principal: Principal,
+    pub role: RoleName,
+    pub changed: bool,
+    pub position: u64,
+}
+
+/// What an API key is issued for.
+#[derive(Debug, Clone)]
+pub struct KeyRequest {
+    pub principal: Principal,
+    pub scopes: std::collections::BTreeSet<Scope>,
+    /// A service key, which acts for the principal it names per request.
+    pub act_as: bool,
+    /// The principal's verified email.
+    pub email: Option<Email>,
+    pub name: Option<String>,
+}
+
+/// A newly issued API key; `key` exists only here.
+#[derive(Debug, Clone)]
+pub struct IssuedKey {
+    pub row: ApiKeyRow,
+    pub key: String,
+    pub position: u64,
+}
+
+/// What a decision inside the writer hands back besides its events.
+struct Decided {
+    events: Vec<Event>,
+    invitations: Option<InvitationBatch>,
+    actor_role: Option<RoleName>,
+}
+
+/// A decision met a cached state older than the log: reload and decide again.
+#[derive(Debug, thiserror::Error)]
+#[error("the cached state is stale")]
+struct Stale;
+
+/// Emails verified through keys or acceptances, as the identity read model knows them.
+struct ModelEmails(Arc<ReadModels>);
+
+impl KnownEmails for ModelEmails {
+    fn principal_of(&self, email: &Email) -> Option<Principal> {
+        self.0.known_principal(email).ok().flatten()
+    }
+}
+
+/// Attempts at a command whose cached state turned out stale (only after a failed append).
+const STALE_RETRIES_MAX: u32 = 20;
+
+struct Inner {
+    store: Arc<dyn EventStore>,
+    close_store: Box<dyn Fn() + Send + Sync>,
+    models: Arc<ReadModels>,
+    applied: watch::Receiver<u64>,
+    projector: Mutex<Option<tokio::task::JoinHandle<Result<(), ProjectionError>>>>,
+    config: EngineConfig,
+    numbers: Arc<NumberSequence>,
+    cache: StateCache,
+}
+
+/// Roster's engine: commands in, events in the log, read models out.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl Engine {
+    /// The durable engine on the sled log in `dir`, its read models beside it, brought up to
+    /// date before this returns.
+    pub async fn open(
+        dir: &Path,
+        options: SledOptions,
+        config: EngineConfig,
+    ) -> Result<Engine, EngineError> {
+        let store = Arc::new(SledStore::open(dir, options)?);
+        let models = ReadModels::open_sled(store.db(), "rm.")?;
+        let closer = Arc::clone(&store);
+        Engine::start(store, Box::new(move || closer.close()), models, config).await
+    }
+
+    /// The engine in memory: the same code paths, nothing on disk.
+    pub async fn in_memory(config: EngineConfig) -> Result<Engine, EngineError> {
+        let store = Arc::new(MemoryStore::in_memory());
+        let closer = Arc::clone(&store);
+        Engine::start(
+            store,
+            Box::new(move || closer.close()),
+            ReadModels::in_memory(),
+            config,
+        )
+        .await
+    }
+
+    async fn start(
+        store: Arc<dyn EventStore>,
+        close_store: Box<dyn Fn() + Send + Sync>,
+        models: ReadModels,
+        config: EngineConfig,
+    ) -> Result<Engine, EngineError> {
+        models.catch_up(store.as_ref(), &mut |_| {}).await?;
+        let models = Arc::new(models);
+        let numbers = Arc::new(NumberSequence::starting_at(models.highest_number()? + 1));
+        let (applied_tx, applied) = watch::channel(models.checkpoint());
+        let projector = tokio::spawn(roster_projections::run_projector(
+            Arc::clone(&store),
+            Arc::clone(&models),
+            applied_tx,
+        ));
+        let cache = StateCache::new(config.cached_streams_max);
+        let inner = Inner {
+            store,
+            close_store,
+            models,
+            applied,
+            projector: Mutex::new(Some(projector)),
+            config,
+            numbers,
+            cache,
+        };
+        Ok(Engine {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Stops taking commands, lets the ones in flight finish, makes the log durable and
+    /// waits for the projector to stop.
+    pub async fn close(&self) {
+        (self.inner.close_store)();
+        let projector = self
+            .inner
+            .projector
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(projector) = projector {
+            match projector.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::error!(%error, "the projector stopped with an error"),
+                Err(error) => tracing::error!(%error, "the projector task failed"),
+            }
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn EventStore> {
+        &self.inner.store
+    }
+
+    pub fn read_models(&self) -> &Arc<ReadModels> {
+        &self.inner.models
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.inner.config.clock.now()
+    }
+
+    pub fn secret(&self) -> &ServerSecret {
+        &self.inner.config.secret
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.inner.config.limits
+    }
+
+    /// The log's last acknowledged position.
+    pub fn head(&self) -> u64 {
+        self.inner.store.head()
+    }
+
+    // Commands.
+
+    /// Decides and appends a command; returns once the read models reflect it.
+    pub async fn execute(&self, request: Request) -> Result<Executed, EngineError> {
+        let stream = request.command.stream();
+        let name = stream.to_string();
+        let command_id = match &request.command_id {
+            Some(id) => id.clone(),
+            None => self.inner.config.ids.ulid(self.now()),
+        };
+        for attempt in 0..STALE_RETRIES_MAX {
+            let entry = self.entry(&stream).await?;
+            match self.try_execute(&request, &name, &command_id, entry).await {
+                Err(Retry::Stale) => {
+                    self.inner.cache.invalidate(&name);
+                    // Only after a failed append: give the log a moment to make its last
+                    // group visible, then load again.
+                    tokio::time::sleep(Duration::from_millis(1 << attempt.min(6))).await;
+                }
+                Err(Retry::No(error)) => {
+                    if matches!(error, EngineError::Store(_) | EngineError::Unavailable(_)) {
+                        self.inner.cache.invalidate(&name);
+                    }
+                    return Err(error);
+                }
+                Ok(executed) => return Ok(executed),
+            }
+        }
+        Err(EngineError::Unavailable(format!(
+            "stream {name} kept changing under a stale cache"
+        )))
+    }
+
+    async fn try_execute(
+        &self,
+        request: &Request,
+        stream: &str,
+        command_id: &str,
+        entry: Entry,
+    ) -> Result<Executed, Retry> {
+        let now = self.now();
+        let inputs = self.inputs(&request.command).await.map_err(Retry::No)?;
+        let slot: Arc<Mutex<Option<Decided>>> = Arc::new(Mutex::new(None));
+        let decision = Decision {
+            entry,
+            command: request.command.clone(),
+            actor: request.actor.clone(),
+            now,
+            inputs,
+            limits: self.inner.config.limits.clone(),
+            numbers: Arc::clone(&self.inner.numbers),
+            emails: ModelEmails(Arc::clone(&self.inner.models)),
+            ids: Arc::clone(&self.inner.config.ids),
+            slot: Arc::clone(&slot),
+        };
+        let append = AppendRequest::decided(stream, move |view: StreamView<'_>| decision.run(view))
+            .command_id(command_id)
+            .correlation_id(
+                request
+                    .correlation_id
+                    .clone()
+                    .unwrap_or_else(|| command_id.to_string()),
+            )
+            .actor(actor_label(&request.actor))
+            .occurred_at(roster_eventstore::Timestamp::from_unix_ms(now.unix_ms()));
+        let appended = match self.inner.store.append(append).await {
+            Ok(appended) => appended,
+            Err(AppendError::Rejected(reason)) => {
+                return Err(match reason.downcast::<DomainError>() {
+                    Ok(domain) => Retry::No(EngineError::Domain(*domain)),
+                    Err(other) if other.is::<Stale>() => Retry::Stale,
+                    Err(other) => Retry::No(EngineError::Unavailable(other.to_string())),
+                });
+            }
+            Err(AppendError::Conflict { .. }) => return Err(Retry::Stale),
+            Err(AppendError::Store(error)) => return Err(Retry::No(EngineError::Store(error))),
+        };
+        self.wait_applied(appended.position)
+            .await
+            .map_err(Retry::No)?;
+        let decided = slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        match decided {
+            Some(decided) if !appended.duplicate => Ok(Executed {
+                position: appended.position,
+                events: decided.events,
+                duplicate: false,
+                invitations: decided.invitations,
+                actor_role: decided.actor_role,
+            }),
+            _ => {
+                // The first outcome, rebuilt from the log: nothing kept for it holds a secret.
+                let events = self.events_at(&appended).await.map_err(Retry::No)?;
+                Ok(Executed {
+                    position: appended.position,
+                    events,
+                    duplicate: true,
+                    invitations: None,
+                    actor_role: None,
+                })
+            }
+        }
+    }
+
+    async fn events_at(
+        &self,
+        appended: &roster_eventstore::Appended,
+    ) -> Result<Vec<Event>, EngineError> {
+        if appended.events == 0 {
+            return Ok(Vec::new());
+        }
+        let first = *appended.positions().start();
+        let envelopes = self
+            .inner
+            .store
+            .read_all(
+                first - 1,
+                usize::try_from(appended.events).unwrap_or(usize::MAX),
+            )
+            .await?;
+        envelopes.into_iter().map(|e| decode(&e)).collect()
+    }
+
+    /// What a decision needs from outside its stream, gathered before it is queued.
+    async fn inputs(&self, command: &Command) -> Result<Inputs, EngineError> {
+        let (schema, usage) = match command {
+            Command::Resource(command) => (
+                self.schema(command.resource().kind().as_str()).await?,
+                KindUsage::default(),
+            ),
+            Command::Schema(SchemaCommand::DefineRoleSchema { kind, .. }) => (
+                self.schema(kind.as_str()).await?,
+                self.inner.models.kind_usage(kind.as_str())?,
+            ),
+            // API keys have no kind; any schema serves, none is consulted.
+            Command::ApiKeys(_) => (self.schema("api-keys").await?, KindUsage::default()),
+        };
+        Ok(Inputs { schema, usage })
+    }
+
+    /// The role schema in force for a kind.
+    pub async fn schema(&self, kind: &str) -> Result<RoleSchema, EngineError> {
+        let kind = roster_domain::Kind::parse(kind)?;
+        let entry = self.entry(&StreamId::RoleSchema(kind.clone())).await?;
+        let cached = lock(&entry);
+        match &cached.state {
+            StreamState::Schema(state) => Ok(state.in_force(&kind)),
+            _ => Err(EngineError::Unavailable(
+                "a schema stream holds another state".into(),
+            )),
+        }
+    }
+
+    async fn wait_applied(&self, position: u64) -> Result<(), EngineError> {
+        let mut applied = self.inner.applied.clone();
+        applied
+            .wait_for(|p| *p >= position)
+            .await
+            .map(|_| ())
+            .map_err(|_| {
+                EngineError::Unavailable("the read models stopped following the log".into())
+            })
+    }
+
+    /// The cached state of a stream, loaded from the log when absent.
+    async fn entry(&self, stream: &StreamId) -> Result<Entry, EngineError> {
+        let name = stream.to_string();
+        if let Some(entry) = self.inner.cache.get(&name) {
+            return Ok(entry);
+        }
+        let mut state = match stream {
+            StreamId::Resource(_) => StreamState::Resource(ResourceState::default()),
+            StreamId::RoleSchema(_) => StreamState::Schema(SchemaState::default()),
+            StreamId::ApiKeys => StreamState::ApiKeys(roster_domain::ApiKeysState::default()),
+        };
+        let mut version = 0;
+        loop {
+            let page = self
+                .inner
+                .store
+                .read_stream(&name, version + 1, 4096)
+                .await?;
+            let Some(last) = page.last() else { break };
+            let last_version = last.version;
+            for envelope in &page {
+                state = state.evolve(&decode(envelope)?);
+            }
+            version = last_version;
+        }
+        Ok(self.inner.cache.install(
+            &name,
+            Cached {
+                state,
+                version,
+                valid: true,
+            },
+        ))
+    }
+
+    /// Accepts a link's or an invitation's code for the acting principal.
+    pub async fn accept(
+        &self,
+        actor: Actor,
+        code: &str,
+        command_id: Option<String>,
+    ) -> Result<Accepted, EngineError> {
+        let principal = actor.principal().cloned().ok_or_else(|| {
+            DomainError::InvalidRequest(
+                "accepting needs a principal: name one with X-Roster-Actor".into(),
+            )
+        })?;
+        let (resource, verified) = self.resolve(code)?;
+        let command = Command::Resource(ResourceCommand::AcceptInvitation {
+            resource: resource.clone(),
+            code: verified,
+        });
+        let executed = self
+            .execute(Request {
+                actor,
+                command,
+                command_id,
+                correlation_id: None,
+            })
+            .await?;
+        let role = match executed.actor_role {
+            Some(role) => role,
+            None => self
+                .inner
+                .models
+                .member(&resource, &principal)?
+                .map(|m| m.role)
+                .ok_or(DomainError::InvitationNotFound)?,
+        };
+        let changed = executed.events.iter().any(|e| {
+            matches!(
+                e,
+                Event::MemberAdded { .. } | Event::MemberRoleChanged { .. }
+            )
+        });
+        Ok(Accepted {
+            resource,
+            principal,
+            role,
+            changed,
+            position: executed.position,
+        })
+    }
+
+    /// Declines an email invitation (a link's decline records nothing).
+    pub async fn decline(
+        &self,
+        actor: Actor,
+        code: &str,
+        command_id: Option<String>,
+    ) -> Result<Executed, EngineError> {
+        let (resource, verified) = self.resolve(code)?;
+        let command = Command::Resource(ResourceCommand::DeclineInvitation {
+            resource,
+            code: verified,
+        });
+        self.execute(Request {
+            actor,
+            command,
+            command_id,
+            correlation_id: None,
+        })
+        .await
+    }
+
+    /// What a code is for, without using it.
+    pub async fn preview(&self, code: &str) -> Result<Preview, EngineError> {
+        let (resource, verified) = self.resolve(code)?;
+        let entry = self.entry(&resource.stream()).await?;
+        let cached = lock(&entry);
+        match &cached.state {
+            StreamState::Resource(state) => Ok(preview(state, &verified, self.now())?),
+            _ => Err(DomainError::InvitationNotFound.into()),
+        }
+    }
+
+    /// A code's verified form and the resource it belongs to. Unknown, malformed and forged
+    /// codes all answer the same `invitation_not_found`.
+    fn resolve(&self, code: &str) -> Result<(ResourceId, VerifiedCode), EngineError> {
+        let verified = VerifiedCode::from_text(&self.inner.config.secret, code)?;
+        let record = self
+            .inner
+            .models
+            .invite(verified.number())?
+            .ok_or(DomainError::InvitationNotFound)?;
+        Ok((record.resource().clone(), verified))
+    }
+
+    /// The code of a link or invitation number at a generation, in the native encoding.
+    pub fn code(&self, number: u64, generation: u32) -> InviteCode {
+        InviteCode::derive(&self.inner.config.secret, number, generation)
+    }
+
+    /// Issues an API key: the key is made here, shown once, and only its digest is logged.
+    pub async fn issue_api_key(
+        &self,
+        actor: Actor,
+        key: KeyRequest,
+        command_id: Option<String>,
+    ) -> Result<IssuedKey, EngineError> {
+        let now = self.now();
+        let key_id = ApiKeyId::parse(&format!(
+            "key_{}",
+            self.inner.config.ids.ulid(now).to_lowercase()
+        ))?;
+        let secret = format!("rk_{}", hex::encode(self.inner.config.ids.secret_bytes()));
+        let digest = KeyDigest::of_key(&secret);
+        let KeyRequest { principal, scopes, act_as, email, name } = key;
+        let command = Command::ApiKeys(ApiKeyCommand::IssueApiKey {
+            key_id: key_id.clone(),
+            principal,
+            scopes,
+            act_as,
+            email,
+            name,
+            digest,
+        });
+        let executed = self
+            .execute(Request {
+                actor,
+                command,
+                command_id,
+                correlation_id: None,
+            })
+            .await?;
+        if executed.duplicate {
+            return Err(DomainError::Conflict(
+                "this idempotency key already issued a key, which is shown only once".into(),
+            )
+            .into());
+        }
+        let row = self
+            .inner
+            .models
+            .api_key(key_id.as_str())?
+            .ok_or_else(|| EngineError::Unavailable("the key was not projected".into()))?;
+        Ok(IssuedKey {
+            row,
+            key: secret,
+            position: executed.position,
+        })
+    }
+
+    // Queries.
+
+    pub fn resource(&self, resource: &ResourceId) -> Result<Option<ResourceRecord>, EngineError> {
+        Ok(self.inner.models.resource(resource)?)
+    }
+
+    pub fn members(
+        &self,
+        resource: &ResourceId,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<MemberRecord>, EngineError> {
+        Ok(self.inner.models.members(resource, after, limit)?)
+    }
+
+    pub fn member(
+        &self,
+        resource: &ResourceId,
+        principal: &Principal,
+    ) -> Result<Option<MemberRecord>, EngineError> {
+        Ok(self.inner.models.member(resource, principal)?)
+    }
+
+    /// The rolemap at a past position or time, rebuilt from the resource's stream.
+    pub async fn members_as_of(
+        &self,
+        resource: &ResourceId,
+        as_of: AsOf,
+    ) -> Result<Option<(Vec<MemberRecord>, u64)>, EngineError> {
+        Ok(rolemap_as_of(self.inner.store.as_ref(), resource, as_of).await?)
+    }
+
+    pub fn memberships(&self, principal: &Principal) -> Result<Vec<MembershipRecord>, EngineError> {
+        Ok(self.inner.models.memberships(principal)?)
+    }
+
+    pub fn links(&self, resource: &ResourceId) -> Result<Vec<LinkRecord>, EngineError> {
+        Ok(self.inner.models.links(resource)?)
+    }
+
+    pub fn invitations(&self, resource: &ResourceId) -> Result<Vec<InvitationRecord>, EngineError> {
+        Ok(self.inner.models.invitations(resource)?)
+    }
+
+    pub fn invite(&self, number: u64) -> Result<Option<InviteRecord>, EngineError> {
+        Ok(self.inner.models.invite(number)?)
+    }
+
+    /// Pending invitations for an email, for sign-up flows.
+    pub fn pending_invitations(&self, email: &Email) -> Result<Vec<InvitationRecord>, EngineError> {
+        let now = self.now();
+        Ok(self
+            .inner
+            .models
+            .open_invitations_for(email)?
+            .into_iter()
+            .filter(|i| i.status(now) == roster_domain::InvitationStatus::Pending)
+            .collect())
+    }
+
+    pub fn history(
+        &self,
+        resource: &ResourceId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, EngineError> {
+        Ok(self.inner.models.history(resource, after, limit)?)
+    }
+
+    pub fn principal_history(
+        &self,
+        principal: &Principal,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, EngineError> {
+        Ok(self
+            .inner
+            .models
+            .principal_history(principal, after, limit)?)
+    }
+
+    /// Whether the principal holds the privilege on the resource, and its role.
+    pub async fn check(
+        &self,
+        principal: &Principal,
+        resource: &ResourceId,
+        privilege: Privilege,
+    ) -> Result<(bool, Option<RoleName>), EngineError> {
+        let Some(member) = self.inner.models.member(resource, principal)? else {
+            return Ok((false, None));
+        };
+        let schema = self.schema(resource.kind().as_str()).await?;
+        Ok((schema.allows(&member.role, privilege), Some(member.role)))
+    }
+
+    pub fn api_key_by_digest(&self, digest: &KeyDigest) -> Result<Option<ApiKeyRow>, EngineError> {
+        Ok(self.inner.models.api_key_by_digest(&digest.to_hex())?)
+    }
+
+    pub fn api_keys(&self) -> Result<Vec<ApiKeyRow>, EngineError> {
+        Ok(self.inner.models.api_keys()?)
+    }
+}
+
+enum Retry {
+    Stale,
+    No(EngineError),
+}
+
+struct Inputs {
+    schema: RoleSchema,
+    usage: KindUsage,
+}
+
+/// A command's decision, run by the log's writer against the stream's newest state.
+struct Decision {
+    entry: Entry,
+    command: Command,
+    actor: Actor,
+    now: Timestamp,
+    inputs: Inputs,
+    limits: Limits,
+    numbers: Arc<NumberSequence>,
+    emails: ModelEmails,
+    ids: Arc<dyn IdSource>,
+    slot: Arc<Mutex<Option<Decided>>>,
+}
+
+impl Decision {
+    fn run(self, view: StreamView<'_>) -> Result<Vec<NewEvent>, Rejection> {
+        let mut cached = lock(&self.entry);
+        if !cached.valid {
+            return Err(Box::new(Stale));
+        }
+        // Events of this stream decided earlier in the same group are already in the cache
+        // (their decisions put them there); only foreign ones would need folding here.
+        for envelope in view.uncommitted {
+            if envelope.version == cached.version + 1 {
+                let event = decode(envelope).map_err(|e| Box::new(e) as Rejection)?;
+                apply(&mut cached, &event);
+            }
+        }
+        if cached.version != view.version {
+            return Err(Box::new(Stale));
+        }
+        let ctx = roster_domain::Context::new(self.now, self.actor.clone(), &self.inputs.schema)
+            .with_limits(&self.limits)
+            .with_numbers(self.numbers.as_ref())
+            .with_known_emails(&self.emails)
+            .with_kind_usage(&self.inputs.usage);
+        let (events, invitations) =
+            decide(&cached.state, self.command, &ctx).map_err(|e| Box::new(e) as Rejection)?;
+        for event in &events {
+            apply(&mut cached, event);
+        }
+        let actor_role = match (&cached.state, self.actor.principal()) {
+            (StreamState::Resource(state), Some(principal)) => {
+                state.member(principal).map(|m| m.role.clone())
+            }
+            _ => None,
+        };
+        let new_events = events
+            .iter()
+            .map(|event| NewEvent {
+                event_id: self.ids.ulid(self.now),
+                event_type: event.event_type().to_string(),
+                schema: event.schema(),
+                data: event.to_data(),
+            })
+            .collect();
+        *self
+            .slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Decided {
+            events,
+            invitations,
+            actor_role,
+        });
+        Ok(new_events)
+    }
+}
+
+fn apply(cached: &mut Cached, event: &Event) {
+    let state = std::mem::replace(&mut cached.state, StreamState::ApiKeys(Default::default()));
+    cached.state = state.evolve(event);
+    cached.version += 1;
+}
+
+/// Routes a command to its stream's `decide`.
+fn decide(
+    state: &StreamState,
+    command: Command,
+    ctx: &roster_domain::Context<'_>,
+) -> Result<(Vec<Event>, Option<InvitationBatch>), DomainError> {
+    match (state, command) {
+        (
+            StreamState::Resource(state),
+            Command::Resource(command @ ResourceCommand::CreateInvitations { .. }),
+        ) => {
+            let batch = create_invitations(state, &command, ctx)?;
+            if batch.invited.is_empty() {
+                // Decided through `decide` too, so the refusal is the domain's own.
+                roster_domain::decide(state, command, ctx)?;
+            }
+            Ok((batch.events.clone(), Some(batch)))
+        }
+        (StreamState::Resource(state), Command::Resource(command)) => {
+            Ok((roster_domain::decide(state, command, ctx)?, None))
+        }
+        (StreamState::Schema(state), Command::Schema(command)) => {
+            Ok((roster_domain::decide(state, command, ctx)?, None))
+        }
+        (StreamState::ApiKeys(state), Command::ApiKeys(command)) => {
+            Ok((roster_domain::decide(state, command, ctx)?, None))
+        }
+        _ => Err(DomainError::InvalidRequest(
+            "a command reached another kind of stream".into(),
+        )),
+    }
+}
+
+fn decode(envelope: &roster_eventstore::Envelope) -> Result<Event, EngineError> {
+    Event::from_parts(&envelope.event_type, envelope.schema, envelope.data.clone()).map_err(|e| {
+        EngineError::Projection(ProjectionError::Corrupt(format!(
+            "position {}: {e}",
+            envelope.position
+        )))
+    })
+}
+
+/// Who the envelope names as the actor: the principal, or `admin`.
+fn actor_label(actor: &Actor) -> String {
+    actor
+        .principal()
+        .map_or_else(|| "admin".to_string(), |p| p.to_string())
+}
