@@ -6,3 +6,7 @@
 pub mod bench;
 pub mod engine;
 pub mod log_tools;
+
+/// Strategies for commands and sessions, for hosts' own property tests (feature `proptest`).
+#[cfg(feature = "proptest")]
+pub use roster_domain::strategies;

@@ -4,6 +4,8 @@
 
 mod cache;
 mod clock;
+#[cfg(feature = "proptest")]
+pub mod driver;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
