@@ -26,11 +26,29 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Check the hash chain, gap-free positions and contiguous versions of the whole log.
+    /// Check the hash chain, gap-free positions and contiguous versions, and the domain's
+    /// invariants, over the whole log; exit 1 naming the first bad position.
     Verify {
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
+    },
+    /// Rebuild every read model from the log.
+    Replay {
+        /// Rebuild into scratch trees and compare with the live ones instead.
+        #[arg(long)]
+        verify: bool,
+    },
+    /// The history of a resource and its rolemap, now or as of a time, as tables.
+    Audit {
+        /// The resource, as `kind/id`.
+        resource: String,
+        /// An RFC 3339 time.
+        #[arg(long)]
+        as_of: Option<String>,
+        /// Only what concerns this principal.
+        #[arg(long)]
+        principal: Option<String>,
     },
     /// Write the log as NDJSON envelopes, one per line, to FILE or standard output.
     Export { file: Option<PathBuf> },
@@ -80,10 +98,28 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Verify { quiet } => {
             let store = roster_api::log_tools::open(&cli.data)?;
             let report = runtime.block_on(roster_api::log_tools::verify_log(&store, quiet))?;
+            let resources = runtime.block_on(roster_api::log_tools::verify_domain(&store, quiet))?;
             println!(
-                "ok: {} events in {} streams, head hash {}",
+                "ok: {} events in {} streams, {resources} resources, head hash {}",
                 report.events, report.streams, report.head_hash
             );
+            Ok(())
+        }
+        Command::Replay { verify } => {
+            let store = roster_api::log_tools::open(&cli.data)?;
+            let done = runtime.block_on(roster_api::log_tools::replay(&store, verify, false))?;
+            println!("{done}");
+            Ok(())
+        }
+        Command::Audit { resource, as_of, principal } => {
+            let store = roster_api::log_tools::open(&cli.data)?;
+            let tables = runtime.block_on(roster_api::log_tools::audit(
+                &store,
+                &resource,
+                as_of.as_deref(),
+                principal.as_deref(),
+            ))?;
+            print!("{tables}");
             Ok(())
         }
         Command::Export { file } => {
