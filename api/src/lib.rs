@@ -10,3 +10,8 @@ pub mod log_tools;
 /// Strategies for commands and sessions, for hosts' own property tests (feature `proptest`).
 #[cfg(feature = "proptest")]
 pub use roster_domain::strategies;
+
+/// `docs/EMBEDDING.md`, whose example runs as a doctest so the document stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/EMBEDDING.md")]
+pub struct EmbeddingDocument;
