@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod bench_replay;
 pub mod engine;
 pub mod log_tools;
 

@@ -59,7 +59,7 @@ enum Command {
     },
     /// Run the performance scenarios, each beside its baseline.
     Bench {
-        /// Scenarios to run (so far: `append`).
+        /// Scenarios to run: `append`, `replay`, `as-of`.
         #[arg(default_values_t = vec!["append".to_string()])]
         scenarios: Vec<String>,
         /// Seconds per measurement.
@@ -68,6 +68,9 @@ enum Command {
         /// Writer counts for the append scenario.
         #[arg(long, value_delimiter = ',', default_values_t = vec![1, 16, 64])]
         writers: Vec<usize>,
+        /// Events in the log for the replay scenario, and in the stream for `as-of`.
+        #[arg(long, default_value_t = 100_000)]
+        events: u64,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -163,6 +166,7 @@ fn run(cli: Cli) -> Result<(), String> {
             scenarios,
             seconds,
             writers,
+            events,
             json,
         } => {
             drop(runtime);
@@ -182,7 +186,23 @@ fn run(cli: Cli) -> Result<(), String> {
                             print!("{}", roster_api::bench::append_table(&figures));
                         }
                     }
-                    other => return Err(format!("unknown scenario `{other}` (known: append)")),
+                    "replay" => {
+                        let figure = roster_api::bench_replay::replay_scenario(&cli.data, events)?;
+                        if json {
+                            println!("{}", serde_json::to_string_pretty(&figure).map_err(|e| e.to_string())?);
+                        } else {
+                            print!("{}", roster_api::bench_replay::replay_table(&figure));
+                        }
+                    }
+                    "as-of" => {
+                        let figure = roster_api::bench_replay::as_of_scenario(&cli.data, events.min(20_000), 200)?;
+                        if json {
+                            println!("{}", serde_json::to_string_pretty(&figure).map_err(|e| e.to_string())?);
+                        } else {
+                            print!("{}", roster_api::bench_replay::as_of_table(&figure));
+                        }
+                    }
+                    other => return Err(format!("unknown scenario `{other}` (known: append, replay, as-of)")),
                 }
             }
             Ok(())

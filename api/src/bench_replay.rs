@@ -1,0 +1,151 @@
+//! `roster bench replay`: rebuilding every read model from the log, beside a raw scan of the
+//! same log that only parses each envelope's JSON; and `as_of` latency on a busy resource.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use roster_domain::{Actor, Command, Principal, ResourceCommand, ResourceId, ServerSecret, Timestamp};
+use roster_eventstore::{Durability, EventStore, SledOptions, SledStore};
+use roster_projections::{AsOf, ReadModels};
+use serde::Serialize;
+
+use crate::engine::{Engine, EngineConfig, Request};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplayFigure {
+    pub events: u64,
+    pub replay_events_per_s: f64,
+    pub raw_scan_events_per_s: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AsOfFigure {
+    pub stream_events: u64,
+    pub queries: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+fn error(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+fn principal(name: &str) -> Result<Principal, String> {
+    Principal::parse(name).map_err(error)
+}
+
+/// Fills a log with `events` events of people joining `resources` spaces through their links,
+/// from 64 concurrent tasks (relaxed durability: this is set-up, not the measurement).
+async fn populate(dir: &Path, resources: usize, events: u64) -> Result<(), String> {
+    let options = SledOptions { durability: Durability::Relaxed, ..SledOptions::default() };
+    let start = Timestamp::parse("2026-01-01T00:00:00Z").map_err(error)?;
+    let (config, clock) = EngineConfig::deterministic(ServerSecret::new(b"bench".to_vec()), 1, start);
+    let engine = Engine::open(dir, options, config).await.map_err(error)?;
+    let mut codes = Vec::new();
+    for r in 0..resources.max(1) {
+        let resource = ResourceId::parse(&format!("space/bench-{r}")).map_err(error)?;
+        let register = ResourceCommand::RegisterResource { resource: resource.clone(), owner: principal("owner")?, parent: None };
+        let link = ResourceCommand::CreateInviteLink { resource: resource.clone(), role: None, expires_at: None, max_uses: None };
+        for command in [register, link] {
+            engine.execute(Request::new(Actor::Admin, Command::Resource(command))).await.map_err(error)?;
+        }
+        let link = engine.links(&resource).map_err(error)?.remove(0);
+        codes.push(engine.code(link.number, link.generation).encode_base64());
+    }
+    let codes = Arc::new(codes);
+    let tasks: Vec<_> = (0..64u64)
+        .map(|task| {
+            let (engine, codes, clock) = (engine.clone(), Arc::clone(&codes), Arc::clone(&clock));
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while engine.head() < events {
+                    let code = &codes[usize::try_from(n * 64 + task).unwrap_or(0) % codes.len()];
+                    let joiner = Actor::Principal { principal: principal(&format!("u{task}-{n}"))?, email: None };
+                    engine.accept(joiner, code, None).await.map_err(error)?;
+                    clock.advance_ms(1);
+                    n += 1;
+                }
+                Ok::<(), String>(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.map_err(error)??;
+    }
+    engine.close().await;
+    Ok(())
+}
+
+/// Replay against a raw scan, on a log of about `events` events.
+pub fn replay_scenario(scratch: &Path, events: u64) -> Result<ReplayFigure, String> {
+    let runtime = tokio::runtime::Runtime::new().map_err(error)?;
+    let dir = tempfile::tempdir_in(scratch).map_err(error)?;
+    runtime.block_on(populate(dir.path(), 100, events))?;
+    let store = SledStore::open(dir.path(), SledOptions::default()).map_err(error)?;
+    let total = store.head();
+
+    let started = Instant::now();
+    let tree = store.db().open_tree("log").map_err(error)?;
+    let mut scanned = 0u64;
+    for row in tree.scan_prefix(b"e") {
+        let (_, value) = row.map_err(error)?;
+        let parsed: serde_json::Value = serde_json::from_slice(&value).map_err(error)?;
+        scanned += u64::from(parsed.is_object());
+    }
+    let raw = to_f64(scanned) / started.elapsed().as_secs_f64();
+
+    let models = ReadModels::open_sled(store.db(), "bench.rm.").map_err(error)?;
+    let started = Instant::now();
+    let replayed = runtime.block_on(models.rebuild(&store, &mut |_| {})).map_err(error)?;
+    let replay = to_f64(replayed) / started.elapsed().as_secs_f64();
+    Ok(ReplayFigure { events: total, replay_events_per_s: replay, raw_scan_events_per_s: raw })
+}
+
+/// `as_of` latency on one resource whose stream holds about `stream_events` events.
+pub fn as_of_scenario(scratch: &Path, stream_events: u64, queries: usize) -> Result<AsOfFigure, String> {
+    let runtime = tokio::runtime::Runtime::new().map_err(error)?;
+    let dir = tempfile::tempdir_in(scratch).map_err(error)?;
+    runtime.block_on(populate(dir.path(), 1, stream_events))?;
+    let store = SledStore::open(dir.path(), SledOptions::default()).map_err(error)?;
+    let resource = ResourceId::parse("space/bench-0").map_err(error)?;
+    let head = store.head().max(1);
+    let mut latencies = Vec::with_capacity(queries);
+    for q in 0..queries.max(1) {
+        // Positions spread over the whole stream, the last ones near the head.
+        let position = head * u64::try_from(q + 1).unwrap_or(1) / u64::try_from(queries.max(1)).unwrap_or(1);
+        let started = Instant::now();
+        runtime.block_on(roster_projections::rolemap_as_of(&store, &resource, AsOf::Position(position))).map_err(error)?;
+        latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    latencies.sort_by(f64::total_cmp);
+    let at = |fraction: f64| {
+        let index = (to_f64(u64::try_from(latencies.len() - 1).unwrap_or(0)) * fraction).round();
+        latencies[(0..latencies.len()).find(|i| to_f64(u64::try_from(*i).unwrap_or(0)) >= index).unwrap_or(0)]
+    };
+    let stream_events = runtime.block_on(store.stream_version(&resource.stream().to_string())).map_err(error)?;
+    Ok(AsOfFigure { stream_events, queries: latencies.len(), p50_ms: at(0.5), p99_ms: at(0.99) })
+}
+
+fn to_f64(count: u64) -> f64 {
+    let high = u32::try_from(count >> 32).unwrap_or(u32::MAX);
+    let low = u32::try_from(count & 0xffff_ffff).unwrap_or(u32::MAX);
+    f64::from(high) * 4_294_967_296.0 + f64::from(low)
+}
+
+pub fn replay_table(figure: &ReplayFigure) -> String {
+    format!(
+        "replay (rebuild all read models)\n   events  replay events/s  raw scan events/s  ratio\n{:>9}  {:>15.0}  {:>17.0}  {:>5.2}\n",
+        figure.events,
+        figure.replay_events_per_s,
+        figure.raw_scan_events_per_s,
+        figure.replay_events_per_s / figure.raw_scan_events_per_s
+    )
+}
+
+pub fn as_of_table(figure: &AsOfFigure) -> String {
+    format!(
+        "as_of rolemap\nstream events  queries  p50 ms  p99 ms\n{:>13}  {:>7}  {:>6.2}  {:>6.2}\n",
+        figure.stream_events, figure.queries, figure.p50_ms, figure.p99_ms
+    )
+}
