@@ -65,16 +65,28 @@ pub struct AppendRequest {
 
 impl AppendRequest {
     /// An append of `events` with a fresh command id, by `system`, now.
-    pub fn new(stream: impl Into<String>, expected: ExpectedVersion, events: Vec<NewEvent>) -> AppendRequest {
+    pub fn new(
+        stream: impl Into<String>,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> AppendRequest {
         AppendRequest::with_proposal(stream, expected, Proposal::Events(events))
     }
 
     /// An append whose events the writer decides against the stream's newest version.
     pub fn decided(stream: impl Into<String>, decide: impl Decide + 'static) -> AppendRequest {
-        AppendRequest::with_proposal(stream, ExpectedVersion::Any, Proposal::Decide(Box::new(decide)))
+        AppendRequest::with_proposal(
+            stream,
+            ExpectedVersion::Any,
+            Proposal::Decide(Box::new(decide)),
+        )
     }
 
-    fn with_proposal(stream: impl Into<String>, expected: ExpectedVersion, proposal: Proposal) -> AppendRequest {
+    fn with_proposal(
+        stream: impl Into<String>,
+        expected: ExpectedVersion,
+        proposal: Proposal,
+    ) -> AppendRequest {
         let command_id = ulid::Ulid::new().to_string();
         AppendRequest {
             stream: stream.into(),

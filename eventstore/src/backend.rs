@@ -70,7 +70,13 @@ pub type Entry = (Vec<u8>, Vec<u8>);
 pub trait Backend: Send + Sync + 'static {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Entries with `start <= key < end`, ascending (or descending when `reverse`), at most `limit`.
-    fn scan(&self, start: &[u8], end: &[u8], limit: usize, reverse: bool) -> Result<Vec<Entry>, StoreError>;
+    fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<Entry>, StoreError>;
     /// Writes every pair at once or none of them.
     fn apply(&self, batch: Vec<Entry>) -> Result<(), StoreError>;
     /// Makes everything applied so far survive a crash or a power cut, as the durability
@@ -92,7 +98,9 @@ impl MemoryBackend {
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<Vec<u8>, Vec<u8>>> {
         // A panic elsewhere while holding the lock cannot leave a half-applied batch
         // (apply extends in one call), so a poisoned lock is still consistent.
-        self.map.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.map
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -101,15 +109,31 @@ impl Backend for MemoryBackend {
         Ok(self.read().get(key).cloned())
     }
 
-    fn scan(&self, start: &[u8], end: &[u8], limit: usize, reverse: bool) -> Result<Vec<Entry>, StoreError> {
+    fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<Entry>, StoreError> {
         let map = self.read();
-        let range = map.range::<[u8], _>((std::ops::Bound::Included(start), std::ops::Bound::Excluded(end)));
+        let range = map.range::<[u8], _>((
+            std::ops::Bound::Included(start),
+            std::ops::Bound::Excluded(end),
+        ));
         let clone = |(k, v): (&Vec<u8>, &Vec<u8>)| (k.clone(), v.clone());
-        Ok(if reverse { range.rev().take(limit).map(clone).collect() } else { range.take(limit).map(clone).collect() })
+        Ok(if reverse {
+            range.rev().take(limit).map(clone).collect()
+        } else {
+            range.take(limit).map(clone).collect()
+        })
     }
 
     fn apply(&self, batch: Vec<Entry>) -> Result<(), StoreError> {
-        self.map.write().unwrap_or_else(std::sync::PoisonError::into_inner).extend(batch);
+        self.map
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend(batch);
         Ok(())
     }
 
@@ -152,7 +176,11 @@ pub struct SledOptions {
 
 impl Default for SledOptions {
     fn default() -> SledOptions {
-        SledOptions { durability: Durability::Sync, flush_interval_ms: 5, cache_capacity_bytes: 128 * 1024 * 1024 }
+        SledOptions {
+            durability: Durability::Sync,
+            flush_interval_ms: 5,
+            cache_capacity_bytes: 128 * 1024 * 1024,
+        }
     }
 }
 
@@ -185,10 +213,12 @@ impl SledBackend {
             .open()
             .map_err(|error| match error {
                 // sled reports a held lock as an I/O error whose text names it.
-                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => StoreError::Io(format!(
-                    "the data directory {} is locked by another process",
-                    path.display()
-                )),
+                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                    StoreError::Io(format!(
+                        "the data directory {} is locked by another process",
+                        path.display()
+                    ))
+                }
                 other => StoreError::from(other),
             })?;
         let tree = db.open_tree("log")?;
@@ -213,15 +243,20 @@ impl SledBackend {
     fn sync_new_blobs(&self) -> Result<(), StoreError> {
         // One stat per group in the common case: only look inside when the directory changed.
         let changed_at = std::fs::metadata(&self.blobs_dir)?.modified()?;
-        let mut synced_at = self.blobs_synced_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut synced_at = self
+            .blobs_synced_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if synced_at.is_some_and(|at| at >= changed_at) {
             return Ok(());
         }
-        for entry in std::fs::read_dir(&self.blobs_dir)? {
-            let entry = entry?;
-            let modified = entry.metadata()?.modified()?;
+        for entry in std::fs::read_dir(&self.blobs_dir)?.flatten() {
+            // sled deletes blobs as it rewrites them: one gone between the listing and the
+            // look at it needs no sync.
+            let Ok(modified) = entry.metadata().and_then(|m| m.modified()) else {
+                continue;
+            };
             if synced_at.is_none_or(|at| modified >= at) {
-                // sled may delete a blob between the listing and the open; that is fine.
                 if let Ok(file) = File::open(entry.path()) {
                     file.sync_data()?;
                 }
@@ -238,10 +273,19 @@ impl Backend for SledBackend {
         Ok(self.tree.get(key)?.map(|value| value.to_vec()))
     }
 
-    fn scan(&self, start: &[u8], end: &[u8], limit: usize, reverse: bool) -> Result<Vec<Entry>, StoreError> {
+    fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<Entry>, StoreError> {
         let range = self.tree.range(start..end);
-        let entries: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> =
-            if reverse { Box::new(range.rev()) } else { Box::new(range) };
+        let entries: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> = if reverse {
+            Box::new(range.rev())
+        } else {
+            Box::new(range)
+        };
         let mut out = Vec::new();
         for entry in entries.take(limit) {
             let (key, value) = entry?;

@@ -66,27 +66,65 @@ fn write_number(number: &serde_json::Number, out: &mut Vec<u8>) {
 }
 
 /// Appends the canonical form of a JSON string.
+///
+/// Only `"`, `\\` and the controls below U+0020 are escaped (RFC 8785 section 3.2.2.2, which
+/// is also exactly what serde_json escapes); everything else, multi-byte UTF-8 included, is
+/// copied as it is, in runs rather than character by character.
 pub fn write_canonical_str(string: &str, out: &mut Vec<u8>) {
     out.push(b'"');
-    for character in string.chars() {
-        match character {
-            '"' => out.extend_from_slice(b"\\\""),
-            '\\' => out.extend_from_slice(b"\\\\"),
-            '\u{8}' => out.extend_from_slice(b"\\b"),
-            '\u{c}' => out.extend_from_slice(b"\\f"),
-            '\n' => out.extend_from_slice(b"\\n"),
-            '\r' => out.extend_from_slice(b"\\r"),
-            '\t' => out.extend_from_slice(b"\\t"),
-            control if u32::from(control) < 0x20 => {
-                out.extend_from_slice(format!("\\u{:04x}", u32::from(control)).as_bytes());
-            }
-            other => {
-                let mut utf8 = [0u8; 4];
-                out.extend_from_slice(other.encode_utf8(&mut utf8).as_bytes());
-            }
+    let bytes = string.as_bytes();
+    let mut run_start = 0;
+    for (index, &byte) in bytes.iter().enumerate() {
+        let escape: &[u8] = match byte {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x00..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[run_start..index]);
+        run_start = index + 1;
+        if escape.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(byte >> 4)]);
+            out.push(HEX[usize::from(byte & 0x0f)]);
+        } else {
+            out.extend_from_slice(escape);
         }
     }
+    out.extend_from_slice(&bytes[run_start..]);
     out.push(b'"');
+}
+
+/// Appends an unsigned integer in the canonical form `write_canonical` gives it.
+pub fn write_canonical_u64(number: u64, out: &mut Vec<u8>) {
+    const EXACT_MAX: u64 = 1 << 53;
+    if number <= EXACT_MAX {
+        write_u64(number, out);
+    } else {
+        write_number(&serde_json::Number::from(number), out);
+    }
+}
+
+/// Appends the decimal digits of `number`, as serde_json writes it.
+pub fn write_u64(mut number: u64, out: &mut Vec<u8>) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        // A remainder of division by 10: below 10, so the conversion is exact.
+        digits[start] = b'0' + u8::try_from(number % 10).unwrap_or(0);
+        number /= 10;
+        if number == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[start..]);
 }
 
 #[cfg(test)]
@@ -100,7 +138,10 @@ mod tests {
 
     #[test]
     fn sorts_members_and_drops_whitespace() {
-        assert_eq!(canonical(json!({"b": 1, "a": [true, null, "x"]})), r#"{"a":[true,null,"x"],"b":1}"#);
+        assert_eq!(
+            canonical(json!({"b": 1, "a": [true, null, "x"]})),
+            r#"{"a":[true,null,"x"],"b":1}"#
+        );
     }
 
     #[test]
@@ -141,6 +182,9 @@ mod tests {
 
     #[test]
     fn escapes_only_what_must_be_escaped() {
-        assert_eq!(canonical(json!("a\"\\\u{1}\n/é")), "\"a\\\"\\\\\\u0001\\n/é\"");
+        assert_eq!(
+            canonical(json!("a\"\\\u{1}\n/é")),
+            "\"a\\\"\\\\\\u0001\\n/é\""
+        );
     }
 }

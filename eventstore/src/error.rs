@@ -22,7 +22,10 @@ pub enum StoreError {
 
 impl StoreError {
     pub(crate) fn corrupt(position: u64, reason: impl Into<String>) -> StoreError {
-        StoreError::Corrupt { position, reason: reason.into() }
+        StoreError::Corrupt {
+            position,
+            reason: reason.into(),
+        }
     }
 }
 
@@ -80,7 +83,11 @@ pub type Rejection = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Debug, thiserror::Error)]
 pub enum AppendError {
     #[error("version conflict on {stream}: expected {expected}, found version {actual}")]
-    Conflict { stream: String, expected: ExpectedVersion, actual: u64 },
+    Conflict {
+        stream: String,
+        expected: ExpectedVersion,
+        actual: u64,
+    },
     #[error("rejected: {0}")]
     Rejected(Rejection),
     #[error(transparent)]

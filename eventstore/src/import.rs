@@ -11,6 +11,7 @@ use crate::envelope::Envelope;
 use crate::error::StoreError;
 use crate::log::ChainHead;
 use crate::verify::ChainChecker;
+use crate::writer::encode_outcome;
 
 const BATCH_EVENTS: usize = 4096;
 
@@ -30,10 +31,13 @@ pub(crate) fn import_into<B: Backend>(
     let mut last_hash = crate::envelope::Hash::GENESIS;
     for envelope in envelopes {
         let envelope = envelope?;
-        checker.check(&envelope).map_err(|e| StoreError::corrupt(e.position, e.reason))?;
+        checker
+            .check(&envelope)
+            .map_err(|e| StoreError::corrupt(e.position, e.reason))?;
         // Consecutive events of one command in one stream were one append: one outcome.
-        let same_command =
-            command.as_ref().is_some_and(|c| command_id == envelope.command_id && c.stream == envelope.stream);
+        let same_command = command
+            .as_ref()
+            .is_some_and(|c| command_id == envelope.command_id && c.stream == envelope.stream);
         if same_command {
             if let Some(outcome) = command.as_mut() {
                 outcome.version = envelope.version;
@@ -53,30 +57,52 @@ pub(crate) fn import_into<B: Backend>(
                 duplicate: false,
             });
         }
-        let bytes = serde_json::to_vec(&envelope).map_err(|e| StoreError::Invalid(e.to_string()))?;
-        writes.push((keys::stream_version(&envelope.stream, envelope.version), envelope.position.to_be_bytes().to_vec()));
+        let bytes = envelope
+            .stored_json()
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        writes.push((
+            keys::stream_version(&envelope.stream, envelope.version),
+            envelope.position.to_be_bytes().to_vec(),
+        ));
         writes.push((keys::event(envelope.position), bytes));
         last_hash = envelope.hash;
         if writes.len() >= BATCH_EVENTS * 2 {
-            flush(backend, &mut writes, ChainHead { position: checker.position(), hash: last_hash })?;
+            flush(
+                backend,
+                &mut writes,
+                ChainHead {
+                    position: checker.position(),
+                    hash: last_hash,
+                },
+            )?;
             progress(checker.position());
         }
     }
     if let Some(outcome) = command.take() {
         writes.push(command_record(&command_id, &outcome)?);
     }
-    flush(backend, &mut writes, ChainHead { position: checker.position(), hash: last_hash })?;
+    flush(
+        backend,
+        &mut writes,
+        ChainHead {
+            position: checker.position(),
+            hash: last_hash,
+        },
+    )?;
     backend.close()?;
     progress(checker.position());
     Ok(checker.position())
 }
 
 fn command_record(command_id: &str, outcome: &Appended) -> Result<Entry, StoreError> {
-    let bytes = serde_json::to_vec(outcome).map_err(|e| StoreError::Invalid(e.to_string()))?;
-    Ok((keys::command(command_id), bytes))
+    Ok((keys::command(command_id), encode_outcome(outcome)?))
 }
 
-fn flush<B: Backend>(backend: &B, writes: &mut Vec<Entry>, head: ChainHead) -> Result<(), StoreError> {
+fn flush<B: Backend>(
+    backend: &B,
+    writes: &mut Vec<Entry>,
+    head: ChainHead,
+) -> Result<(), StoreError> {
     if head.position == 0 {
         return Ok(());
     }

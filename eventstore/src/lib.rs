@@ -35,7 +35,12 @@ pub trait EventStore: Send + Sync + 'static {
     async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError>;
 
     /// The stream's events from `from_version` (versions start at 1), at most `limit`.
-    async fn read_stream(&self, stream: &str, from_version: u64, limit: usize) -> Result<Vec<Envelope>, StoreError>;
+    async fn read_stream(
+        &self,
+        stream: &str,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<Envelope>, StoreError>;
 
     /// The log's events after `after` (positions start at 1), at most `limit`.
     async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<Envelope>, StoreError>;

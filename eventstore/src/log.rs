@@ -63,14 +63,21 @@ impl ChainHead {
 
     pub fn load<B: Backend>(backend: &B) -> Result<ChainHead, StoreError> {
         let Some(bytes) = backend.get(keys::CHAIN_HEAD)? else {
-            return Ok(ChainHead { position: 0, hash: Hash::GENESIS });
+            return Ok(ChainHead {
+                position: 0,
+                hash: Hash::GENESIS,
+            });
         };
-        let position = keys::decode_u64(&bytes).ok_or_else(|| StoreError::corrupt(0, "the chain head record"))?;
+        let position = keys::decode_u64(&bytes)
+            .ok_or_else(|| StoreError::corrupt(0, "the chain head record"))?;
         let hash = bytes
             .get(8..40)
             .and_then(|raw| <[u8; 32]>::try_from(raw).ok())
             .ok_or_else(|| StoreError::corrupt(position, "the chain head record"))?;
-        Ok(ChainHead { position, hash: Hash(hash) })
+        Ok(ChainHead {
+            position,
+            hash: Hash(hash),
+        })
     }
 }
 
@@ -172,9 +179,23 @@ impl<B: Backend> Log<B> {
     /// Stops the writer after the commands already queued, and makes the log durable.
     /// Appends after this answer `Closed`.
     pub fn close(&self) {
-        drop(self.jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take());
-        drop(self.tail.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take());
-        let writer = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        drop(
+            self.jobs
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take(),
+        );
+        drop(
+            self.tail
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take(),
+        );
+        let writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
         if let Some(writer) = writer {
             if writer.join().is_err() {
                 tracing::error!("the log writer panicked");
@@ -197,7 +218,12 @@ impl<B: Backend> Log<B> {
         read_all(&self.shared, after, limit)
     }
 
-    fn read_stream_events(&self, stream: &str, from_version: u64, limit: usize) -> Result<Vec<Envelope>, StoreError> {
+    fn read_stream_events(
+        &self,
+        stream: &str,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<Envelope>, StoreError> {
         validate_name("stream", stream, self.shared.limits.stream_bytes_max)?;
         let limit = limit.min(self.shared.limits.read_events_max);
         let visible = self.head_position();
@@ -205,18 +231,27 @@ impl<B: Backend> Log<B> {
         let end = keys::stream_version(stream, u64::MAX);
         let mut events = Vec::new();
         for (key, value) in self.shared.backend.scan(&start, &end, limit, false)? {
-            let position = keys::decode_u64(&value).ok_or_else(|| StoreError::corrupt(0, "a stream index entry"))?;
+            let position = keys::decode_u64(&value)
+                .ok_or_else(|| StoreError::corrupt(0, "a stream index entry"))?;
             if position > visible {
                 break;
             }
-            let version =
-                keys::stream_version_of(&key).ok_or_else(|| StoreError::corrupt(position, "a stream index key"))?;
+            let version = keys::stream_version_of(&key)
+                .ok_or_else(|| StoreError::corrupt(position, "a stream index key"))?;
             let envelope = read_event(&self.shared.backend, position)?;
-            let expected_version = events.last().map_or(from_version.max(1), |e: &Envelope| e.version + 1);
-            if envelope.stream != stream || envelope.version != version || version != expected_version {
+            let expected_version = events
+                .last()
+                .map_or(from_version.max(1), |e: &Envelope| e.version + 1);
+            if envelope.stream != stream
+                || envelope.version != version
+                || version != expected_version
+            {
                 return Err(StoreError::corrupt(
                     position,
-                    format!("stream {stream} expected version {expected_version}, found {} of {}", envelope.version, envelope.stream),
+                    format!(
+                        "stream {stream} expected version {expected_version}, found {} of {}",
+                        envelope.version, envelope.stream
+                    ),
                 ));
             }
             events.push(envelope);
@@ -233,9 +268,12 @@ impl<B: Backend> Log<B> {
         let mut upper = end;
         loop {
             let entries = self.shared.backend.scan(&start, &upper, 64, true)?;
-            let Some((last_key, _)) = entries.last() else { return Ok(0) };
+            let Some((last_key, _)) = entries.last() else {
+                return Ok(0);
+            };
             for (key, value) in &entries {
-                let position = keys::decode_u64(value).ok_or_else(|| StoreError::corrupt(0, "a stream index entry"))?;
+                let position = keys::decode_u64(value)
+                    .ok_or_else(|| StoreError::corrupt(0, "a stream index entry"))?;
                 if position <= visible {
                     return keys::stream_version_of(key)
                         .ok_or_else(|| StoreError::corrupt(position, "a stream index key"));
@@ -254,56 +292,87 @@ impl<B: Backend> Drop for Log<B> {
 
 /// On open: the stored chain head must name the last event, and nothing may follow it.
 fn check_head<B: Backend>(backend: &B, chain: ChainHead) -> Result<(), StoreError> {
-    let after = backend.scan(&keys::event(chain.position.saturating_add(1)), &[keys::EVENT + 1], 1, false)?;
+    let after = backend.scan(
+        &keys::event(chain.position.saturating_add(1)),
+        &[keys::EVENT + 1],
+        1,
+        false,
+    )?;
     if let Some((key, _)) = after.first() {
         let position = keys::decode_u64(&key[1..]).unwrap_or(0);
-        return Err(StoreError::corrupt(position, "an event after the chain head"));
+        return Err(StoreError::corrupt(
+            position,
+            "an event after the chain head",
+        ));
     }
     if chain.position > 0 {
         let last = read_event(backend, chain.position)?;
         if last.hash != chain.hash {
-            return Err(StoreError::corrupt(chain.position, "the chain head's hash differs from the last event's"));
+            return Err(StoreError::corrupt(
+                chain.position,
+                "the chain head's hash differs from the last event's",
+            ));
         }
     }
     Ok(())
 }
 
 fn read_event<B: Backend>(backend: &B, position: u64) -> Result<Envelope, StoreError> {
-    let bytes = backend.get(&keys::event(position))?.ok_or_else(|| StoreError::corrupt(position, "missing event"))?;
+    let bytes = backend
+        .get(&keys::event(position))?
+        .ok_or_else(|| StoreError::corrupt(position, "missing event"))?;
     decode(position, &bytes)
 }
 
 fn decode(position: u64, bytes: &[u8]) -> Result<Envelope, StoreError> {
-    let envelope: Envelope =
-        serde_json::from_slice(bytes).map_err(|e| StoreError::corrupt(position, format!("undecodable envelope: {e}")))?;
+    let envelope: Envelope = serde_json::from_slice(bytes)
+        .map_err(|e| StoreError::corrupt(position, format!("undecodable envelope: {e}")))?;
     if envelope.position != position {
-        return Err(StoreError::corrupt(position, format!("the envelope says position {}", envelope.position)));
+        return Err(StoreError::corrupt(
+            position,
+            format!("the envelope says position {}", envelope.position),
+        ));
     }
     Ok(envelope)
 }
 
 /// Reads events after `after`, checking on the way that positions are gap-free and each
 /// event links to the one before it.
-fn read_all<B: Backend>(shared: &Shared<B>, after: u64, limit: usize) -> Result<Vec<Envelope>, StoreError> {
+fn read_all<B: Backend>(
+    shared: &Shared<B>,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<Envelope>, StoreError> {
     let visible = shared.visible_head.load(Ordering::Acquire);
     let limit = limit.min(shared.limits.read_events_max);
     let last = visible.min(after.saturating_add(u64::try_from(limit).unwrap_or(u64::MAX)));
     if last <= after {
         return Ok(Vec::new());
     }
-    let entries = shared.backend.scan(&keys::event(after + 1), &keys::event(last.saturating_add(1)), limit, false)?;
+    let entries = shared.backend.scan(
+        &keys::event(after + 1),
+        &keys::event(last.saturating_add(1)),
+        limit,
+        false,
+    )?;
     let mut events: Vec<Envelope> = Vec::with_capacity(entries.len());
     for (expected, (_, bytes)) in (after + 1..).zip(&entries) {
         let envelope = decode(expected, bytes)?;
         if let Some(previous) = events.last() {
             if envelope.prev_hash != previous.hash {
-                return Err(StoreError::corrupt(expected, "prev_hash does not match the previous event's hash"));
+                return Err(StoreError::corrupt(
+                    expected,
+                    "prev_hash does not match the previous event's hash",
+                ));
             }
         }
         events.push(envelope);
     }
     if u64::try_from(events.len()).unwrap_or(u64::MAX) != last - after {
-        return Err(StoreError::corrupt(after + 1 + u64::try_from(events.len()).unwrap_or(0), "missing event"));
+        return Err(StoreError::corrupt(
+            after + 1 + u64::try_from(events.len()).unwrap_or(0),
+            "missing event",
+        ));
     }
     Ok(events)
 }
@@ -317,14 +386,25 @@ impl<B: Backend> ReadAll for Shared<B> {
 #[async_trait]
 impl<B: Backend> EventStore for Log<B> {
     async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError> {
-        let jobs = self.jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let jobs = self
+            .jobs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         let jobs = jobs.ok_or(StoreError::Closed)?;
         let (reply, answer) = oneshot::channel();
-        jobs.send(Job { request, reply }).await.map_err(|_| StoreError::Closed)?;
+        jobs.send(Job { request, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
-    async fn read_stream(&self, stream: &str, from_version: u64, limit: usize) -> Result<Vec<Envelope>, StoreError> {
+    async fn read_stream(
+        &self,
+        stream: &str,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<Envelope>, StoreError> {
         self.read_stream_events(stream, from_version, limit)
     }
 
@@ -342,7 +422,11 @@ impl<B: Backend> EventStore for Log<B> {
 
     fn subscribe(&self, after: u64) -> Subscription {
         let reader: Arc<dyn ReadAll> = self.shared.clone();
-        let live = match &*self.tail.lock().unwrap_or_else(std::sync::PoisonError::into_inner) {
+        let live = match &*self
+            .tail
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        {
             Some(tail) => tail.subscribe(),
             // Closed: a receiver whose sender is gone reads the store, then ends.
             None => broadcast::channel(1).1,

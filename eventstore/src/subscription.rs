@@ -79,7 +79,9 @@ impl Subscription {
         let mut batch = vec![self.next().await?];
         while batch.len() < max {
             if self.buffer.is_empty() {
-                let more = self.reader.read_after(self.next_position - 1, max - batch.len())?;
+                let more = self
+                    .reader
+                    .read_after(self.next_position - 1, max - batch.len())?;
                 if more.is_empty() {
                     break;
                 }

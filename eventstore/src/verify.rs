@@ -40,19 +40,32 @@ impl ChainChecker {
     /// Checks the next envelope against everything before it.
     pub fn check(&mut self, envelope: &Envelope) -> Result<(), VerifyError> {
         let expected = self.position + 1;
-        let bad = |reason: String| VerifyError { position: expected, reason };
+        let bad = |reason: String| VerifyError {
+            position: expected,
+            reason,
+        };
         if envelope.position != expected {
-            return Err(bad(format!("found position {} where {expected} belongs", envelope.position)));
+            return Err(bad(format!(
+                "found position {} where {expected} belongs",
+                envelope.position
+            )));
         }
         if envelope.prev_hash != self.previous {
-            return Err(bad("prev_hash does not match the previous event's hash".into()));
+            return Err(bad(
+                "prev_hash does not match the previous event's hash".into()
+            ));
         }
         if envelope.compute_hash() != envelope.hash {
-            return Err(bad("the hash does not match the envelope: it was edited".into()));
+            return Err(bad(
+                "the hash does not match the envelope: it was edited".into()
+            ));
         }
         let version = self.versions.entry(envelope.stream.clone()).or_insert(0);
         if envelope.version != *version + 1 {
-            return Err(bad(format!("stream {} jumps from version {} to {}", envelope.stream, version, envelope.version)));
+            return Err(bad(format!(
+                "stream {} jumps from version {} to {}",
+                envelope.stream, version, envelope.version
+            )));
         }
         *version = envelope.version;
         self.previous = envelope.hash;
@@ -94,9 +107,15 @@ pub async fn verify_with_progress(
     let mut checker = ChainChecker::new();
     while checker.position() < head {
         let after = checker.position();
-        let page = store.read_all(after, PAGE_EVENTS).await.map_err(|e| from_store(e, after + 1))?;
+        let page = store
+            .read_all(after, PAGE_EVENTS)
+            .await
+            .map_err(|e| from_store(e, after + 1))?;
         if page.is_empty() {
-            return Err(VerifyError { position: after + 1, reason: "missing event".into() });
+            return Err(VerifyError {
+                position: after + 1,
+                reason: "missing event".into(),
+            });
         }
         for envelope in &page {
             checker.check(envelope)?;
@@ -104,11 +123,16 @@ pub async fn verify_with_progress(
         progress(checker.position());
     }
     for (stream, counted) in checker.stream_versions() {
-        let indexed = store.stream_version(stream).await.map_err(|e| from_store(e, head))?;
+        let indexed = store
+            .stream_version(stream)
+            .await
+            .map_err(|e| from_store(e, head))?;
         if indexed != *counted {
             return Err(VerifyError {
                 position: head,
-                reason: format!("stream {stream} is indexed at version {indexed} but holds {counted} events"),
+                reason: format!(
+                    "stream {stream} is indexed at version {indexed} but holds {counted} events"
+                ),
             });
         }
     }
@@ -118,6 +142,9 @@ pub async fn verify_with_progress(
 fn from_store(error: StoreError, position: u64) -> VerifyError {
     match error {
         StoreError::Corrupt { position, reason } => VerifyError { position, reason },
-        other => VerifyError { position, reason: other.to_string() },
+        other => VerifyError {
+            position,
+            reason: other.to_string(),
+        },
     }
 }

@@ -21,7 +21,10 @@ pub(crate) struct Job {
     pub reply: oneshot::Sender<Result<Appended, AppendError>>,
 }
 
-type Reply = (oneshot::Sender<Result<Appended, AppendError>>, Result<Appended, AppendError>);
+type Reply = (
+    oneshot::Sender<Result<Appended, AppendError>>,
+    Result<Appended, AppendError>,
+);
 
 /// A group applied to the store and waiting for its sync before anyone hears of it.
 struct Applied {
@@ -118,7 +121,13 @@ fn apply_group<B: Backend>(
             Err(error) => failed = Some(error),
         }
     }
-    Applied { replies, envelopes, head, appends, failed }
+    Applied {
+        replies,
+        envelopes,
+        head,
+        appends,
+        failed,
+    }
 }
 
 /// Makes applied groups durable, then answers their commands and tells the subscribers.
@@ -132,16 +141,22 @@ fn sync_loop<B: Backend>(
         groups.extend(applied.try_iter());
         // Even a group that wrote nothing waits for the sync of the ones before it: its
         // answers (a conflict, a duplicate) were decided against them.
-        let wrote = groups.iter().any(|g| g.failed.is_none() && !g.envelopes.is_empty());
+        let wrote = groups
+            .iter()
+            .any(|g| g.failed.is_none() && !g.envelopes.is_empty());
         let synced = if wrote { shared.backend.sync() } else { Ok(()) };
         for group in groups {
             let failure = group.failed.or_else(|| synced.as_ref().err().cloned());
             match failure {
                 None => {
                     if !group.envelopes.is_empty() {
-                        shared.visible_head.store(group.head.position, Ordering::Release);
+                        shared
+                            .visible_head
+                            .store(group.head.position, Ordering::Release);
                         shared.groups_committed.fetch_add(1, Ordering::Relaxed);
-                        shared.appends_committed.fetch_add(group.appends, Ordering::Relaxed);
+                        shared
+                            .appends_committed
+                            .fetch_add(group.appends, Ordering::Relaxed);
                     }
                     answer(group.replies);
                     if !group.envelopes.is_empty() {
@@ -178,7 +193,10 @@ struct StreamHeads {
 
 impl StreamHeads {
     fn new(entries_max: usize) -> StreamHeads {
-        StreamHeads { versions: HashMap::new(), entries_max }
+        StreamHeads {
+            versions: HashMap::new(),
+            entries_max,
+        }
     }
 
     fn get(&self, stream: &str) -> Option<u64> {
@@ -214,7 +232,12 @@ struct Group<'a, B: Backend> {
 }
 
 impl<'a, B: Backend> Group<'a, B> {
-    fn new(backend: &'a B, limits: &'a Limits, heads: &'a StreamHeads, chain: ChainHead) -> Group<'a, B> {
+    fn new(
+        backend: &'a B,
+        limits: &'a Limits,
+        heads: &'a StreamHeads,
+        chain: ChainHead,
+    ) -> Group<'a, B> {
         Group {
             backend,
             limits,
@@ -231,21 +254,37 @@ impl<'a, B: Backend> Group<'a, B> {
 
     fn admit(&mut self, mut request: AppendRequest) -> Result<Appended, AppendError> {
         validate_name("stream", &request.stream, self.limits.stream_bytes_max)?;
-        validate_name("command id", &request.command_id, self.limits.stream_bytes_max)?;
+        validate_name(
+            "command id",
+            &request.command_id,
+            self.limits.stream_bytes_max,
+        )?;
         if let Some(first) = self.first_outcome(&request.command_id)? {
             return Ok(first);
         }
         let current = self.stream_version(&request.stream)?;
         if !request.expected.admits(current) {
-            return Err(AppendError::Conflict { stream: request.stream, expected: request.expected, actual: current });
+            return Err(AppendError::Conflict {
+                stream: request.stream,
+                expected: request.expected,
+                actual: current,
+            });
         }
         let proposal = std::mem::replace(&mut request.proposal, Proposal::Events(Vec::new()));
         let events = match proposal {
             Proposal::Events(events) => events,
             Proposal::Decide(decide) => {
-                let indices = self.uncommitted.get(&request.stream).map_or(&[][..], Vec::as_slice);
-                let uncommitted: Vec<&Envelope> = indices.iter().map(|&i| &self.envelopes[i]).collect();
-                let view = StreamView { stream: &request.stream, version: current, uncommitted: &uncommitted };
+                let indices = self
+                    .uncommitted
+                    .get(&request.stream)
+                    .map_or(&[][..], Vec::as_slice);
+                let uncommitted: Vec<&Envelope> =
+                    indices.iter().map(|&i| &self.envelopes[i]).collect();
+                let view = StreamView {
+                    stream: &request.stream,
+                    version: current,
+                    uncommitted: &uncommitted,
+                };
                 decide.decide(view).map_err(AppendError::Rejected)?
             }
         };
@@ -271,7 +310,9 @@ impl<'a, B: Backend> Group<'a, B> {
         let mut built = Vec::with_capacity(events.len());
         for (offset, event) in (1u64..).zip(events) {
             let envelope = seal(&request, event, current + offset, &mut chain);
-            let bytes = serde_json::to_vec(&envelope).map_err(|e| StoreError::Invalid(e.to_string()))?;
+            let bytes = envelope
+                .stored_json()
+                .map_err(|e| StoreError::Invalid(e.to_string()))?;
             if bytes.len() > self.limits.event_bytes_max {
                 return Err(StoreError::Invalid(format!(
                     "an event of {} bytes, more than the limit of {}",
@@ -296,13 +337,17 @@ impl<'a, B: Backend> Group<'a, B> {
                 keys::stream_version(&envelope.stream, envelope.version),
                 envelope.position.to_be_bytes().to_vec(),
             ));
-            self.uncommitted.entry(request.stream.clone()).or_default().push(self.envelopes.len());
+            self.uncommitted
+                .entry(request.stream.clone())
+                .or_default()
+                .push(self.envelopes.len());
             self.envelopes.push(envelope);
         }
         self.chain = chain;
         self.stream_heads.insert(request.stream, outcome.version);
-        let stored = serde_json::to_vec(&outcome).map_err(|e| StoreError::Invalid(e.to_string()))?;
-        self.writes.push((keys::command(&request.command_id), stored));
+        let stored = encode_outcome(&outcome)?;
+        self.writes
+            .push((keys::command(&request.command_id), stored));
         self.commands.insert(request.command_id, outcome.clone());
         self.appends += 1;
         Ok(outcome)
@@ -310,28 +355,105 @@ impl<'a, B: Backend> Group<'a, B> {
 
     fn first_outcome(&self, command_id: &str) -> Result<Option<Appended>, StoreError> {
         if let Some(outcome) = self.commands.get(command_id) {
-            return Ok(Some(Appended { duplicate: true, ..outcome.clone() }));
+            return Ok(Some(Appended {
+                duplicate: true,
+                ..outcome.clone()
+            }));
         }
         let Some(stored) = self.backend.get(&keys::command(command_id))? else {
             return Ok(None);
         };
-        let outcome: Appended = serde_json::from_slice(&stored)
-            .map_err(|e| StoreError::corrupt(0, format!("the outcome of command {command_id}: {e}")))?;
-        Ok(Some(Appended { duplicate: true, ..outcome }))
+        let outcome = decode_outcome(self.backend, command_id, &stored)?;
+        Ok(Some(Appended {
+            duplicate: true,
+            ..outcome
+        }))
     }
 
     fn stream_version(&self, stream: &str) -> Result<u64, StoreError> {
-        if let Some(version) = self.stream_heads.get(stream).copied().or_else(|| self.heads.get(stream)) {
+        if let Some(version) = self
+            .stream_heads
+            .get(stream)
+            .copied()
+            .or_else(|| self.heads.get(stream))
+        {
             return Ok(version);
         }
         // The stream's last index entry holds its head version: no separate record to keep.
-        let last = self.backend.scan(&keys::stream_prefix(stream), &keys::stream_version(stream, u64::MAX), 1, true)?;
+        let last = self.backend.scan(
+            &keys::stream_prefix(stream),
+            &keys::stream_version(stream, u64::MAX),
+            1,
+            true,
+        )?;
         match last.first() {
             None => Ok(0),
             Some((key, _)) => keys::stream_version_of(key)
                 .ok_or_else(|| StoreError::corrupt(0, format!("the index of stream {stream}"))),
         }
     }
+}
+
+/// The first outcome of a command as stored under its id: `1 ‖ position ‖ version ‖ events`,
+/// big-endian, the events as 32 bits. 21 bytes, so sled keeps the value inline instead of
+/// allocating it, and no JSON on the writer's thread. The stream is not stored: it is the
+/// stream of the event at `position`, read back on the rare duplicate.
+pub(crate) fn encode_outcome(outcome: &Appended) -> Result<Vec<u8>, StoreError> {
+    let Ok(events) = u32::try_from(outcome.events) else {
+        // More events than any limit allows: the general form still holds it.
+        return serde_json::to_vec(outcome).map_err(|e| StoreError::Invalid(e.to_string()));
+    };
+    let mut bytes = Vec::with_capacity(OUTCOME_BYTES);
+    bytes.push(OUTCOME_BINARY);
+    bytes.extend_from_slice(&outcome.position.to_be_bytes());
+    bytes.extend_from_slice(&outcome.version.to_be_bytes());
+    bytes.extend_from_slice(&events.to_be_bytes());
+    Ok(bytes)
+}
+
+const OUTCOME_BINARY: u8 = 1;
+const OUTCOME_BYTES: usize = 21;
+
+/// Reads a stored outcome back: the binary form, or the JSON form older logs hold. Checks that
+/// the event it names belongs to the command, the pair of the write in `encode_outcome`.
+pub(crate) fn decode_outcome<B: Backend>(
+    backend: &B,
+    command_id: &str,
+    stored: &[u8],
+) -> Result<Appended, StoreError> {
+    let corrupt =
+        |what: &str| StoreError::corrupt(0, format!("the outcome of command {command_id}: {what}"));
+    if stored.first() != Some(&OUTCOME_BINARY) {
+        return serde_json::from_slice(stored).map_err(|e| corrupt(&e.to_string()));
+    }
+    if stored.len() != OUTCOME_BYTES {
+        return Err(corrupt("a binary outcome of the wrong length"));
+    }
+    let position = keys::decode_u64(&stored[1..9]).ok_or_else(|| corrupt("its position"))?;
+    let version = keys::decode_u64(&stored[9..17]).ok_or_else(|| corrupt("its version"))?;
+    let events = stored
+        .get(17..21)
+        .and_then(|raw| <[u8; 4]>::try_from(raw).ok())
+        .map(u32::from_be_bytes)
+        .ok_or_else(|| corrupt("its event count"))?;
+    let bytes = backend
+        .get(&keys::event(position))?
+        .ok_or_else(|| StoreError::corrupt(position, "missing event"))?;
+    let envelope: Envelope = serde_json::from_slice(&bytes)
+        .map_err(|e| StoreError::corrupt(position, format!("undecodable envelope: {e}")))?;
+    if envelope.command_id != command_id || envelope.version != version {
+        return Err(StoreError::corrupt(
+            position,
+            format!("the event named by the outcome of command {command_id} is not its last"),
+        ));
+    }
+    Ok(Appended {
+        stream: envelope.stream,
+        version,
+        position,
+        events: u64::from(events),
+        duplicate: false,
+    })
 }
 
 /// Gives an event its place in the log and links it into the chain.
@@ -352,7 +474,10 @@ fn seal(request: &AppendRequest, event: NewEvent, version: u64, chain: &mut Chai
         hash: Hash::GENESIS,
     };
     envelope.hash = envelope.compute_hash();
-    *chain = ChainHead { position: envelope.position, hash: envelope.hash };
+    *chain = ChainHead {
+        position: envelope.position,
+        hash: envelope.hash,
+    };
     envelope
 }
 
@@ -365,4 +490,78 @@ pub(crate) fn validate_name(what: &str, name: &str, bytes_max: usize) -> Result<
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::MemoryBackend;
+    use crate::envelope::Timestamp;
+
+    fn stored_event(backend: &MemoryBackend, command_id: &str) -> Envelope {
+        let mut envelope = Envelope {
+            position: 7,
+            stream: "resource:space/spc_42".into(),
+            version: 3,
+            event_id: "01JD0000000000000000000000".into(),
+            event_type: "MemberAdded".into(),
+            schema: 1,
+            occurred_at: Timestamp(1_763_769_600_123),
+            actor: "admin".into(),
+            command_id: command_id.into(),
+            correlation_id: command_id.into(),
+            data: serde_json::json!({"principal": "bob"}),
+            prev_hash: Hash::GENESIS,
+            hash: Hash::GENESIS,
+        };
+        envelope.hash = envelope.compute_hash();
+        let bytes = envelope.stored_json().expect("stored");
+        backend
+            .apply(vec![(keys::event(7), bytes)])
+            .expect("applies");
+        envelope
+    }
+
+    fn outcome() -> Appended {
+        Appended {
+            stream: "resource:space/spc_42".into(),
+            version: 3,
+            position: 7,
+            events: 2,
+            duplicate: false,
+        }
+    }
+
+    #[test]
+    fn a_binary_outcome_is_inline_sized_and_reads_back_with_its_stream() {
+        let backend = MemoryBackend::default();
+        stored_event(&backend, "c1");
+        let bytes = encode_outcome(&outcome()).expect("encodes");
+        assert!(bytes.len() <= 22, "sled keeps values up to 22 bytes inline");
+        assert_eq!(
+            decode_outcome(&backend, "c1", &bytes).expect("decodes"),
+            outcome()
+        );
+    }
+
+    #[test]
+    fn the_json_outcomes_of_older_logs_still_read() {
+        let backend = MemoryBackend::default();
+        let json = serde_json::to_vec(&outcome()).expect("json");
+        assert_eq!(
+            decode_outcome(&backend, "c1", &json).expect("decodes"),
+            outcome()
+        );
+    }
+
+    #[test]
+    fn an_outcome_naming_another_commands_event_is_corrupt() {
+        let backend = MemoryBackend::default();
+        stored_event(&backend, "someone-else");
+        let bytes = encode_outcome(&outcome()).expect("encodes");
+        assert!(matches!(
+            decode_outcome(&backend, "c1", &bytes),
+            Err(StoreError::Corrupt { position: 7, .. })
+        ));
+    }
 }
