@@ -5,7 +5,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use roster_domain::{Actor, Command, Principal, ResourceCommand, ResourceId, ServerSecret, Timestamp};
+use roster_domain::{
+    Actor, Command, Principal, ResourceCommand, ResourceId, ServerSecret, Timestamp,
+};
 use roster_eventstore::{Durability, EventStore, SledOptions, SledStore};
 use roster_projections::{AsOf, ReadModels};
 use serde::Serialize;
@@ -38,17 +40,33 @@ fn principal(name: &str) -> Result<Principal, String> {
 /// Fills a log with `events` events of people joining `resources` spaces through their links,
 /// from 64 concurrent tasks (relaxed durability: this is set-up, not the measurement).
 async fn populate(dir: &Path, resources: usize, events: u64) -> Result<(), String> {
-    let options = SledOptions { durability: Durability::Relaxed, ..SledOptions::default() };
+    let options = SledOptions {
+        durability: Durability::Relaxed,
+        ..SledOptions::default()
+    };
     let start = Timestamp::parse("2026-01-01T00:00:00Z").map_err(error)?;
-    let (config, clock) = EngineConfig::deterministic(ServerSecret::new(b"bench".to_vec()), 1, start);
+    let (config, clock) =
+        EngineConfig::deterministic(ServerSecret::new(b"bench".to_vec()), 1, start);
     let engine = Engine::open(dir, options, config).await.map_err(error)?;
     let mut codes = Vec::new();
     for r in 0..resources.max(1) {
         let resource = ResourceId::parse(&format!("space/bench-{r}")).map_err(error)?;
-        let register = ResourceCommand::RegisterResource { resource: resource.clone(), owner: principal("owner")?, parent: None };
-        let link = ResourceCommand::CreateInviteLink { resource: resource.clone(), role: None, expires_at: None, max_uses: None };
+        let register = ResourceCommand::RegisterResource {
+            resource: resource.clone(),
+            owner: principal("owner")?,
+            parent: None,
+        };
+        let link = ResourceCommand::CreateInviteLink {
+            resource: resource.clone(),
+            role: None,
+            expires_at: None,
+            max_uses: None,
+        };
         for command in [register, link] {
-            engine.execute(Request::new(Actor::Admin, Command::Resource(command))).await.map_err(error)?;
+            engine
+                .execute(Request::new(Actor::Admin, Command::Resource(command)))
+                .await
+                .map_err(error)?;
         }
         let link = engine.links(&resource).map_err(error)?.remove(0);
         codes.push(engine.code(link.number, link.generation).encode_base64());
@@ -61,7 +79,10 @@ async fn populate(dir: &Path, resources: usize, events: u64) -> Result<(), Strin
                 let mut n = 0u64;
                 while engine.head() < events {
                     let code = &codes[usize::try_from(n * 64 + task).unwrap_or(0) % codes.len()];
-                    let joiner = Actor::Principal { principal: principal(&format!("u{task}-{n}"))?, email: None };
+                    let joiner = Actor::Principal {
+                        principal: principal(&format!("u{task}-{n}"))?,
+                        email: None,
+                    };
                     engine.accept(joiner, code, None).await.map_err(error)?;
                     clock.advance_ms(1);
                     n += 1;
@@ -97,13 +118,23 @@ pub fn replay_scenario(scratch: &Path, events: u64) -> Result<ReplayFigure, Stri
 
     let models = ReadModels::open_sled(store.db(), "bench.rm.").map_err(error)?;
     let started = Instant::now();
-    let replayed = runtime.block_on(models.rebuild(&store, &mut |_| {})).map_err(error)?;
+    let replayed = runtime
+        .block_on(models.rebuild(&store, &mut |_| {}))
+        .map_err(error)?;
     let replay = to_f64(replayed) / started.elapsed().as_secs_f64();
-    Ok(ReplayFigure { events: total, replay_events_per_s: replay, raw_scan_events_per_s: raw })
+    Ok(ReplayFigure {
+        events: total,
+        replay_events_per_s: replay,
+        raw_scan_events_per_s: raw,
+    })
 }
 
 /// `as_of` latency on one resource whose stream holds about `stream_events` events.
-pub fn as_of_scenario(scratch: &Path, stream_events: u64, queries: usize) -> Result<AsOfFigure, String> {
+pub fn as_of_scenario(
+    scratch: &Path,
+    stream_events: u64,
+    queries: usize,
+) -> Result<AsOfFigure, String> {
     let runtime = tokio::runtime::Runtime::new().map_err(error)?;
     let dir = tempfile::tempdir_in(scratch).map_err(error)?;
     runtime.block_on(populate(dir.path(), 1, stream_events))?;
@@ -113,18 +144,34 @@ pub fn as_of_scenario(scratch: &Path, stream_events: u64, queries: usize) -> Res
     let mut latencies = Vec::with_capacity(queries);
     for q in 0..queries.max(1) {
         // Positions spread over the whole stream, the last ones near the head.
-        let position = head * u64::try_from(q + 1).unwrap_or(1) / u64::try_from(queries.max(1)).unwrap_or(1);
+        let position =
+            head * u64::try_from(q + 1).unwrap_or(1) / u64::try_from(queries.max(1)).unwrap_or(1);
         let started = Instant::now();
-        runtime.block_on(roster_projections::rolemap_as_of(&store, &resource, AsOf::Position(position))).map_err(error)?;
+        runtime
+            .block_on(roster_projections::rolemap_as_of(
+                &store,
+                &resource,
+                AsOf::Position(position),
+            ))
+            .map_err(error)?;
         latencies.push(started.elapsed().as_secs_f64() * 1000.0);
     }
     latencies.sort_by(f64::total_cmp);
     let at = |fraction: f64| {
         let index = (to_f64(u64::try_from(latencies.len() - 1).unwrap_or(0)) * fraction).round();
-        latencies[(0..latencies.len()).find(|i| to_f64(u64::try_from(*i).unwrap_or(0)) >= index).unwrap_or(0)]
+        latencies[(0..latencies.len())
+            .find(|i| to_f64(u64::try_from(*i).unwrap_or(0)) >= index)
+            .unwrap_or(0)]
     };
-    let stream_events = runtime.block_on(store.stream_version(&resource.stream().to_string())).map_err(error)?;
-    Ok(AsOfFigure { stream_events, queries: latencies.len(), p50_ms: at(0.5), p99_ms: at(0.99) })
+    let stream_events = runtime
+        .block_on(store.stream_version(&resource.stream().to_string()))
+        .map_err(error)?;
+    Ok(AsOfFigure {
+        stream_events,
+        queries: latencies.len(),
+        p50_ms: at(0.5),
+        p99_ms: at(0.99),
+    })
 }
 
 fn to_f64(count: u64) -> f64 {

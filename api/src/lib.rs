@@ -5,8 +5,14 @@
 
 pub mod bench;
 pub mod bench_replay;
+pub mod data_dir;
 pub mod engine;
+#[cfg(feature = "server")]
+pub mod http;
 pub mod log_tools;
+
+#[cfg(feature = "server")]
+pub use http::serve;
 
 /// Strategies for commands and sessions, for hosts' own property tests (feature `proptest`).
 #[cfg(feature = "proptest")]

@@ -117,22 +117,39 @@ pub async fn verify_domain(store: &SledStore, quiet: bool) -> Result<u64, String
     let mut resources: HashMap<String, ResourceState> = HashMap::new();
     let mut position = 0;
     loop {
-        let page = store.read_all(position, 4096).await.map_err(|e| e.to_string())?;
+        let page = store
+            .read_all(position, 4096)
+            .await
+            .map_err(|e| e.to_string())?;
         let Some(last) = page.last() else { break };
         position = last.position;
         for envelope in page {
             let at = envelope.position;
             let event = Event::from_parts(&envelope.event_type, envelope.schema, envelope.data)
                 .map_err(|e| format!("verify failed at position {at}: {e}"))?;
-            match StreamId::parse(&envelope.stream).map_err(|e| format!("verify failed at position {at}: {e}"))? {
+            match StreamId::parse(&envelope.stream)
+                .map_err(|e| format!("verify failed at position {at}: {e}"))?
+            {
                 StreamId::RoleSchema(kind) => {
                     let state = schemas.remove(kind.as_str()).unwrap_or_default();
                     schemas.insert(kind.to_string(), state.evolve(&event));
                 }
                 StreamId::Resource(resource) => {
-                    let state = resources.remove(&envelope.stream).unwrap_or_default().evolve(&event);
-                    let schema = schemas.get(resource.kind().as_str()).cloned().unwrap_or_default().in_force(resource.kind());
-                    if state.registered().is_some() && !state.members().values().any(|m| &m.role == schema.highest()) {
+                    let state = resources
+                        .remove(&envelope.stream)
+                        .unwrap_or_default()
+                        .evolve(&event);
+                    let schema = schemas
+                        .get(resource.kind().as_str())
+                        .cloned()
+                        .unwrap_or_default()
+                        .in_force(resource.kind());
+                    if state.registered().is_some()
+                        && !state
+                            .members()
+                            .values()
+                            .any(|m| &m.role == schema.highest())
+                    {
                         return Err(format!(
                             "verify failed at position {at}: {resource} has no {} left",
                             schema.highest()
@@ -159,7 +176,10 @@ pub async fn replay(store: &SledStore, verify: bool, quiet: bool) -> Result<Stri
     let live = ReadModels::open_sled(store.db(), "rm.").map_err(error)?;
     if !verify {
         bar.set_message("replaying");
-        let events = live.rebuild(store, &mut |p| bar.set_position(p)).await.map_err(error)?;
+        let events = live
+            .rebuild(store, &mut |p| bar.set_position(p))
+            .await
+            .map_err(error)?;
         bar.finish_and_clear();
         return Ok(format!("rebuilt the read models from {events} events"));
     }
@@ -169,7 +189,8 @@ pub async fn replay(store: &SledStore, verify: bool, quiet: bool) -> Result<Stri
     let rebuilt = scratch.rebuild(store, &mut |p| bar.set_position(p)).await;
     bar.finish_and_clear();
     let compared = rebuilt.map_err(error).and_then(|events| {
-        let (live_rows, scratch_rows) = (live.dump().map_err(error)?, scratch.dump().map_err(error)?);
+        let (live_rows, scratch_rows) =
+            (live.dump().map_err(error)?, scratch.dump().map_err(error)?);
         for ((name, expected), (_, actual)) in live_rows.iter().zip(&scratch_rows) {
             if expected != actual {
                 let first = expected
@@ -178,10 +199,14 @@ pub async fn replay(store: &SledStore, verify: bool, quiet: bool) -> Result<Stri
                     .find(|(a, b)| a != b)
                     .map(|(a, _)| String::from_utf8_lossy(&a.0).into_owned())
                     .unwrap_or_else(|| "(one has more rows)".into());
-                return Err(format!("read model {name} differs from a rebuild, first at row {first:?}"));
+                return Err(format!(
+                    "read model {name} differs from a rebuild, first at row {first:?}"
+                ));
             }
         }
-        Ok(format!("the read models equal a rebuild from {events} events"))
+        Ok(format!(
+            "the read models equal a rebuild from {events} events"
+        ))
     });
     for (name, _) in scratch.dump().unwrap_or_default() {
         let _ = store.db().drop_tree(format!("scratch.rm.{name}"));
@@ -191,36 +216,86 @@ pub async fn replay(store: &SledStore, verify: bool, quiet: bool) -> Result<Stri
 
 /// The history of a resource up to a time (all of it without one), optionally only what
 /// concerns one principal, and its rolemap at that time, as tables.
-pub async fn audit(store: &SledStore, resource: &str, as_of: Option<&str>, principal: Option<&str>) -> Result<String, String> {
+pub async fn audit(
+    store: &SledStore,
+    resource: &str,
+    as_of: Option<&str>,
+    principal: Option<&str>,
+) -> Result<String, String> {
     use roster_domain::{Principal, ResourceId, Timestamp};
     use roster_projections::{rolemap_as_of, AsOf, ReadModels};
     use std::fmt::Write as _;
 
     let resource = ResourceId::parse(resource).map_err(|e| e.to_string())?;
-    let until = as_of.map(|t| Timestamp::parse(t).map_err(|e| format!("--as-of: {e}"))).transpose()?;
-    let principal = principal.map(|p| Principal::parse(p).map_err(|e| format!("--principal: {e}"))).transpose()?;
+    let until = as_of
+        .map(|t| Timestamp::parse(t).map_err(|e| format!("--as-of: {e}")))
+        .transpose()?;
+    let principal = principal
+        .map(|p| Principal::parse(p).map_err(|e| format!("--principal: {e}")))
+        .transpose()?;
     let models = ReadModels::open_sled(store.db(), "rm.").map_err(|e| e.to_string())?;
-    models.catch_up(store, &mut |_| {}).await.map_err(|e| e.to_string())?;
+    models
+        .catch_up(store, &mut |_| {})
+        .await
+        .map_err(|e| e.to_string())?;
     let entries = match &principal {
-        Some(p) => models.principal_history(p, 0, usize::MAX).map_err(|e| e.to_string())?.into_iter().filter(|h| h.resource.as_ref() == Some(&resource)).collect(),
-        None => models.history(&resource, 0, usize::MAX).map_err(|e| e.to_string())?,
+        Some(p) => models
+            .principal_history(p, 0, usize::MAX)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|h| h.resource.as_ref() == Some(&resource))
+            .collect(),
+        None => models
+            .history(&resource, 0, usize::MAX)
+            .map_err(|e| e.to_string())?,
     };
     let as_of = until.map_or(AsOf::Position(store.head()), AsOf::Time);
-    let Some((members, reached)) = rolemap_as_of(store, &resource, as_of).await.map_err(|e| e.to_string())? else {
+    let Some((members, reached)) = rolemap_as_of(store, &resource, as_of)
+        .await
+        .map_err(|e| e.to_string())?
+    else {
         return Err(format!("{resource} did not exist then"));
     };
     let mut out = String::new();
     let when = until.map_or_else(|| "now".to_string(), |t| t.to_string());
     let _ = writeln!(out, "history of {resource} up to {when}");
-    let _ = writeln!(out, "{:>9}  {:<24}  {:<16}  summary", "position", "time", "actor");
-    for entry in entries.iter().filter(|e| until.is_none_or(|t| e.occurred_at <= t)) {
-        let _ = writeln!(out, "{:>9}  {:<24}  {:<16}  {}", entry.position, entry.occurred_at, entry.actor, entry.summary);
+    let _ = writeln!(
+        out,
+        "{:>9}  {:<24}  {:<16}  summary",
+        "position", "time", "actor"
+    );
+    for entry in entries
+        .iter()
+        .filter(|e| until.is_none_or(|t| e.occurred_at <= t))
+    {
+        let _ = writeln!(
+            out,
+            "{:>9}  {:<24}  {:<16}  {}",
+            entry.position, entry.occurred_at, entry.actor, entry.summary
+        );
     }
-    let _ = writeln!(out, "\nrolemap of {resource} at {when} (position {reached})");
-    let _ = writeln!(out, "{:<24}  {:<14}  {:<24}  granted by", "principal", "role", "since");
-    for member in members.iter().filter(|m| principal.as_ref().is_none_or(|p| &m.principal == p)) {
-        let granted_by = member.granted_by.as_ref().map_or_else(|| "the admin".to_string(), |p| p.to_string());
-        let _ = writeln!(out, "{:<24}  {:<14}  {:<24}  {granted_by}", member.principal, member.role, member.since);
+    let _ = writeln!(
+        out,
+        "\nrolemap of {resource} at {when} (position {reached})"
+    );
+    let _ = writeln!(
+        out,
+        "{:<24}  {:<14}  {:<24}  granted by",
+        "principal", "role", "since"
+    );
+    for member in members
+        .iter()
+        .filter(|m| principal.as_ref().is_none_or(|p| &m.principal == p))
+    {
+        let granted_by = member
+            .granted_by
+            .as_ref()
+            .map_or_else(|| "the admin".to_string(), |p| p.to_string());
+        let _ = writeln!(
+            out,
+            "{:<24}  {:<14}  {:<24}  {granted_by}",
+            member.principal, member.role, member.since
+        );
     }
     Ok(out)
 }

@@ -26,6 +26,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve the HTTP API (native and the seed products' routes).
+    Serve(ServeArgs),
     /// Check the hash chain, gap-free positions and contiguous versions, and the domain's
     /// invariants, over the whole log; exit 1 naming the first bad position.
     Verify {
@@ -77,15 +79,52 @@ enum Command {
     },
 }
 
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "ROSTER_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Where invitation URLs point: `{public_url}/invite/{code}`.
+    #[arg(long, env = "ROSTER_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// `sync` (acknowledged means on stable storage) or `relaxed`.
+    #[arg(long, env = "ROSTER_DURABILITY", default_value = "sync")]
+    durability: roster_eventstore::Durability,
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "ROSTER_LOG_FORMAT", default_value = "text")]
+    log_format: String,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "ROSTER_BODY_BYTES_MAX", default_value_t = 64 * 1024)]
+    body_bytes_max: usize,
+    /// Emails one invitation request may name.
+    #[arg(long, env = "ROSTER_EMAILS_PER_REQUEST_MAX", default_value_t = 100)]
+    emails_per_request_max: usize,
+    /// Pending email invitations one resource may have.
+    #[arg(long, env = "ROSTER_PENDING_INVITATIONS_MAX", default_value_t = 1000)]
+    pending_invitations_max: usize,
+    /// Active invite links one resource may have.
+    #[arg(long, env = "ROSTER_ACTIVE_LINKS_MAX", default_value_t = 100)]
+    active_links_max: usize,
+    /// Time a request may take, in milliseconds.
+    #[arg(long, env = "ROSTER_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
+    request_timeout_ms: u64,
+    /// Connections open at once.
+    #[arg(long, env = "ROSTER_CONNECTIONS_MAX", default_value_t = 1024)]
+    connections_max: usize,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ROSTER_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
+    let json_logs = matches!(&cli.command, Command::Serve(args) if args.log_format == "json");
+    // The server logs its requests; the other subcommands only their warnings.
+    let default_filter = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ROSTER_LOG").unwrap_or_else(|_| default_filter.into());
+    let logs = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter);
+    if json_logs {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(reason) => {
@@ -98,10 +137,12 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<(), String> {
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     match cli.command {
+        Command::Serve(args) => runtime.block_on(serve(cli.data, args)),
         Command::Verify { quiet } => {
             let store = roster_api::log_tools::open(&cli.data)?;
             let report = runtime.block_on(roster_api::log_tools::verify_log(&store, quiet))?;
-            let resources = runtime.block_on(roster_api::log_tools::verify_domain(&store, quiet))?;
+            let resources =
+                runtime.block_on(roster_api::log_tools::verify_domain(&store, quiet))?;
             println!(
                 "ok: {} events in {} streams, {resources} resources, head hash {}",
                 report.events, report.streams, report.head_hash
@@ -114,7 +155,11 @@ fn run(cli: Cli) -> Result<(), String> {
             println!("{done}");
             Ok(())
         }
-        Command::Audit { resource, as_of, principal } => {
+        Command::Audit {
+            resource,
+            as_of,
+            principal,
+        } => {
             let store = roster_api::log_tools::open(&cli.data)?;
             let tables = runtime.block_on(roster_api::log_tools::audit(
                 &store,
@@ -189,23 +234,72 @@ fn run(cli: Cli) -> Result<(), String> {
                     "replay" => {
                         let figure = roster_api::bench_replay::replay_scenario(&cli.data, events)?;
                         if json {
-                            println!("{}", serde_json::to_string_pretty(&figure).map_err(|e| e.to_string())?);
+                            println!(
+                                "{}",
+                                serde_json::to_string_pretty(&figure).map_err(|e| e.to_string())?
+                            );
                         } else {
                             print!("{}", roster_api::bench_replay::replay_table(&figure));
                         }
                     }
                     "as-of" => {
-                        let figure = roster_api::bench_replay::as_of_scenario(&cli.data, events.min(20_000), 200)?;
+                        let figure = roster_api::bench_replay::as_of_scenario(
+                            &cli.data,
+                            events.min(20_000),
+                            200,
+                        )?;
                         if json {
-                            println!("{}", serde_json::to_string_pretty(&figure).map_err(|e| e.to_string())?);
+                            println!(
+                                "{}",
+                                serde_json::to_string_pretty(&figure).map_err(|e| e.to_string())?
+                            );
                         } else {
                             print!("{}", roster_api::bench_replay::as_of_table(&figure));
                         }
                     }
-                    other => return Err(format!("unknown scenario `{other}` (known: append, replay, as-of)")),
+                    other => {
+                        return Err(format!(
+                            "unknown scenario `{other}` (known: append, replay, as-of)"
+                        ))
+                    }
                 }
             }
             Ok(())
         }
     }
+}
+
+async fn serve(data: PathBuf, args: ServeArgs) -> Result<(), String> {
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let mut config = roster_api::http::ServerConfig::new(data);
+    config.public_url = args.public_url.unwrap_or_else(|| format!("http://{}", args.listen));
+    config.durability = args.durability;
+    config.admin_token = std::env::var("ROSTER_ADMIN_TOKEN").ok();
+    config.secret = std::env::var("ROSTER_SECRET").ok();
+    config.body_bytes_max = args.body_bytes_max;
+    config.limits.emails_per_request_max = args.emails_per_request_max;
+    config.limits.pending_invitations_max = args.pending_invitations_max;
+    config.limits.active_links_max = args.active_links_max;
+    config.request_timeout_ms = args.request_timeout_ms;
+    config.connections_max = args.connections_max;
+    roster_api::serve(listener, config, shutdown_signal()).await
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down: finishing the requests in flight");
 }

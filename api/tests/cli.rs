@@ -5,12 +5,20 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use roster_api::engine::{Engine, EngineConfig, Request};
-use roster_domain::{Actor, Command as DomainCommand, EmailList, Principal, ResourceCommand, ResourceId, RoleName, ServerSecret};
+use roster_domain::{
+    Actor, Command as DomainCommand, EmailList, Principal, ResourceCommand, ResourceId, RoleName,
+    ServerSecret,
+};
 use roster_eventstore::{SledOptions, SledStore};
 use roster_projections::ReadModels;
 
 fn roster(data: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_roster")).arg("--data").arg(data).args(args).output().expect("roster runs")
+    Command::new(env!("CARGO_BIN_EXE_roster"))
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .output()
+        .expect("roster runs")
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -18,27 +26,74 @@ fn text(bytes: &[u8]) -> String {
 }
 
 fn member(name: &str) -> Actor {
-    Actor::Principal { principal: Principal::parse(name).expect("valid"), email: None }
+    Actor::Principal {
+        principal: Principal::parse(name).expect("valid"),
+        email: None,
+    }
 }
 
 /// A data directory with a resource, a link someone joined through, and invitations.
 /// Returns the position just before the acceptance.
 async fn populate(dir: &Path) -> u64 {
-    let engine = Engine::open(dir, SledOptions::default(), EngineConfig::new(ServerSecret::new(b"cli".to_vec())))
-        .await
-        .expect("opens");
+    let engine = Engine::open(
+        dir,
+        SledOptions::default(),
+        EngineConfig::new(ServerSecret::new(b"cli".to_vec())),
+    )
+    .await
+    .expect("opens");
     let space = ResourceId::parse("space/spc_42").expect("valid");
     let run = |actor: Actor, command: ResourceCommand| {
         let engine = engine.clone();
-        async move { engine.execute(Request::new(actor, DomainCommand::Resource(command))).await.expect("executes") }
+        async move {
+            engine
+                .execute(Request::new(actor, DomainCommand::Resource(command)))
+                .await
+                .expect("executes")
+        }
     };
-    run(Actor::Admin, ResourceCommand::RegisterResource { resource: space.clone(), owner: Principal::parse("alice").expect("valid"), parent: None }).await;
+    run(
+        Actor::Admin,
+        ResourceCommand::RegisterResource {
+            resource: space.clone(),
+            owner: Principal::parse("alice").expect("valid"),
+            parent: None,
+        },
+    )
+    .await;
     let role = Some(RoleName::parse("editor").expect("valid"));
-    run(member("alice"), ResourceCommand::CreateInviteLink { resource: space.clone(), role, expires_at: None, max_uses: None }).await;
+    run(
+        member("alice"),
+        ResourceCommand::CreateInviteLink {
+            resource: space.clone(),
+            role,
+            expires_at: None,
+            max_uses: None,
+        },
+    )
+    .await;
     let emails = EmailList::Joined("dana@example.com, erin@example.com".into());
-    let before = run(member("alice"), ResourceCommand::CreateInvitations { resource: space.clone(), emails, role: None, expires_at: None, message: None }).await.position;
+    let before = run(
+        member("alice"),
+        ResourceCommand::CreateInvitations {
+            resource: space.clone(),
+            emails,
+            role: None,
+            expires_at: None,
+            message: None,
+        },
+    )
+    .await
+    .position;
     let link = engine.links(&space).expect("lists")[0].clone();
-    engine.accept(member("bob"), &engine.code(link.number, link.generation).encode_base64(), None).await.expect("bob joins");
+    engine
+        .accept(
+            member("bob"),
+            &engine.code(link.number, link.generation).encode_base64(),
+            None,
+        )
+        .await
+        .expect("bob joins");
     engine.close().await;
     before
 }
@@ -46,7 +101,10 @@ async fn populate(dir: &Path) -> u64 {
 async fn dump(dir: &Path) -> Vec<(&'static str, Vec<roster_projections::Row>)> {
     let store = SledStore::open(dir, SledOptions::default()).expect("opens");
     let models = ReadModels::open_sled(store.db(), "rm.").expect("opens read models");
-    models.catch_up(&store, &mut |_| {}).await.expect("catches up");
+    models
+        .catch_up(&store, &mut |_| {})
+        .await
+        .expect("catches up");
     models.dump().expect("dumps")
 }
 
@@ -66,7 +124,11 @@ async fn export_then_import_gives_the_same_chain_and_read_models() {
     let imported = roster(target.path(), &["import", export.to_str().expect("utf-8")]);
     assert!(imported.status.success(), "{}", text(&imported.stderr));
     let again = roster(target.path(), &["verify", "--quiet"]);
-    assert_eq!(text(&again.stdout), summary, "the same events, streams and head hash");
+    assert_eq!(
+        text(&again.stdout),
+        summary,
+        "the same events, streams and head hash"
+    );
     assert_eq!(dump(target.path()).await, dump(source.path()).await);
 }
 
@@ -83,7 +145,11 @@ async fn an_edited_export_is_refused_with_the_first_bad_position() {
     let target = tempfile::tempdir().expect("temporary directory");
     let refused = roster(target.path(), &["import", edited.to_str().expect("utf-8")]);
     assert_eq!(refused.status.code(), Some(1));
-    assert!(text(&refused.stderr).contains("position 4"), "{}", text(&refused.stderr));
+    assert!(
+        text(&refused.stderr).contains("position 4"),
+        "{}",
+        text(&refused.stderr)
+    );
     assert!(!target.path().join("db").exists(), "nothing was written");
 }
 
@@ -93,7 +159,11 @@ async fn verify_reports_a_tampered_event_and_replay_rebuilds() {
     populate(dir.path()).await;
     let replayed = roster(dir.path(), &["replay", "--verify"]);
     assert!(replayed.status.success(), "{}", text(&replayed.stderr));
-    assert!(text(&replayed.stdout).contains("equal a rebuild from 6 events"), "{}", text(&replayed.stdout));
+    assert!(
+        text(&replayed.stdout).contains("equal a rebuild from 6 events"),
+        "{}",
+        text(&replayed.stdout)
+    );
     let rebuilt = roster(dir.path(), &["replay"]);
     assert!(rebuilt.status.success(), "{}", text(&rebuilt.stderr));
 
@@ -110,7 +180,11 @@ async fn verify_reports_a_tampered_event_and_replay_rebuilds() {
     }
     let verified = roster(dir.path(), &["verify", "--quiet"]);
     assert_eq!(verified.status.code(), Some(1));
-    assert!(text(&verified.stderr).contains("position 6"), "{}", text(&verified.stderr));
+    assert!(
+        text(&verified.stderr).contains("position 6"),
+        "{}",
+        text(&verified.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,14 +195,34 @@ async fn audit_shows_the_history_and_the_rolemap_as_of_a_time() {
     assert!(now.status.success(), "{}", text(&now.stderr));
     let tables = text(&now.stdout);
     assert!(tables.contains("bob joined as editor"), "{tables}");
-    assert!(tables.contains("rolemap of space/spc_42 at now"), "{tables}");
+    assert!(
+        tables.contains("rolemap of space/spc_42 at now"),
+        "{tables}"
+    );
     let bob_only = roster(dir.path(), &["audit", "space/spc_42", "--principal", "bob"]);
     let tables = text(&bob_only.stdout);
-    assert!(tables.contains("bob") && !tables.contains("alice  "), "{tables}");
-    let before = roster(dir.path(), &["audit", "space/spc_42", "--as-of", "2000-01-01T00:00:00Z"]);
+    assert!(
+        tables.contains("bob") && !tables.contains("alice  "),
+        "{tables}"
+    );
+    let before = roster(
+        dir.path(),
+        &["audit", "space/spc_42", "--as-of", "2000-01-01T00:00:00Z"],
+    );
     assert_eq!(before.status.code(), Some(1));
-    assert!(text(&before.stderr).contains("did not exist then"), "{}", text(&before.stderr));
-    let bad = roster(dir.path(), &["audit", "space/spc_42", "--as-of", "yesterday"]);
+    assert!(
+        text(&before.stderr).contains("did not exist then"),
+        "{}",
+        text(&before.stderr)
+    );
+    let bad = roster(
+        dir.path(),
+        &["audit", "space/spc_42", "--as-of", "yesterday"],
+    );
     assert_eq!(bad.status.code(), Some(1));
-    assert!(text(&bad.stderr).contains("roster: --as-of: "), "{}", text(&bad.stderr));
+    assert!(
+        text(&bad.stderr).contains("roster: --as-of: "),
+        "{}",
+        text(&bad.stderr)
+    );
 }

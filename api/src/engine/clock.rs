@@ -67,9 +67,7 @@ impl IdSource for RandomIds {
 
     fn secret_bytes(&self) -> [u8; 32] {
         let mut bytes = [0u8; 32];
-        for chunk in bytes.chunks_mut(16) {
-            chunk.copy_from_slice(&ulid::Ulid::new().random().to_be_bytes()[..16]);
-        }
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
         bytes
     }
 }

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use roster_domain::strategies::{ActorPick, Step};
-use roster_domain::{Actor, Command, DomainError, Email, EmailList, Principal, ResourceCommand, ResourceId, RoleName};
+use roster_domain::{
+    Actor, Command, DomainError, Email, EmailList, Principal, ResourceCommand, ResourceId, RoleName,
+};
 
 use super::{Engine, EngineError, ManualClock, Request};
 
@@ -18,23 +20,44 @@ pub struct Driver {
 
 impl Driver {
     /// Registers `resources` spaces, the i-th owned by principal `i % principals`.
-    pub async fn new(engine: Engine, clock: Arc<ManualClock>, resources: usize, principals: usize) -> Result<Driver, EngineError> {
-        let principals: Vec<Principal> =
-            (0..principals.max(1)).map(|i| Principal::parse(&format!("p{i}"))).collect::<Result<_, _>>()?;
+    pub async fn new(
+        engine: Engine,
+        clock: Arc<ManualClock>,
+        resources: usize,
+        principals: usize,
+    ) -> Result<Driver, EngineError> {
+        let principals: Vec<Principal> = (0..principals.max(1))
+            .map(|i| Principal::parse(&format!("p{i}")))
+            .collect::<Result<_, _>>()?;
         let mut registered = Vec::new();
         for i in 0..resources.max(1) {
             let resource = ResourceId::parse(&format!("space/s{i}"))?;
             let owner = principals[i % principals.len()].clone();
-            let command = ResourceCommand::RegisterResource { resource: resource.clone(), owner, parent: None };
-            engine.execute(Request::new(Actor::Admin, Command::Resource(command))).await?;
+            let command = ResourceCommand::RegisterResource {
+                resource: resource.clone(),
+                owner,
+                parent: None,
+            };
+            engine
+                .execute(Request::new(Actor::Admin, Command::Resource(command)))
+                .await?;
             registered.push(resource);
         }
-        Ok(Driver { engine, clock, resources: registered, principals })
+        Ok(Driver {
+            engine,
+            clock,
+            resources: registered,
+            principals,
+        })
     }
 
     fn email(&self, index: usize) -> Result<Email, EngineError> {
-        let name = self.principals.get(index).map_or_else(|| "stranger".to_string(), |p| p.to_string());
-        Email::parse(&format!("{name}@example.com")).map_err(|e| DomainError::InvalidEmail(e.error).into())
+        let name = self
+            .principals
+            .get(index)
+            .map_or_else(|| "stranger".to_string(), |p| p.to_string());
+        Email::parse(&format!("{name}@example.com"))
+            .map_err(|e| DomainError::InvalidEmail(e.error).into())
     }
 
     fn actor(&self, pick: ActorPick) -> Result<Actor, EngineError> {
@@ -42,7 +65,10 @@ impl Driver {
             ActorPick::Admin => Actor::Admin,
             ActorPick::Principal(i) => {
                 let index = i % self.principals.len();
-                Actor::Principal { principal: self.principals[index].clone(), email: Some(self.email(index)?) }
+                Actor::Principal {
+                    principal: self.principals[index].clone(),
+                    email: Some(self.email(index)?),
+                }
             }
         })
     }
@@ -59,10 +85,19 @@ impl Driver {
     /// The number of the resource's `index`-th link (by number), or 0, which names nothing.
     fn link(&self, resource: &ResourceId, index: usize) -> Result<(u64, u32), EngineError> {
         let links = self.engine.links(resource)?;
-        Ok(if links.is_empty() { (0, 0) } else { let l = &links[index % links.len()]; (l.number, l.generation) })
+        Ok(if links.is_empty() {
+            (0, 0)
+        } else {
+            let l = &links[index % links.len()];
+            (l.number, l.generation)
+        })
     }
 
-    fn invitation(&self, resource: &ResourceId, index: usize) -> Result<Option<(u64, u32, Email)>, EngineError> {
+    fn invitation(
+        &self,
+        resource: &ResourceId,
+        index: usize,
+    ) -> Result<Option<(u64, u32, Email)>, EngineError> {
         let invitations = self.engine.invitations(resource)?;
         Ok((!invitations.is_empty()).then(|| {
             let i = &invitations[index % invitations.len()];
@@ -77,82 +112,213 @@ impl Driver {
                 self.clock.advance_ms(*ms);
                 return Ok(Ok(()));
             }
-            Step::SetMemberRole { resource, actor, member, role } => {
+            Step::SetMemberRole {
+                resource,
+                actor,
+                member,
+                role,
+            } => {
                 let resource = self.resource(*resource);
                 let role = self.role(&resource, *role).await?;
                 let principal = self.principals[member % self.principals.len()].clone();
-                self.command(*actor, ResourceCommand::SetMemberRole { resource, principal, role }).await
+                self.command(
+                    *actor,
+                    ResourceCommand::SetMemberRole {
+                        resource,
+                        principal,
+                        role,
+                    },
+                )
+                .await
             }
-            Step::RemoveMember { resource, actor, member } => {
+            Step::RemoveMember {
+                resource,
+                actor,
+                member,
+            } => {
                 let principal = self.principals[member % self.principals.len()].clone();
-                self.command(*actor, ResourceCommand::RemoveMember { resource: self.resource(*resource), principal }).await
+                self.command(
+                    *actor,
+                    ResourceCommand::RemoveMember {
+                        resource: self.resource(*resource),
+                        principal,
+                    },
+                )
+                .await
             }
-            Step::CreateInviteLink { resource, actor, role, max_uses, expires_in_ms } => {
+            Step::CreateInviteLink {
+                resource,
+                actor,
+                role,
+                max_uses,
+                expires_in_ms,
+            } => {
                 let resource = self.resource(*resource);
                 let role = Some(self.role(&resource, *role).await?);
                 let expires_at = expires_in_ms.map(|ms| self.engine.now().saturating_add_ms(ms));
-                self.command(*actor, ResourceCommand::CreateInviteLink { resource, role, expires_at, max_uses: *max_uses }).await
+                self.command(
+                    *actor,
+                    ResourceCommand::CreateInviteLink {
+                        resource,
+                        role,
+                        expires_at,
+                        max_uses: *max_uses,
+                    },
+                )
+                .await
             }
-            Step::ChangeInviteLink { resource, actor, link, role, max_uses } => {
+            Step::ChangeInviteLink {
+                resource,
+                actor,
+                link,
+                role,
+                max_uses,
+            } => {
                 let resource = self.resource(*resource);
                 let (link, _) = self.link(&resource, *link)?;
                 let role = match role {
                     Some(index) => Some(self.role(&resource, *index).await?),
                     None => None,
                 };
-                self.command(*actor, ResourceCommand::ChangeInviteLink { resource, link, role, expires_at: None, max_uses: *max_uses })
+                self.command(
+                    *actor,
+                    ResourceCommand::ChangeInviteLink {
+                        resource,
+                        link,
+                        role,
+                        expires_at: None,
+                        max_uses: *max_uses,
+                    },
+                )
+                .await
+            }
+            Step::RotateInviteLink {
+                resource,
+                actor,
+                link,
+            } => {
+                let resource = self.resource(*resource);
+                let (link, _) = self.link(&resource, *link)?;
+                self.command(*actor, ResourceCommand::RotateInviteLink { resource, link })
                     .await
             }
-            Step::RotateInviteLink { resource, actor, link } => {
+            Step::RevokeInviteLink {
+                resource,
+                actor,
+                link,
+            } => {
                 let resource = self.resource(*resource);
                 let (link, _) = self.link(&resource, *link)?;
-                self.command(*actor, ResourceCommand::RotateInviteLink { resource, link }).await
+                self.command(*actor, ResourceCommand::RevokeInviteLink { resource, link })
+                    .await
             }
-            Step::RevokeInviteLink { resource, actor, link } => {
-                let resource = self.resource(*resource);
-                let (link, _) = self.link(&resource, *link)?;
-                self.command(*actor, ResourceCommand::RevokeInviteLink { resource, link }).await
-            }
-            Step::UseInviteLink { resource, actor, link, generations_back } => {
+            Step::UseInviteLink {
+                resource,
+                actor,
+                link,
+                generations_back,
+            } => {
                 let (number, generation) = self.link(&self.resource(*resource), *link)?;
-                let code = self.engine.code(number, generation.saturating_sub(*generations_back)).encode_base64();
-                self.engine.accept(self.actor(*actor)?, &code, None).await.map(|_| ())
+                let code = self
+                    .engine
+                    .code(number, generation.saturating_sub(*generations_back))
+                    .encode_base64();
+                self.engine
+                    .accept(self.actor(*actor)?, &code, None)
+                    .await
+                    .map(|_| ())
             }
-            Step::CreateInvitation { resource, actor, email, role } => {
+            Step::CreateInvitation {
+                resource,
+                actor,
+                email,
+                role,
+            } => {
                 let resource = self.resource(*resource);
                 let role = Some(self.role(&resource, *role).await?);
                 let emails = EmailList::Items(vec![self.email(*email)?.to_string()]);
-                let command = ResourceCommand::CreateInvitations { resource, emails, role, expires_at: None, message: None };
+                let command = ResourceCommand::CreateInvitations {
+                    resource,
+                    emails,
+                    role,
+                    expires_at: None,
+                    message: None,
+                };
                 self.command(*actor, command).await
             }
-            Step::AcceptInvitation { resource, actor, invitation, generations_back, as_invitee } => {
-                let Some((number, generation, email)) = self.invitation(&self.resource(*resource), *invitation)? else {
+            Step::AcceptInvitation {
+                resource,
+                actor,
+                invitation,
+                generations_back,
+                as_invitee,
+            } => {
+                let Some((number, generation, email)) =
+                    self.invitation(&self.resource(*resource), *invitation)?
+                else {
                     return Ok(Err(DomainError::InvitationNotFound));
                 };
-                let invitee = self.principals.iter().position(|p| format!("{p}@example.com") == email.as_str());
+                let invitee = self
+                    .principals
+                    .iter()
+                    .position(|p| format!("{p}@example.com") == email.as_str());
                 let actor = match (as_invitee, invitee) {
                     (true, Some(index)) => self.actor(ActorPick::Principal(index))?,
                     _ => self.actor(*actor)?,
                 };
-                let code = self.engine.code(number, generation.saturating_sub(*generations_back)).encode_base64();
+                let code = self
+                    .engine
+                    .code(number, generation.saturating_sub(*generations_back))
+                    .encode_base64();
                 self.engine.accept(actor, &code, None).await.map(|_| ())
             }
-            Step::DeclineInvitation { resource, actor, invitation } => {
-                let Some((number, generation, _)) = self.invitation(&self.resource(*resource), *invitation)? else {
+            Step::DeclineInvitation {
+                resource,
+                actor,
+                invitation,
+            } => {
+                let Some((number, generation, _)) =
+                    self.invitation(&self.resource(*resource), *invitation)?
+                else {
                     return Ok(Err(DomainError::InvitationNotFound));
                 };
                 let code = self.engine.code(number, generation).encode_base64();
-                self.engine.decline(self.actor(*actor)?, &code, None).await.map(|_| ())
+                self.engine
+                    .decline(self.actor(*actor)?, &code, None)
+                    .await
+                    .map(|_| ())
             }
-            Step::ResendInvitation { resource, actor, invitation } => {
+            Step::ResendInvitation {
+                resource,
+                actor,
+                invitation,
+            } => {
                 let resource = self.resource(*resource);
                 let number = self.invitation(&resource, *invitation)?.map_or(0, |i| i.0);
-                self.command(*actor, ResourceCommand::ResendInvitation { resource, invitation: number }).await
+                self.command(
+                    *actor,
+                    ResourceCommand::ResendInvitation {
+                        resource,
+                        invitation: number,
+                    },
+                )
+                .await
             }
-            Step::RevokeInvitation { resource, actor, invitation } => {
+            Step::RevokeInvitation {
+                resource,
+                actor,
+                invitation,
+            } => {
                 let resource = self.resource(*resource);
                 let number = self.invitation(&resource, *invitation)?.map_or(0, |i| i.0);
-                self.command(*actor, ResourceCommand::RevokeInvitation { resource, invitation: number }).await
+                self.command(
+                    *actor,
+                    ResourceCommand::RevokeInvitation {
+                        resource,
+                        invitation: number,
+                    },
+                )
+                .await
             }
         };
         match outcome {
@@ -163,6 +329,9 @@ impl Driver {
     }
 
     async fn command(&self, actor: ActorPick, command: ResourceCommand) -> Result<(), EngineError> {
-        self.engine.execute(Request::new(self.actor(actor)?, Command::Resource(command))).await.map(|_| ())
+        self.engine
+            .execute(Request::new(self.actor(actor)?, Command::Resource(command)))
+            .await
+            .map(|_| ())
     }
 }

@@ -547,6 +547,28 @@ impl Engine {
         })
     }
 
+    /// The per-email outcome `CreateInvitations` would have now, without appending anything:
+    /// for explaining a batch that invited nobody.
+    pub async fn invitation_outcome(&self, actor: Actor, command: ResourceCommand) -> Result<InvitationBatch, EngineError> {
+        let command = Command::Resource(command);
+        let entry = self.entry(&command.stream()).await?;
+        let inputs = self.inputs(&command).await?;
+        let Command::Resource(command) = command else { unreachable!("built as a resource command above") };
+        // Numbers are drawn only for emails that would be invited; none are kept.
+        let scratch_numbers = NumberSequence::starting_at(1);
+        let emails = ModelEmails(Arc::clone(&self.inner.models));
+        let ctx = roster_domain::Context::new(self.now(), actor, &inputs.schema)
+            .with_limits(&self.inner.config.limits)
+            .with_numbers(&scratch_numbers)
+            .with_known_emails(&emails)
+            .with_kind_usage(&inputs.usage);
+        let cached = lock(&entry);
+        match &cached.state {
+            StreamState::Resource(state) => Ok(create_invitations(state, &command, &ctx)?),
+            _ => Err(DomainError::InvalidRequest("not a resource".into()).into()),
+        }
+    }
+
     /// Declines an email invitation (a link's decline records nothing).
     pub async fn decline(
         &self,
@@ -610,7 +632,13 @@ impl Engine {
         ))?;
         let secret = format!("rk_{}", hex::encode(self.inner.config.ids.secret_bytes()));
         let digest = KeyDigest::of_key(&secret);
-        let KeyRequest { principal, scopes, act_as, email, name } = key;
+        let KeyRequest {
+            principal,
+            scopes,
+            act_as,
+            email,
+            name,
+        } = key;
         let command = Command::ApiKeys(ApiKeyCommand::IssueApiKey {
             key_id: key_id.clone(),
             principal,

@@ -1,0 +1,92 @@
+//! Small pieces the handlers share: parsing path and body values into domain values with
+//! clear errors, authorization on a resource, and running a command.
+
+use axum::http::StatusCode;
+use roster_domain::{Command, DomainError, Kind, Principal, Privilege, ResourceId, RoleName, Scope, Timestamp};
+
+use super::auth::Caller;
+use super::error::{ApiError, ApiResult};
+use super::state::AppState;
+use crate::engine::{Executed, Request};
+
+pub fn resource_id(kind: &str, id: &str) -> ApiResult<ResourceId> {
+    let kind = Kind::parse(kind).map_err(|e| ApiError::invalid(e.to_string()))?;
+    ResourceId::new(kind, id).map_err(|e| ApiError::invalid(e.to_string()))
+}
+
+pub fn parse_resource(text: &str) -> ApiResult<ResourceId> {
+    ResourceId::parse(text).map_err(|e| ApiError::invalid(e.to_string()))
+}
+
+pub fn principal(text: &str) -> ApiResult<Principal> {
+    Principal::parse(text).map_err(|e| ApiError::invalid(e.to_string()))
+}
+
+pub fn role(text: &str) -> ApiResult<RoleName> {
+    RoleName::parse(text).map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "unknown_role", format!("no role is named {text:?}")))
+}
+
+pub fn time(field: &str, text: &str) -> ApiResult<Timestamp> {
+    Timestamp::parse(text).map_err(|_| ApiError::invalid(format!("{field}: {text:?} is not an RFC 3339 time")))
+}
+
+pub fn number(field: &str, text: &str) -> ApiResult<u64> {
+    text.parse::<u64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| ApiError::invalid(format!("{field} must be a positive integer, not {text:?}")))
+}
+
+/// 404 unless the resource is registered.
+pub fn registered(state: &AppState, resource: &ResourceId) -> ApiResult<roster_projections::ResourceRecord> {
+    state.engine.resource(resource)?.ok_or_else(|| ApiError::not_found(format!("resource {resource} is not registered")))
+}
+
+/// The caller may read this resource with this privilege: the admin acting as nobody, or an
+/// actor whose role grants it, or for history the `audit` scope.
+pub async fn authorize(state: &AppState, caller: &Caller, resource: &ResourceId, privilege: Privilege) -> ApiResult<()> {
+    caller.require(Scope::Read)?;
+    registered(state, resource)?;
+    if privilege == Privilege::ViewHistory && caller.has_scope(Scope::Audit) {
+        return Ok(());
+    }
+    let Some(principal) = caller.principal() else { return Ok(()) };
+    let (allowed, _) = state.engine.check(principal, resource, privilege).await?;
+    if allowed {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!("{principal} lacks {} on {resource}", super::views::privilege_name(privilege))))
+    }
+}
+
+/// Runs a command for the caller, with the request's idempotency key as its command id.
+pub async fn execute(state: &AppState, caller: &Caller, command: Command, command_id: Option<String>) -> ApiResult<Executed> {
+    caller.require(Scope::Write)?;
+    let request = Request { actor: caller.actor.clone(), command, command_id, correlation_id: None };
+    state.engine.execute(request).await.map_err(|error| refused(state, error.into()))
+}
+
+/// Counts domain refusals for the metrics on their way out.
+pub fn refused(state: &AppState, error: ApiError) -> ApiError {
+    if error.status.is_client_error() {
+        state.metrics.commands_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    error
+}
+
+/// A code that opens nothing, counted for the metrics.
+pub fn code_error(state: &AppState, family: &'static str, error: crate::engine::EngineError) -> ApiError {
+    if matches!(error, crate::engine::EngineError::Domain(DomainError::InvitationNotFound)) {
+        state.metrics.failed_code_check(family);
+    }
+    refused(state, error.into())
+}
+
+/// `limit` bounded to `1..=max`, 100 when absent.
+pub fn page_limit(limit: Option<usize>, max: usize) -> ApiResult<usize> {
+    match limit {
+        None => Ok(100.min(max)),
+        Some(0) => Err(ApiError::invalid("limit must be at least 1")),
+        Some(n) => Ok(n.min(max)),
+    }
+}
