@@ -2,6 +2,7 @@
 //! logs and metrics, and a graceful shutdown.
 
 mod auth;
+mod compat;
 pub mod config;
 mod error;
 mod extract;
@@ -102,6 +103,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/check", get(check))
         .route("/v1/resources/{kind}/{id}/history", get(resource_history))
         .route("/v1/events", get(events))
+        .merge(compat::router(state.config.families))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), idempotency))

@@ -1,0 +1,194 @@
+//! `spawn_app()`: the real server on port 0 with a temporary data directory, and typed
+//! request helpers. Logs are captured (for the secrets test) and shown only with `TEST_LOG`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use reqwest::{Method, Response, StatusCode};
+use roster_api::http::ServerConfig;
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// Every log line the servers of this test binary wrote.
+pub fn captured_logs() -> String {
+    String::from_utf8_lossy(&log_buffer().lock().unwrap_or_else(std::sync::PoisonError::into_inner)).into_owned()
+}
+
+fn log_buffer() -> &'static Arc<Mutex<Vec<u8>>> {
+    static BUFFER: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    BUFFER.get_or_init(|| Arc::new(Mutex::new(Vec::new())))
+}
+
+struct Capture;
+
+impl std::io::Write for Capture {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        log_buffer().lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(bytes);
+        if std::env::var_os("TEST_LOG").is_some() {
+            std::io::stderr().write_all(bytes)?;
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn init_logs() {
+    static INIT: OnceLock<()> = OnceLock::new();
+    INIT.get_or_init(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_writer(|| Capture)
+            .with_ansi(false)
+            .with_env_filter(tracing_subscriber::EnvFilter::new("debug,sled=warn,hyper=warn"))
+            .try_init();
+    });
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub dir: PathBuf,
+    _temp: Option<Arc<tempfile::TempDir>>,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<Result<(), String>>>,
+}
+
+/// The server on a fresh temporary data directory.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// The same, with the configuration changed first.
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut ServerConfig)) -> TestApp {
+    let temp = Arc::new(tempfile::tempdir().expect("temporary directory"));
+    let mut app = spawn_app_in(temp.path(), tweak).await;
+    app._temp = Some(temp);
+    app
+}
+
+/// The server on an existing data directory (to restart one).
+pub async fn spawn_app_in(dir: &Path, tweak: impl FnOnce(&mut ServerConfig)) -> TestApp {
+    init_logs();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binds port 0");
+    let address = format!("http://{}", listener.local_addr().expect("address"));
+    let mut config = ServerConfig::new(dir.to_path_buf());
+    config.public_url = "https://roster.example".into();
+    config.admin_token = Some(ADMIN_TOKEN.into());
+    tweak(&mut config);
+    let (shutdown, stop) = oneshot::channel::<()>();
+    let server = tokio::spawn(roster_api::serve(listener, config, async move {
+        let _ = stop.await;
+    }));
+    let app = TestApp {
+        address,
+        client: reqwest::Client::new(),
+        dir: dir.to_path_buf(),
+        _temp: None,
+        shutdown: Some(shutdown),
+        server: Some(server),
+    };
+    // Ready when it answers; `serve` opens the engine before it accepts.
+    for _ in 0..200 {
+        if let Ok(response) = app.client.get(format!("{}/healthz", app.address)).send().await {
+            if response.status() == StatusCode::OK {
+                return app;
+            }
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("the server did not answer /healthz");
+}
+
+/// Who sends a request.
+#[derive(Debug, Clone)]
+pub enum As {
+    Nobody,
+    Admin,
+    /// The admin token acting for a principal.
+    AdminFor(String),
+    Key(String),
+    /// A service key acting for a principal (and optionally its verified email).
+    KeyFor(String, String, Option<String>),
+    Raw(String),
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn send(&self, method: Method, path: &str, who: &As, body: Option<Value>) -> Response {
+        let mut request = self.client.request(method, self.url(path));
+        request = match who {
+            As::Nobody => request,
+            As::Admin => request.bearer_auth(ADMIN_TOKEN),
+            As::AdminFor(p) => request.bearer_auth(ADMIN_TOKEN).header("X-Roster-Actor", p),
+            As::Key(key) => request.bearer_auth(key),
+            As::KeyFor(key, p, email) => {
+                let request = request.bearer_auth(key).header("X-Roster-Actor", p);
+                match email {
+                    Some(email) => request.header("X-Roster-Actor-Email", email),
+                    None => request,
+                }
+            }
+            As::Raw(value) => request.header("Authorization", value),
+        };
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.expect("the request reaches the server")
+    }
+
+    pub async fn get(&self, path: &str, who: &As) -> Response {
+        self.send(Method::GET, path, who, None).await
+    }
+
+    pub async fn post(&self, path: &str, who: &As, body: Value) -> Response {
+        self.send(Method::POST, path, who, Some(body)).await
+    }
+
+    /// Issues a key with the admin token and returns it.
+    pub async fn key(&self, principal: &str, scopes: &[&str], act_as: bool, email: Option<&str>) -> String {
+        let body = json!({ "principal": principal, "scopes": scopes, "act_as": act_as, "email": email });
+        let response = self.post("/v1/api-keys", &As::Admin, body).await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        json_of(response).await["key"].as_str().expect("a key").to_string()
+    }
+
+    /// Registers `resource` owned by `owner`.
+    pub async fn register(&self, resource: &str, owner: &str) {
+        let response = self.post("/v1/resources", &As::Admin, json!({ "resource": resource, "owner": owner })).await;
+        assert_eq!(response.status(), StatusCode::CREATED, "registering {resource}");
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("the server task").expect("the server stopped cleanly");
+        }
+    }
+}
+
+pub async fn json_of(response: Response) -> Value {
+    let text = response.text().await.expect("a body");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// Asserts a problem+json error with this status and code.
+pub async fn assert_problem(response: Response, status: u16, code: &str) -> Value {
+    assert_eq!(response.status().as_u16(), status, "status");
+    let content_type = response.headers().get("content-type").map(|v| v.to_str().unwrap_or("").to_string());
+    assert_eq!(content_type.as_deref(), Some("application/problem+json"));
+    let body = json_of(response).await;
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["status"], status);
+    assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()), "{body}");
+    body
+}

@@ -1,0 +1,5 @@
+//! Integration tests of the HTTP API over real TCP against the real server: one test binary,
+//! a `spawn_app()` helper, a temporary data directory per test.
+
+mod helpers;
+mod lifecycle;
