@@ -1,0 +1,88 @@
+//! Runs the README's walk-through as written against the real `roster serve`, and checks that
+//! every command prints what the README says it prints.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+/// The walk-through's blocks: shell code, each followed by its expected output (if any).
+fn walkthrough() -> Vec<(String, Option<String>)> {
+    let readme = include_str!("../../README.md");
+    let start = readme.find("<!-- walkthrough -->").expect("the README marks its walk-through");
+    let end = readme.find("<!-- /walkthrough -->").expect("and its end");
+    let mut blocks: Vec<(String, Option<String>)> = Vec::new();
+    let mut lines = readme[start..end].lines();
+    while let Some(line) = lines.next() {
+        let fence = line.trim();
+        if fence != "```sh" && fence != "```text" {
+            continue;
+        }
+        let body: Vec<&str> = lines.by_ref().take_while(|l| l.trim() != "```").collect();
+        let body = body.join("\n");
+        if fence == "```sh" {
+            blocks.push((body, None));
+        } else if let Some(last) = blocks.last_mut() {
+            last.1 = Some(body);
+        }
+    }
+    blocks
+}
+
+#[test]
+fn the_readme_walk_through_prints_what_it_says() {
+    let blocks = walkthrough();
+    assert!(blocks.len() >= 7, "the walk-through has its steps");
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+    let address = format!("127.0.0.1:{port}");
+    // The first block starts the server; the test starts the same binary with the same
+    // settings, on a port of its own.
+    assert!(blocks[0].0.contains("cargo run --release -- serve"));
+    let token = blocks[0].0.lines().find_map(|l| l.strip_prefix("export ROSTER_ADMIN_TOKEN=")).expect("a token").to_string();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_roster"))
+        .args(["--data", dir.path().to_str().expect("utf-8"), "serve", "--listen", &address])
+        .env("ROSTER_ADMIN_TOKEN", &token)
+        .env("ROSTER_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the server starts");
+    // Ready once it says it listens; the rest of its log is drained so it never blocks.
+    let mut log = std::io::BufReader::new(server.stderr.take().expect("piped"));
+    let mut line = String::new();
+    while !line.contains("roster is listening") {
+        line.clear();
+        let read = std::io::BufRead::read_line(&mut log, &mut line).expect("reads the server's log");
+        assert!(read > 0, "the server stopped before listening");
+    }
+    std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
+
+    // One shell runs every other block in order (they share variables), printing a marker
+    // before each so its output can be told apart.
+    let mut script = String::from("set -u\n");
+    for (index, (code, _)) in blocks.iter().enumerate().skip(1) {
+        script.push_str(&format!("echo '@@block {index}'\n{}\n", code.replace("127.0.0.1:8080", &address)));
+    }
+    let mut shell = Command::new("bash").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("bash");
+    shell.stdin.take().expect("stdin").write_all(script.as_bytes()).expect("writes the script");
+    let output = shell.wait_with_output().expect("the script runs");
+    let _ = server.kill();
+    let _ = server.wait();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+
+    let mut printed = std::collections::HashMap::new();
+    let mut current = None;
+    for line in stdout.lines() {
+        if let Some(index) = line.strip_prefix("@@block ") {
+            current = index.parse::<usize>().ok();
+            printed.insert(current, Vec::new());
+        } else if let Some(lines) = printed.get_mut(&current) {
+            lines.push(line.to_string());
+        }
+    }
+    for (index, (code, expected)) in blocks.iter().enumerate().skip(1) {
+        let actual = printed.get(&Some(index)).map(|l| l.join("\n")).unwrap_or_default();
+        assert_eq!(actual.trim(), expected.as_deref().unwrap_or("").trim(), "block {index}:\n{code}");
+    }
+}
