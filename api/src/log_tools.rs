@@ -157,7 +157,7 @@ pub async fn verify_domain(store: &SledStore, quiet: bool) -> Result<u64, String
                     }
                     resources.insert(envelope.stream, state);
                 }
-                StreamId::ApiKeys => {}
+                StreamId::ApiKeys | StreamId::Webhooks => {}
             }
         }
         bar.set_position(position);

@@ -145,6 +145,7 @@ pub enum Command {
     Resource(ResourceCommand),
     Schema(SchemaCommand),
     ApiKeys(ApiKeyCommand),
+    Webhooks(crate::WebhookCommand),
 }
 
 impl Command {
@@ -156,6 +157,7 @@ impl Command {
                 StreamId::RoleSchema(kind.clone())
             }
             Command::ApiKeys(_) => StreamId::ApiKeys,
+            Command::Webhooks(_) => StreamId::Webhooks,
         }
     }
 }

@@ -158,6 +158,31 @@ pub enum Event {
     ApiKeyRevoked {
         key_id: ApiKeyId,
     },
+    /// Stream `webhooks`: a subscription to the listed event types (all when empty).
+    WebhookSubscribed {
+        webhook: u64,
+        url: String,
+        events: Vec<String>,
+    },
+    WebhookRemoved {
+        webhook: u64,
+    },
+    /// The event at `position` reached the webhook, which answered `status`.
+    WebhookDelivered {
+        webhook: u64,
+        position: u64,
+        attempt: u32,
+        status: u16,
+    },
+    /// An attempt that got no 2xx; `gave_up` when no further attempt follows.
+    WebhookDeliveryFailed {
+        webhook: u64,
+        position: u64,
+        attempt: u32,
+        status: Option<u16>,
+        error: String,
+        gave_up: bool,
+    },
 }
 
 /// An envelope's `type`, `schema` and `data` that do not make an event this version knows.
@@ -195,6 +220,10 @@ impl Event {
             Event::InvitationDeliveryFailed { .. } => "InvitationDeliveryFailed",
             Event::ApiKeyIssued { .. } => "ApiKeyIssued",
             Event::ApiKeyRevoked { .. } => "ApiKeyRevoked",
+            Event::WebhookSubscribed { .. } => "WebhookSubscribed",
+            Event::WebhookRemoved { .. } => "WebhookRemoved",
+            Event::WebhookDelivered { .. } => "WebhookDelivered",
+            Event::WebhookDeliveryFailed { .. } => "WebhookDeliveryFailed",
         }
     }
 

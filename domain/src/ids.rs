@@ -180,6 +180,8 @@ pub enum StreamId {
     RoleSchema(Kind),
     /// `api-keys`
     ApiKeys,
+    /// `webhooks`
+    Webhooks,
 }
 
 impl StreamId {
@@ -187,6 +189,8 @@ impl StreamId {
     pub fn parse(text: &str) -> Result<StreamId, DomainError> {
         if text == "api-keys" {
             Ok(StreamId::ApiKeys)
+        } else if text == "webhooks" {
+            Ok(StreamId::Webhooks)
         } else if let Some(resource) = text.strip_prefix("resource:") {
             Ok(StreamId::Resource(ResourceId::parse(resource)?))
         } else if let Some(kind) = text.strip_prefix("role-schema:") {
@@ -205,6 +209,7 @@ impl fmt::Display for StreamId {
             StreamId::Resource(resource) => write!(f, "resource:{resource}"),
             StreamId::RoleSchema(kind) => write!(f, "role-schema:{kind}"),
             StreamId::ApiKeys => f.write_str("api-keys"),
+            StreamId::Webhooks => f.write_str("webhooks"),
         }
     }
 }

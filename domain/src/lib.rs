@@ -18,6 +18,7 @@ mod state;
 #[cfg(feature = "proptest")]
 pub mod strategies;
 mod time;
+mod webhooks;
 
 pub use codes::{InviteCode, ParsedCode, ServerSecret, VerifiedCode};
 pub use command::{ApiKeyCommand, Command, DeliveryOutcome, ResourceCommand, SchemaCommand};
@@ -39,3 +40,7 @@ pub use state::{
     SchemaState,
 };
 pub use time::{Timestamp, DAY_MS};
+pub use webhooks::{
+    Webhook, WebhookCommand, WebhookOutcome, WebhooksState, WEBHOOKS_MAX, WEBHOOK_EVENT_TYPES,
+    WEBHOOK_URL_CHARS_MAX,
+};

@@ -388,7 +388,11 @@ impl ResourceState {
             }
             Event::RoleSchemaDefined { .. }
             | Event::ApiKeyIssued { .. }
-            | Event::ApiKeyRevoked { .. } => {}
+            | Event::ApiKeyRevoked { .. }
+            | Event::WebhookSubscribed { .. }
+            | Event::WebhookRemoved { .. }
+            | Event::WebhookDelivered { .. }
+            | Event::WebhookDeliveryFailed { .. } => {}
         }
         self
     }

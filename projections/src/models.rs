@@ -6,7 +6,7 @@ use roster_eventstore::Envelope;
 
 use crate::kv::{key, Batch};
 use crate::records::{
-    ApiKeyRow, Closure, DeliveryRecord, HistoryEntry, InvitationRecord, InviteRecord, LinkRecord,
+    ApiKeyRow, WebhookDeliveryRow, WebhookRow, Closure, DeliveryRecord, HistoryEntry, InvitationRecord, InviteRecord, LinkRecord,
     MemberRecord, MembershipRecord, ResourceRecord,
 };
 use crate::ProjectionError;
@@ -595,6 +595,90 @@ impl Projection for Identity {
                     Identity::email(email.as_str()),
                     accepted_by.as_str().as_bytes().to_vec(),
                 );
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Webhook subscriptions and every delivery attempt.
+pub struct Webhooks;
+
+impl Webhooks {
+    pub(crate) fn row(webhook: u64) -> Vec<u8> {
+        number_key(b"w", webhook)
+    }
+
+    pub(crate) fn delivery(webhook: u64, position: u64, attempt: u32) -> Vec<u8> {
+        key(&[b"d", &webhook.to_be_bytes(), &position.to_be_bytes(), &attempt.to_be_bytes()])
+    }
+
+    fn settle(batch: &mut Batch<'_>, webhook: u64, position: u64) -> Result<(), ProjectionError> {
+        if let Some(mut row) = batch.get_json::<WebhookRow>(&Webhooks::row(webhook))? {
+            row.settled_position = row.settled_position.max(position);
+            batch.put_json(Webhooks::row(webhook), &row);
+        }
+        Ok(())
+    }
+}
+
+impl Projection for Webhooks {
+    fn name(&self) -> &'static str {
+        "webhooks"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn apply(&self, batch: &mut Batch<'_>, fact: &Fact<'_>) -> Result<(), ProjectionError> {
+        match fact.event {
+            Event::WebhookSubscribed { webhook, url, events } => {
+                let row = WebhookRow {
+                    id: *webhook,
+                    url: url.clone(),
+                    events: events.clone(),
+                    created_at: fact.at,
+                    subscribed_at_position: fact.envelope.position,
+                    settled_position: fact.envelope.position,
+                    removed: false,
+                };
+                batch.put_json(Webhooks::row(*webhook), &row);
+            }
+            Event::WebhookRemoved { webhook } => {
+                if let Some(mut row) = batch.get_json::<WebhookRow>(&Webhooks::row(*webhook))? {
+                    row.removed = true;
+                    batch.put_json(Webhooks::row(*webhook), &row);
+                }
+            }
+            Event::WebhookDelivered { webhook, position, attempt, status } => {
+                let row = WebhookDeliveryRow {
+                    position: *position,
+                    attempt: *attempt,
+                    status: Some(*status),
+                    error: None,
+                    delivered: true,
+                    gave_up: false,
+                    at: fact.at,
+                };
+                batch.put_json(Webhooks::delivery(*webhook, *position, *attempt), &row);
+                Webhooks::settle(batch, *webhook, *position)?;
+            }
+            Event::WebhookDeliveryFailed { webhook, position, attempt, status, error, gave_up } => {
+                let row = WebhookDeliveryRow {
+                    position: *position,
+                    attempt: *attempt,
+                    status: *status,
+                    error: Some(error.clone()),
+                    delivered: false,
+                    gave_up: *gave_up,
+                    at: fact.at,
+                };
+                batch.put_json(Webhooks::delivery(*webhook, *position, *attempt), &row);
+                if *gave_up {
+                    Webhooks::settle(batch, *webhook, *position)?;
+                }
             }
             _ => {}
         }

@@ -11,10 +11,10 @@ use roster_eventstore::{Envelope, EventStore, Upcasters};
 
 use crate::kv::{decode, prefix, Batch, MemoryTree, Row, Tree, CHECKPOINT_KEY, VERSION_KEY};
 use crate::models::{
-    number_key, Fact, History, Identity, Invitations, Members, Projection, Resources,
+    number_key, Fact, History, Identity, Invitations, Members, Projection, Resources, Webhooks,
 };
 use crate::records::{
-    ApiKeyRow, HistoryEntry, InvitationRecord, InviteRecord, LinkRecord, MemberRecord,
+    ApiKeyRow, WebhookDeliveryRow, WebhookRow, HistoryEntry, InvitationRecord, InviteRecord, LinkRecord, MemberRecord,
     MembershipRecord, ResourceRecord,
 };
 use crate::ProjectionError;
@@ -43,6 +43,7 @@ const MEMBERS: usize = 1;
 const INVITATIONS: usize = 2;
 const HISTORY: usize = 3;
 const IDENTITY: usize = 4;
+const WEBHOOKS: usize = 5;
 
 fn projections() -> Vec<Box<dyn Projection>> {
     vec![
@@ -51,6 +52,7 @@ fn projections() -> Vec<Box<dyn Projection>> {
         Box::new(Invitations),
         Box::new(History),
         Box::new(Identity),
+        Box::new(Webhooks),
     ]
 }
 
@@ -496,6 +498,29 @@ impl ReadModels {
             Some(bytes) => Ok(Principal::parse(&String::from_utf8_lossy(&bytes)).ok()),
             None => Ok(None),
         }
+    }
+}
+
+impl ReadModels {
+    pub fn webhook(&self, webhook: u64) -> Result<Option<WebhookRow>, ProjectionError> {
+        self.row(WEBHOOKS, &Webhooks::row(webhook))
+    }
+
+    pub fn webhooks(&self) -> Result<Vec<WebhookRow>, ProjectionError> {
+        Ok(self.rows(WEBHOOKS, &prefix(&[b"w"]), b"", usize::MAX)?.into_iter().map(|r| r.1).collect())
+    }
+
+    /// A webhook's delivery attempts, oldest first, after `after` (a position), at most `limit`.
+    pub fn webhook_deliveries(
+        &self,
+        webhook: u64,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<WebhookDeliveryRow>, ProjectionError> {
+        let under = prefix(&[b"d", &webhook.to_be_bytes()]);
+        let mut from = under.clone();
+        from.extend_from_slice(&after.saturating_add(1).to_be_bytes());
+        Ok(self.rows(WEBHOOKS, &under, &from, limit)?.into_iter().map(|r| r.1).collect())
     }
 }
 

@@ -151,3 +151,29 @@ pub struct ApiKeyRow {
     pub created_at: Timestamp,
     pub revoked: bool,
 }
+
+/// A webhook subscription (its secret is derived, never kept).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookRow {
+    pub id: u64,
+    pub url: String,
+    pub events: Vec<String>,
+    pub created_at: Timestamp,
+    /// The position of the event that subscribed it: deliveries start after it.
+    pub subscribed_at_position: u64,
+    /// The last position whose delivery is settled (delivered, or given up on).
+    pub settled_position: u64,
+    pub removed: bool,
+}
+
+/// One attempt to deliver one event to one webhook.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookDeliveryRow {
+    pub position: u64,
+    pub attempt: u32,
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    pub delivered: bool,
+    pub gave_up: bool,
+    pub at: Timestamp,
+}

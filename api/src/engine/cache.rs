@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use roster_domain::{ApiKeysState, Event, ResourceState, SchemaState};
+use roster_domain::{ApiKeysState, Event, ResourceState, SchemaState, WebhooksState};
 
 /// The state of one stream, whichever kind it is.
 #[derive(Debug, Clone)]
@@ -13,6 +13,7 @@ pub enum StreamState {
     Resource(ResourceState),
     Schema(SchemaState),
     ApiKeys(ApiKeysState),
+    Webhooks(WebhooksState),
 }
 
 impl StreamState {
@@ -21,6 +22,7 @@ impl StreamState {
             StreamState::Resource(state) => StreamState::Resource(state.evolve(event)),
             StreamState::Schema(state) => StreamState::Schema(state.evolve(event)),
             StreamState::ApiKeys(state) => StreamState::ApiKeys(state.evolve(event)),
+            StreamState::Webhooks(state) => StreamState::Webhooks(state.evolve(event)),
         }
     }
 }

@@ -230,7 +230,10 @@ impl Engine {
     ) -> Result<Engine, EngineError> {
         models.catch_up(store.as_ref(), &mut |_| {}).await?;
         let models = Arc::new(models);
-        let numbers = Arc::new(NumberSequence::starting_at(models.highest_number()? + 1));
+        // Links, invitations and webhooks draw from one sequence: resume past all of them.
+        let highest_webhook = models.webhooks()?.iter().map(|w| w.id).max().unwrap_or(0);
+        let highest = models.highest_number()?.max(highest_webhook);
+        let numbers = Arc::new(NumberSequence::starting_at(highest + 1));
         let (applied_tx, applied) = watch::channel(models.checkpoint());
         let projector = tokio::spawn(roster_projections::run_projector(
             Arc::clone(&store),
@@ -433,8 +436,10 @@ impl Engine {
                 self.schema(kind.as_str()).await?,
                 self.inner.models.kind_usage(kind.as_str())?,
             ),
-            // API keys have no kind; any schema serves, none is consulted.
-            Command::ApiKeys(_) => (self.schema("api-keys").await?, KindUsage::default()),
+            // API keys and webhooks have no kind; any schema serves, none is consulted.
+            Command::ApiKeys(_) | Command::Webhooks(_) => {
+                (self.schema("api-keys").await?, KindUsage::default())
+            }
         };
         Ok(Inputs { schema, usage })
     }
@@ -473,6 +478,7 @@ impl Engine {
             StreamId::Resource(_) => StreamState::Resource(ResourceState::default()),
             StreamId::RoleSchema(_) => StreamState::Schema(SchemaState::default()),
             StreamId::ApiKeys => StreamState::ApiKeys(roster_domain::ApiKeysState::default()),
+            StreamId::Webhooks => StreamState::Webhooks(roster_domain::WebhooksState::default()),
         };
         let mut version = 0;
         loop {
@@ -887,6 +893,9 @@ fn decide(
             Ok((roster_domain::decide(state, command, ctx)?, None))
         }
         (StreamState::ApiKeys(state), Command::ApiKeys(command)) => {
+            Ok((roster_domain::decide(state, command, ctx)?, None))
+        }
+        (StreamState::Webhooks(state), Command::Webhooks(command)) => {
             Ok((roster_domain::decide(state, command, ctx)?, None))
         }
         _ => Err(DomainError::InvalidRequest(
