@@ -10,6 +10,8 @@ pub mod engine;
 #[cfg(feature = "server")]
 pub mod http;
 pub mod log_tools;
+#[cfg(feature = "server")]
+pub mod workers;
 
 #[cfg(feature = "server")]
 pub use http::serve;
@@ -17,6 +19,11 @@ pub use http::serve;
 /// Strategies for commands and sessions, for hosts' own property tests (feature `proptest`).
 #[cfg(feature = "proptest")]
 pub use roster_domain::strategies;
+
+/// Where an invitation's code is redeemed: `{public_url}/invite/{code}`.
+pub fn invite_url(public_url: &str, code: &str) -> String {
+    format!("{}/invite/{code}", public_url.trim_end_matches('/'))
+}
 
 /// `docs/EMBEDDING.md`, whose example runs as a doctest so the document stays true.
 #[cfg(doctest)]

@@ -111,6 +111,22 @@ struct ServeArgs {
     /// Connections open at once.
     #[arg(long, env = "ROSTER_CONNECTIONS_MAX", default_value_t = 1024)]
     connections_max: usize,
+    /// The SMTP server invitations are mailed through, e.g. `smtp://127.0.0.1:2525` or
+    /// `smtps://user:password@mail.example`; mail is sent only with `--mail-from` too.
+    #[arg(long, env = "ROSTER_SMTP_URL")]
+    smtp_url: Option<String>,
+    /// The sender of invitation mails, e.g. `Roster <invites@example.com>`.
+    #[arg(long, env = "ROSTER_MAIL_FROM")]
+    mail_from: Option<String>,
+    /// First wait before retrying a mail or a webhook, in milliseconds; it doubles each time.
+    #[arg(long, env = "ROSTER_RETRY_BACKOFF_MS", default_value_t = 1000)]
+    retry_backoff_ms: u64,
+    /// Longest wait between retries, in milliseconds.
+    #[arg(long, env = "ROSTER_RETRY_BACKOFF_MAX_MS", default_value_t = 60_000)]
+    retry_backoff_max_ms: u64,
+    /// Attempts at one mail or one webhook delivery before giving up.
+    #[arg(long, env = "ROSTER_RETRY_ATTEMPTS_MAX", default_value_t = 10)]
+    retry_attempts_max: u32,
 }
 
 fn main() -> ExitCode {
@@ -284,6 +300,15 @@ async fn serve(data: PathBuf, args: ServeArgs) -> Result<(), String> {
     config.limits.active_links_max = args.active_links_max;
     config.request_timeout_ms = args.request_timeout_ms;
     config.connections_max = args.connections_max;
+    config.smtp_url = args.smtp_url;
+    config.mail_from = args.mail_from;
+    let retry = roster_api::workers::Retry {
+        initial_ms: args.retry_backoff_ms,
+        max_ms: args.retry_backoff_max_ms,
+        attempts_max: args.retry_attempts_max,
+    };
+    config.delivery_retry = retry;
+    config.webhook_retry = retry;
     roster_api::serve(listener, config, shutdown_signal()).await
 }
 

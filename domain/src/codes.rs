@@ -48,6 +48,19 @@ impl ServerSecret {
     }
 }
 
+impl ServerSecret {
+    /// A key for another purpose (a webhook's signing secret), derived from this secret, a
+    /// label and a number, so it is never stored and a copy of the log alone gives nothing.
+    pub fn derive_key(&self, label: &str, number: u64) -> [u8; 32] {
+        let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.0)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+        mac.update(label.as_bytes());
+        mac.update(&[0]);
+        mac.update(&number.to_be_bytes());
+        mac.finalize().into_bytes().into()
+    }
+}
+
 impl fmt::Debug for ServerSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("ServerSecret(..)")

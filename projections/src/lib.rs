@@ -18,7 +18,7 @@ pub use projector::run_projector;
 pub use read_models::{Page, ReadModels};
 pub use records::{
     ApiKeyRow, Closure, DeliveryRecord, HistoryEntry, InvitationRecord, InviteRecord, LinkRecord,
-    MemberRecord, MembershipRecord, ResourceRecord,
+    MemberRecord, MembershipRecord, ResourceRecord, WebhookDeliveryRow, WebhookRow,
 };
 pub use summary::summarize;
 

@@ -394,6 +394,18 @@ impl ReadModels {
             .collect())
     }
 
+    /// Every email invitation, in number order (for the mail worker's start).
+    pub fn all_invitations(&self) -> Result<Vec<InvitationRecord>, ProjectionError> {
+        let rows: Vec<(Vec<u8>, InviteRecord)> = self.rows(INVITATIONS, &prefix(&[b"n"]), b"", usize::MAX)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(_, record)| match record {
+                InviteRecord::Email(invitation) => Some(invitation),
+                InviteRecord::Link(_) => None,
+            })
+            .collect())
+    }
+
     /// Invitations to an email that are still open (pending, or expired but not closed).
     pub fn open_invitations_for(
         &self,

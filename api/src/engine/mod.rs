@@ -457,7 +457,8 @@ impl Engine {
         }
     }
 
-    async fn wait_applied(&self, position: u64) -> Result<(), EngineError> {
+    /// Waits until the read models reflect `position`.
+    pub async fn wait_applied(&self, position: u64) -> Result<(), EngineError> {
         let mut applied = self.inner.applied.clone();
         applied
             .wait_for(|p| *p >= position)

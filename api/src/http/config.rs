@@ -35,6 +35,12 @@ pub struct ServerConfig {
     pub request_timeout_ms: u64,
     pub connections_max: usize,
     pub families: Families,
+    /// `ROSTER_SMTP_URL` and `ROSTER_MAIL_FROM`: invitations are mailed when both are set.
+    pub smtp_url: Option<String>,
+    pub mail_from: Option<String>,
+    pub delivery_retry: crate::workers::Retry,
+    pub webhook_retry: crate::workers::Retry,
+    pub webhook_timeout_ms: u64,
 }
 
 impl ServerConfig {
@@ -50,6 +56,11 @@ impl ServerConfig {
             request_timeout_ms: 10_000,
             connections_max: 1024,
             families: Families::default(),
+            smtp_url: None,
+            mail_from: None,
+            delivery_retry: crate::workers::Retry::default(),
+            webhook_retry: crate::workers::Retry::default(),
+            webhook_timeout_ms: 10_000,
         }
     }
 }

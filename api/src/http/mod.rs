@@ -13,6 +13,7 @@ mod routes;
 mod state;
 mod support;
 mod views;
+mod webhook_routes;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -61,6 +62,8 @@ pub async fn serve(
     let engine = Engine::open(&config.data_dir, options, engine_config)
         .await
         .map_err(|e| format!("cannot open {}: {e}", config.data_dir.display()))?;
+    let (stop_workers, workers_stop) = tokio::sync::watch::channel(false);
+    let workers = start_workers(&engine, &config, &workers_stop);
     let connections_max = config.connections_max;
     let state = AppState(Arc::new(Shared { engine: engine.clone(), config, admin_digest, metrics: Default::default() }));
     let address = listener.local_addr().map_err(|e| e.to_string())?;
@@ -68,9 +71,39 @@ pub async fn serve(
     let served = axum::serve(listener::Capped::new(listener, connections_max), router(state))
         .with_graceful_shutdown(shutdown)
         .await;
+    let _ = stop_workers.send(true);
+    for worker in workers {
+        match worker.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::error!(%error, "a delivery worker stopped"),
+            Err(error) => tracing::error!(%error, "a delivery worker failed"),
+        }
+    }
     engine.close().await;
     tracing::info!("roster stopped");
     served.map_err(|e| e.to_string())
+}
+
+/// The mail worker (when SMTP is configured) and the webhook worker.
+fn start_workers(
+    engine: &Engine,
+    config: &ServerConfig,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<Result<(), String>>> {
+    use crate::workers::{mail, webhooks};
+    let mut workers = Vec::new();
+    if let (Some(smtp_url), Some(from)) = (&config.smtp_url, &config.mail_from) {
+        let mail = mail::MailConfig {
+            smtp_url: smtp_url.clone(),
+            from: from.clone(),
+            public_url: config.public_url.clone(),
+            retry: config.delivery_retry,
+        };
+        workers.push(tokio::spawn(mail::run(engine.clone(), mail, stop.clone())));
+    }
+    let hooks = webhooks::WebhookConfig { retry: config.webhook_retry, timeout_ms: config.webhook_timeout_ms };
+    workers.push(tokio::spawn(webhooks::run(engine.clone(), hooks, stop.clone())));
+    workers
 }
 
 /// Every route, with the middleware around them.
@@ -103,6 +136,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/check", get(check))
         .route("/v1/resources/{kind}/{id}/history", get(resource_history))
         .route("/v1/events", get(events))
+        .route("/v1/webhooks", post(webhook_routes::create_webhook).get(webhook_routes::list_webhooks))
+        .route("/v1/webhooks/{id}", axum::routing::delete(webhook_routes::delete_webhook))
+        .route("/v1/webhooks/{id}/deliveries", get(webhook_routes::webhook_deliveries))
         .merge(compat::router(state.config.families))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -28,6 +28,9 @@ impl Modify for Security {
         routes::preview, routes::accept, routes::decline, routes::pending_for_email,
         routes::list_members, routes::set_member, routes::remove_member, routes::memberships, routes::check,
         routes::resource_history, routes::principal_history, routes::events,
+        super::webhook_routes::create_webhook, super::webhook_routes::list_webhooks,
+        super::webhook_routes::delete_webhook, super::webhook_routes::webhook_deliveries,
+        super::compat::teable::create_link, super::compat::teable::list_links, super::compat::teable::change_link, super::compat::teable::delete_link, super::compat::teable::email_invitations, super::compat::teable::accept_link, super::compat::calcom::create_invite, super::compat::onehub::invite_to_workspace, super::compat::onehub::invite_to_folder, super::compat::onehub::invite_to_file, super::compat::onedata::create_token, super::compat::onedata::join_space,
     ),
     modifiers(&Security)
 )]

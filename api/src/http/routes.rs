@@ -266,8 +266,8 @@ fn invitation_record(state: &AppState, number: u64) -> ApiResult<roster_projecti
     }
 }
 
-fn delivery_configured(_state: &AppState) -> bool {
-    false
+fn delivery_configured(state: &AppState) -> bool {
+    state.config.smtp_url.is_some() && state.config.mail_from.is_some()
 }
 
 /// Invites one or more emails; each gets its own outcome.

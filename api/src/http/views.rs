@@ -213,9 +213,7 @@ impl LinkView {
     }
 }
 
-pub fn invite_url(public_url: &str, code: &str) -> String {
-    format!("{}/invite/{code}", public_url.trim_end_matches('/'))
-}
+pub use crate::invite_url;
 
 pub fn link_status(status: LinkStatus) -> &'static str {
     match status {

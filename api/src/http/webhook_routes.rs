@@ -1,0 +1,150 @@
+//! `/v1/webhooks`: subscriptions (admin), their secrets shown once, and every delivery attempt.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use roster_domain::{Command, Event, Scope, WebhookCommand};
+use roster_projections::{WebhookDeliveryRow, WebhookRow};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::auth::Caller;
+use super::error::{ApiError, ApiResult, Problem};
+use super::extract::{Json, Path, Query};
+use super::routes::IdempotencyKey;
+use super::state::AppState;
+use super::support::{execute, number, page_limit};
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookBody {
+    /// Where events are POSTed: `http://` or `https://`.
+    pub url: String,
+    /// Event types wanted (for example `MemberAdded`); every type when empty or absent.
+    #[serde(default)]
+    pub events: Vec<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookView {
+    pub id: u64,
+    pub url: String,
+    pub events: Vec<String>,
+    pub created_at: String,
+    pub removed: bool,
+    /// The signing secret: only in the response that creates the subscription.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+impl From<WebhookRow> for WebhookView {
+    fn from(row: WebhookRow) -> WebhookView {
+        WebhookView { id: row.id, url: row.url, events: row.events, created_at: row.created_at.to_string(), removed: row.removed, secret: None }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookList {
+    pub items: Vec<WebhookView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryAttemptView {
+    /// The position of the event delivered.
+    pub position: u64,
+    pub attempt: u32,
+    /// The receiver's HTTP status, when it answered.
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    pub delivered: bool,
+    pub gave_up: bool,
+    pub at: String,
+}
+
+impl From<WebhookDeliveryRow> for DeliveryAttemptView {
+    fn from(row: WebhookDeliveryRow) -> DeliveryAttemptView {
+        DeliveryAttemptView {
+            position: row.position,
+            attempt: row.attempt,
+            status: row.status,
+            error: row.error,
+            delivered: row.delivered,
+            gave_up: row.gave_up,
+            at: row.at.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryAttemptList {
+    pub items: Vec<DeliveryAttemptView>,
+    pub next: Option<u64>,
+}
+
+/// Subscribes a URL to events; the signing secret is in this response only.
+#[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks", request_body = WebhookBody,
+    responses((status = 201, body = WebhookView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem)), security(("bearer" = [])))]
+pub async fn create_webhook(State(state): State<AppState>, caller: Caller, idempotency: IdempotencyKey, Json(body): Json<WebhookBody>) -> ApiResult<Response> {
+    caller.require(Scope::Admin)?;
+    let command = WebhookCommand::Subscribe { url: body.url, events: body.events };
+    let executed = execute(&state, &caller, Command::Webhooks(command), idempotency.0).await?;
+    let id = executed
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::WebhookSubscribed { webhook, .. } => Some(*webhook),
+            _ => None,
+        })
+        .ok_or_else(ApiError::internal)?;
+    let row = state.engine.read_models().webhook(id)?.ok_or_else(ApiError::internal)?;
+    let mut view = WebhookView::from(row);
+    view.secret = Some(crate::workers::webhooks::secret(&state.engine, id));
+    Ok((StatusCode::CREATED, axum::Json(view)).into_response())
+}
+
+/// Every subscription (no secrets).
+#[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks",
+    responses((status = 200, body = WebhookList), (status = 401, body = Problem), (status = 403, body = Problem)), security(("bearer" = [])))]
+pub async fn list_webhooks(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
+    caller.require(Scope::Admin)?;
+    let items = state.engine.read_models().webhooks()?.into_iter().map(WebhookView::from).collect();
+    Ok(axum::Json(WebhookList { items }).into_response())
+}
+
+fn webhook_of(state: &AppState, id: &str) -> ApiResult<u64> {
+    let id = number("id", id)?;
+    state.engine.read_models().webhook(id)?.map(|_| id).ok_or_else(|| ApiError::not_found(format!("webhook {id}")))
+}
+
+/// Removes a subscription; nothing more is delivered to it.
+#[utoipa::path(delete, path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = u64, Path)),
+    responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
+pub async fn delete_webhook(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
+    caller.require(Scope::Admin)?;
+    let webhook = webhook_of(&state, &id)?;
+    execute(&state, &caller, Command::Webhooks(WebhookCommand::Remove { webhook }), None).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PageQuery {
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// Every delivery attempt to a subscription, by event position then attempt.
+#[utoipa::path(get, path = "/v1/webhooks/{id}/deliveries", tag = "webhooks", params(("id" = u64, Path), ("after" = Option<u64>, Query, description = "an event position"), ("limit" = Option<usize>, Query)),
+    responses((status = 200, body = DeliveryAttemptList), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
+pub async fn webhook_deliveries(State(state): State<AppState>, caller: Caller, Path(id): Path<String>, Query(query): Query<PageQuery>) -> ApiResult<Response> {
+    caller.require(Scope::Admin)?;
+    let webhook = webhook_of(&state, &id)?;
+    let limit = page_limit(query.limit, 1000)?;
+    let mut rows = state.engine.read_models().webhook_deliveries(webhook, query.after.unwrap_or(0), limit + 1)?;
+    let next = if rows.len() > limit {
+        rows.truncate(limit);
+        rows.last().map(|r| r.position)
+    } else {
+        None
+    };
+    Ok(axum::Json(DeliveryAttemptList { items: rows.into_iter().map(DeliveryAttemptView::from).collect(), next }).into_response())
+}
