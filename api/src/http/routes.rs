@@ -266,8 +266,9 @@ fn invitation_record(state: &AppState, number: u64) -> ApiResult<roster_projecti
     }
 }
 
-fn delivery_configured(state: &AppState) -> bool {
-    state.config.smtp_url.is_some() && state.config.mail_from.is_some()
+/// The mail worker's attempt limit, when it runs.
+fn delivery_configured(state: &AppState) -> Option<u32> {
+    (state.config.smtp_url.is_some() && state.config.mail_from.is_some()).then_some(state.config.delivery_retry.attempts_max)
 }
 
 /// Invites one or more emails; each gets its own outcome.

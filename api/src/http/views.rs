@@ -280,7 +280,8 @@ pub struct InvitationView {
 }
 
 impl InvitationView {
-    pub fn of(invitation: &InvitationRecord, engine: &Engine, delivery_configured: bool) -> InvitationView {
+    /// `attempts_max` is the delivery worker's limit, `None` when no mail is sent.
+    pub fn of(invitation: &InvitationRecord, engine: &Engine, attempts_max: Option<u32>) -> InvitationView {
         let (accepted_by, accepted_at) = match &invitation.closure {
             Some(Closure::Accepted { by, at }) => (Some(by.to_string()), Some(time(*at))),
             _ => (None, None),
@@ -288,9 +289,10 @@ impl InvitationView {
         let delivery = &invitation.delivery;
         let delivery_status = if delivery.delivered_generation == Some(invitation.generation) {
             "delivered"
-        } else if !delivery_configured {
+        } else if attempts_max.is_none() {
             "not_configured"
-        } else if delivery.last_error.is_some() && delivery.attempts > 0 {
+        } else if delivery.last_error.is_some() && attempts_max.is_some_and(|max| delivery.attempts >= max) {
+            // The worker has given up on this generation.
             "failed"
         } else {
             "pending"

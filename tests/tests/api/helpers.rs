@@ -151,6 +151,75 @@ impl TestApp {
         self.send(Method::POST, path, who, Some(body)).await
     }
 
+    pub async fn put(&self, path: &str, who: &As, body: Value) -> Response {
+        self.send(Method::PUT, path, who, Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, who: &As, body: Value) -> Response {
+        self.send(Method::PATCH, path, who, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str, who: &As) -> Response {
+        self.send(Method::DELETE, path, who, None).await
+    }
+
+    /// A GET as the admin that must answer 200, as JSON.
+    pub async fn read(&self, path: &str) -> Value {
+        let response = self.get(path, &As::Admin).await;
+        assert_eq!(response.status(), StatusCode::OK, "GET {path}");
+        json_of(response).await
+    }
+
+    /// The log's last position, as `/healthz` reports it.
+    pub async fn head(&self) -> u64 {
+        self.read("/healthz").await["position"].as_u64().expect("a position")
+    }
+
+    /// Issues a key with the admin token and returns its id and the key.
+    pub async fn key_with_id(&self, principal: &str, scopes: &[&str], act_as: bool, email: Option<&str>) -> (String, String) {
+        let body = json!({ "principal": principal, "scopes": scopes, "act_as": act_as, "email": email });
+        let response = self.post("/v1/api-keys", &As::Admin, body).await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let issued = json_of(response).await;
+        (issued["id"].as_str().expect("an id").to_string(), issued["key"].as_str().expect("a key").to_string())
+    }
+
+    /// Creates an invite link on `resource` (a `kind/id`) and returns it.
+    pub async fn link(&self, resource: &str, who: &As, body: Value) -> Value {
+        let response = self.post(&format!("/v1/resources/{resource}/invite-links"), who, body).await;
+        assert_eq!(response.status(), StatusCode::CREATED, "creating a link on {resource}");
+        json_of(response).await
+    }
+
+    /// Invites `emails` to `resource` and returns the per-email outcome.
+    pub async fn invite(&self, resource: &str, who: &As, body: Value) -> Value {
+        let response = self.post(&format!("/v1/resources/{resource}/invitations"), who, body).await;
+        assert_eq!(response.status(), StatusCode::CREATED, "inviting to {resource}");
+        json_of(response).await
+    }
+
+    /// Invites one email and returns its invitation (with its code).
+    pub async fn invite_one(&self, resource: &str, who: &As, email: &str, role: Option<&str>) -> Value {
+        let outcome = self.invite(resource, who, json!({ "emails": [email], "role": role })).await;
+        outcome["invited"][0]["invitation"].clone()
+    }
+
+    /// Accepts `code` as `who` and returns the response.
+    pub async fn accept(&self, code: &str, who: &As) -> Response {
+        self.post("/v1/invitations/accept", who, json!({ "code": code })).await
+    }
+
+    /// The members of `resource` now, as `(principal, role)` pairs in order.
+    pub async fn members(&self, resource: &str) -> Vec<(String, String)> {
+        let list = self.read(&format!("/v1/resources/{resource}/members")).await;
+        list["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|m| (m["principal"].as_str().expect("principal").to_string(), m["role"].as_str().expect("role").to_string()))
+            .collect()
+    }
+
     /// Issues a key with the admin token and returns it.
     pub async fn key(&self, principal: &str, scopes: &[&str], act_as: bool, email: Option<&str>) -> String {
         let body = json!({ "principal": principal, "scopes": scopes, "act_as": act_as, "email": email });
@@ -176,6 +245,26 @@ impl TestApp {
     }
 }
 
+/// The `X-Roster-Position` a response carries.
+pub fn position(response: &Response) -> u64 {
+    response
+        .headers()
+        .get("x-roster-position")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("an X-Roster-Position header")
+}
+
+/// `(principal, role)` pairs, for comparing member lists.
+pub fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+    items.iter().map(|(p, r)| (p.to_string(), r.to_string())).collect()
+}
+
+/// The string at `pointer` (a JSON pointer) in `value`.
+pub fn text(value: &Value, pointer: &str) -> String {
+    value.pointer(pointer).and_then(Value::as_str).unwrap_or_else(|| panic!("no string at {pointer} in {value}")).to_string()
+}
+
 pub async fn json_of(response: Response) -> Value {
     let text = response.text().await.expect("a body");
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
@@ -191,4 +280,56 @@ pub async fn assert_problem(response: Response, status: u16, code: &str) -> Valu
     assert_eq!(body["status"], status);
     assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()), "{body}");
     body
+}
+
+/// Every route of DESIGN section 5, as `(method, path template)`.
+pub const ROUTES: [(&str, &str); 31] = [
+    ("GET", "/healthz"),
+    ("GET", "/metrics"),
+    ("GET", "/openapi.json"),
+    ("POST", "/v1/api-keys"),
+    ("GET", "/v1/api-keys"),
+    ("DELETE", "/v1/api-keys/{id}"),
+    ("PUT", "/v1/role-schemas/{kind}"),
+    ("GET", "/v1/role-schemas/{kind}"),
+    ("POST", "/v1/resources"),
+    ("GET", "/v1/resources/{kind}/{id}"),
+    ("POST", "/v1/resources/{kind}/{id}/invite-links"),
+    ("GET", "/v1/resources/{kind}/{id}/invite-links"),
+    ("PATCH", "/v1/resources/{kind}/{id}/invite-links/{link_id}"),
+    ("POST", "/v1/resources/{kind}/{id}/invite-links/{link_id}/rotate"),
+    ("DELETE", "/v1/resources/{kind}/{id}/invite-links/{link_id}"),
+    ("POST", "/v1/resources/{kind}/{id}/invitations"),
+    ("GET", "/v1/resources/{kind}/{id}/invitations"),
+    ("POST", "/v1/resources/{kind}/{id}/invitations/{invitation_id}/resend"),
+    ("DELETE", "/v1/resources/{kind}/{id}/invitations/{invitation_id}"),
+    ("POST", "/v1/invitations/preview"),
+    ("POST", "/v1/invitations/accept"),
+    ("POST", "/v1/invitations/decline"),
+    ("GET", "/v1/resources/{kind}/{id}/members"),
+    ("PUT", "/v1/resources/{kind}/{id}/members/{principal}"),
+    ("DELETE", "/v1/resources/{kind}/{id}/members/{principal}"),
+    ("GET", "/v1/principals/{principal}/memberships"),
+    ("GET", "/v1/invitations"),
+    ("GET", "/v1/check"),
+    ("GET", "/v1/resources/{kind}/{id}/history"),
+    ("GET", "/v1/principals/{principal}/history"),
+    ("GET", "/v1/events"),
+];
+
+/// A route template with its parameters filled in for `space/s`, link and invitation 1 and
+/// principal `alice`.
+pub fn concrete(template: &str) -> String {
+    template
+        .replace("{kind}", "space")
+        .replace("{id}/", "s/")
+        .replace("{link_id}", "1")
+        .replace("{invitation_id}", "1")
+        .replace("{principal}", "alice")
+        .replace("api-keys/{id}", "api-keys/key_01hzzzzzzzzzzzzzzzzzzzzzzz")
+        .replace("{id}", "s")
+}
+
+pub fn method(name: &str) -> Method {
+    Method::from_bytes(name.as_bytes()).expect("a method")
 }
