@@ -4,3 +4,4 @@
 mod delivery;
 mod helpers;
 mod lifecycle;
+mod webhooks;
