@@ -12,7 +12,11 @@ const ADMIN_TOKEN_FILE: &str = "admin-token";
 
 /// Reads `name` in `dir`, or writes `make()` there (mode 0600, created exclusively so two
 /// processes cannot both write one) and returns it with `true`.
-fn read_or_create(dir: &Path, name: &str, make: impl FnOnce() -> String) -> Result<(String, bool), String> {
+fn read_or_create(
+    dir: &Path,
+    name: &str,
+    make: impl FnOnce() -> String,
+) -> Result<(String, bool), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let path = dir.join(name);
     match std::fs::read_to_string(&path) {

@@ -7,7 +7,9 @@ use std::process::{Command, Stdio};
 /// The walk-through's blocks: shell code, each followed by its expected output (if any).
 fn walkthrough() -> Vec<(String, Option<String>)> {
     let readme = include_str!("../../README.md");
-    let start = readme.find("<!-- walkthrough -->").expect("the README marks its walk-through");
+    let start = readme
+        .find("<!-- walkthrough -->")
+        .expect("the README marks its walk-through");
     let end = readme.find("<!-- /walkthrough -->").expect("and its end");
     let mut blocks: Vec<(String, Option<String>)> = Vec::new();
     let mut lines = readme[start..end].lines();
@@ -32,14 +34,28 @@ fn the_readme_walk_through_prints_what_it_says() {
     let blocks = walkthrough();
     assert!(blocks.len() >= 7, "the walk-through has its steps");
     let dir = tempfile::tempdir().expect("temporary directory");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
     let address = format!("127.0.0.1:{port}");
     // The first block starts the server; the test starts the same binary with the same
     // settings, on a port of its own.
     assert!(blocks[0].0.contains("cargo run --release -- serve"));
-    let token = blocks[0].0.lines().find_map(|l| l.strip_prefix("export ROSTER_ADMIN_TOKEN=")).expect("a token").to_string();
+    let token = blocks[0]
+        .0
+        .lines()
+        .find_map(|l| l.strip_prefix("export ROSTER_ADMIN_TOKEN="))
+        .expect("a token")
+        .to_string();
     let mut server = Command::new(env!("CARGO_BIN_EXE_roster"))
-        .args(["--data", dir.path().to_str().expect("utf-8"), "serve", "--listen", &address])
+        .args([
+            "--data",
+            dir.path().to_str().expect("utf-8"),
+            "serve",
+            "--listen",
+            &address,
+        ])
         .env("ROSTER_ADMIN_TOKEN", &token)
         .env("ROSTER_LOG", "info")
         .env("NO_COLOR", "1")
@@ -52,7 +68,8 @@ fn the_readme_walk_through_prints_what_it_says() {
     let mut line = String::new();
     while !line.contains("roster is listening") {
         line.clear();
-        let read = std::io::BufRead::read_line(&mut log, &mut line).expect("reads the server's log");
+        let read =
+            std::io::BufRead::read_line(&mut log, &mut line).expect("reads the server's log");
         assert!(read > 0, "the server stopped before listening");
     }
     std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
@@ -61,15 +78,32 @@ fn the_readme_walk_through_prints_what_it_says() {
     // before each so its output can be told apart.
     let mut script = String::from("set -u\n");
     for (index, (code, _)) in blocks.iter().enumerate().skip(1) {
-        script.push_str(&format!("echo '@@block {index}'\n{}\n", code.replace("127.0.0.1:8080", &address)));
+        script.push_str(&format!(
+            "echo '@@block {index}'\n{}\n",
+            code.replace("127.0.0.1:8080", &address)
+        ));
     }
-    let mut shell = Command::new("bash").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("bash");
-    shell.stdin.take().expect("stdin").write_all(script.as_bytes()).expect("writes the script");
+    let mut shell = Command::new("bash")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("bash");
+    shell
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(script.as_bytes())
+        .expect("writes the script");
     let output = shell.wait_with_output().expect("the script runs");
     let _ = server.kill();
     let _ = server.wait();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 
     let mut printed = std::collections::HashMap::new();
     let mut current = None;
@@ -82,7 +116,14 @@ fn the_readme_walk_through_prints_what_it_says() {
         }
     }
     for (index, (code, expected)) in blocks.iter().enumerate().skip(1) {
-        let actual = printed.get(&Some(index)).map(|l| l.join("\n")).unwrap_or_default();
-        assert_eq!(actual.trim(), expected.as_deref().unwrap_or("").trim(), "block {index}:\n{code}");
+        let actual = printed
+            .get(&Some(index))
+            .map(|l| l.join("\n"))
+            .unwrap_or_default();
+        assert_eq!(
+            actual.trim(),
+            expected.as_deref().unwrap_or("").trim(),
+            "block {index}:\n{code}"
+        );
     }
 }

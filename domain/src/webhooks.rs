@@ -44,15 +44,29 @@ pub enum WebhookOutcome {
     Delivered { status: u16 },
     /// No 2xx: the status if there was an answer, what went wrong, and whether this was the
     /// last attempt.
-    Failed { status: Option<u16>, error: String, gave_up: bool },
+    Failed {
+        status: Option<u16>,
+        error: String,
+        gave_up: bool,
+    },
 }
 
 /// Commands on the `webhooks` stream; only the admin issues them (checked by the API's scope).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WebhookCommand {
-    Subscribe { url: String, events: Vec<String> },
-    Remove { webhook: u64 },
-    RecordDelivery { webhook: u64, position: u64, attempt: u32, outcome: WebhookOutcome },
+    Subscribe {
+        url: String,
+        events: Vec<String>,
+    },
+    Remove {
+        webhook: u64,
+    },
+    RecordDelivery {
+        webhook: u64,
+        position: u64,
+        attempt: u32,
+        outcome: WebhookOutcome,
+    },
 }
 
 /// One subscription.
@@ -84,8 +98,20 @@ impl WebhooksState {
 
     pub fn evolve(mut self, event: &Event) -> WebhooksState {
         match event {
-            Event::WebhookSubscribed { webhook, url, events } => {
-                self.hooks.insert(*webhook, Webhook { number: *webhook, url: url.clone(), events: events.clone(), removed: false });
+            Event::WebhookSubscribed {
+                webhook,
+                url,
+                events,
+            } => {
+                self.hooks.insert(
+                    *webhook,
+                    Webhook {
+                        number: *webhook,
+                        url: url.clone(),
+                        events: events.clone(),
+                        removed: false,
+                    },
+                );
             }
             Event::WebhookRemoved { webhook } => {
                 if let Some(hook) = self.hooks.get_mut(webhook) {
@@ -97,35 +123,60 @@ impl WebhooksState {
         self
     }
 
-    pub fn decide(&self, command: WebhookCommand, ctx: &Context<'_>) -> Result<Vec<Event>, DomainError> {
+    pub fn decide(
+        &self,
+        command: WebhookCommand,
+        ctx: &Context<'_>,
+    ) -> Result<Vec<Event>, DomainError> {
         if ctx.actor.principal().is_some() {
-            return Err(DomainError::Forbidden("only the admin manages webhooks".into()));
+            return Err(DomainError::Forbidden(
+                "only the admin manages webhooks".into(),
+            ));
         }
         match command {
             WebhookCommand::Subscribe { url, events } => {
                 let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
-                if !scheme_ok || url.chars().count() > WEBHOOK_URL_CHARS_MAX || url.chars().any(char::is_whitespace) {
+                if !scheme_ok
+                    || url.chars().count() > WEBHOOK_URL_CHARS_MAX
+                    || url.chars().any(char::is_whitespace)
+                {
                     return Err(DomainError::InvalidRequest(format!(
                         "a webhook URL is http:// or https://, without spaces, at most {WEBHOOK_URL_CHARS_MAX} characters"
                     )));
                 }
-                if let Some(unknown) = events.iter().find(|e| !WEBHOOK_EVENT_TYPES.contains(&e.as_str())) {
-                    return Err(DomainError::InvalidRequest(format!("{unknown:?} is not an event type a webhook can want")));
+                if let Some(unknown) = events
+                    .iter()
+                    .find(|e| !WEBHOOK_EVENT_TYPES.contains(&e.as_str()))
+                {
+                    return Err(DomainError::InvalidRequest(format!(
+                        "{unknown:?} is not an event type a webhook can want"
+                    )));
                 }
                 if self.hooks.values().filter(|h| !h.removed).count() >= WEBHOOKS_MAX {
-                    return Err(DomainError::LimitReached(format!("at most {WEBHOOKS_MAX} webhooks")));
+                    return Err(DomainError::LimitReached(format!(
+                        "at most {WEBHOOKS_MAX} webhooks"
+                    )));
                 }
                 let mut events = events;
                 events.sort();
                 events.dedup();
-                Ok(vec![Event::WebhookSubscribed { webhook: ctx.numbers.next_number()?, url, events }])
+                Ok(vec![Event::WebhookSubscribed {
+                    webhook: ctx.numbers.next_number()?,
+                    url,
+                    events,
+                }])
             }
             WebhookCommand::Remove { webhook } => match self.hooks.get(&webhook) {
                 None => Err(DomainError::NotFound(format!("webhook {webhook}"))),
                 Some(hook) if hook.removed => Ok(vec![]),
                 Some(_) => Ok(vec![Event::WebhookRemoved { webhook }]),
             },
-            WebhookCommand::RecordDelivery { webhook, position, attempt, outcome } => {
+            WebhookCommand::RecordDelivery {
+                webhook,
+                position,
+                attempt,
+                outcome,
+            } => {
                 if !self.hooks.contains_key(&webhook) {
                     return Err(DomainError::NotFound(format!("webhook {webhook}")));
                 }
@@ -133,10 +184,24 @@ impl WebhooksState {
                     return Err(DomainError::InvalidRequest("attempts count from 1".into()));
                 }
                 Ok(vec![match outcome {
-                    WebhookOutcome::Delivered { status } => Event::WebhookDelivered { webhook, position, attempt, status },
-                    WebhookOutcome::Failed { status, error, gave_up } => {
-                        Event::WebhookDeliveryFailed { webhook, position, attempt, status, error, gave_up }
-                    }
+                    WebhookOutcome::Delivered { status } => Event::WebhookDelivered {
+                        webhook,
+                        position,
+                        attempt,
+                        status,
+                    },
+                    WebhookOutcome::Failed {
+                        status,
+                        error,
+                        gave_up,
+                    } => Event::WebhookDeliveryFailed {
+                        webhook,
+                        position,
+                        attempt,
+                        status,
+                        error,
+                        gave_up,
+                    },
                 }])
             }
         }
@@ -146,7 +211,11 @@ impl WebhooksState {
 impl crate::Aggregate for WebhooksState {
     type Command = WebhookCommand;
 
-    fn decide(&self, command: WebhookCommand, ctx: &Context<'_>) -> Result<Vec<Event>, DomainError> {
+    fn decide(
+        &self,
+        command: WebhookCommand,
+        ctx: &Context<'_>,
+    ) -> Result<Vec<Event>, DomainError> {
         WebhooksState::decide(self, command, ctx)
     }
 

@@ -6,8 +6,8 @@ use roster_eventstore::Envelope;
 
 use crate::kv::{key, Batch};
 use crate::records::{
-    ApiKeyRow, WebhookDeliveryRow, WebhookRow, Closure, DeliveryRecord, HistoryEntry, InvitationRecord, InviteRecord, LinkRecord,
-    MemberRecord, MembershipRecord, ResourceRecord,
+    ApiKeyRow, Closure, DeliveryRecord, HistoryEntry, InvitationRecord, InviteRecord, LinkRecord,
+    MemberRecord, MembershipRecord, ResourceRecord, WebhookDeliveryRow, WebhookRow,
 };
 use crate::ProjectionError;
 
@@ -611,7 +611,12 @@ impl Webhooks {
     }
 
     pub(crate) fn delivery(webhook: u64, position: u64, attempt: u32) -> Vec<u8> {
-        key(&[b"d", &webhook.to_be_bytes(), &position.to_be_bytes(), &attempt.to_be_bytes()])
+        key(&[
+            b"d",
+            &webhook.to_be_bytes(),
+            &position.to_be_bytes(),
+            &attempt.to_be_bytes(),
+        ])
     }
 
     fn settle(batch: &mut Batch<'_>, webhook: u64, position: u64) -> Result<(), ProjectionError> {
@@ -634,7 +639,11 @@ impl Projection for Webhooks {
 
     fn apply(&self, batch: &mut Batch<'_>, fact: &Fact<'_>) -> Result<(), ProjectionError> {
         match fact.event {
-            Event::WebhookSubscribed { webhook, url, events } => {
+            Event::WebhookSubscribed {
+                webhook,
+                url,
+                events,
+            } => {
                 let row = WebhookRow {
                     id: *webhook,
                     url: url.clone(),
@@ -652,7 +661,12 @@ impl Projection for Webhooks {
                     batch.put_json(Webhooks::row(*webhook), &row);
                 }
             }
-            Event::WebhookDelivered { webhook, position, attempt, status } => {
+            Event::WebhookDelivered {
+                webhook,
+                position,
+                attempt,
+                status,
+            } => {
                 let row = WebhookDeliveryRow {
                     position: *position,
                     attempt: *attempt,
@@ -665,7 +679,14 @@ impl Projection for Webhooks {
                 batch.put_json(Webhooks::delivery(*webhook, *position, *attempt), &row);
                 Webhooks::settle(batch, *webhook, *position)?;
             }
-            Event::WebhookDeliveryFailed { webhook, position, attempt, status, error, gave_up } => {
+            Event::WebhookDeliveryFailed {
+                webhook,
+                position,
+                attempt,
+                status,
+                error,
+                gave_up,
+            } => {
                 let row = WebhookDeliveryRow {
                     position: *position,
                     attempt: *attempt,

@@ -14,8 +14,8 @@ use crate::models::{
     number_key, Fact, History, Identity, Invitations, Members, Projection, Resources, Webhooks,
 };
 use crate::records::{
-    ApiKeyRow, WebhookDeliveryRow, WebhookRow, HistoryEntry, InvitationRecord, InviteRecord, LinkRecord, MemberRecord,
-    MembershipRecord, ResourceRecord,
+    ApiKeyRow, HistoryEntry, InvitationRecord, InviteRecord, LinkRecord, MemberRecord,
+    MembershipRecord, ResourceRecord, WebhookDeliveryRow, WebhookRow,
 };
 use crate::ProjectionError;
 
@@ -396,7 +396,8 @@ impl ReadModels {
 
     /// Every email invitation, in number order (for the mail worker's start).
     pub fn all_invitations(&self) -> Result<Vec<InvitationRecord>, ProjectionError> {
-        let rows: Vec<(Vec<u8>, InviteRecord)> = self.rows(INVITATIONS, &prefix(&[b"n"]), b"", usize::MAX)?;
+        let rows: Vec<(Vec<u8>, InviteRecord)> =
+            self.rows(INVITATIONS, &prefix(&[b"n"]), b"", usize::MAX)?;
         Ok(rows
             .into_iter()
             .filter_map(|(_, record)| match record {
@@ -519,7 +520,11 @@ impl ReadModels {
     }
 
     pub fn webhooks(&self) -> Result<Vec<WebhookRow>, ProjectionError> {
-        Ok(self.rows(WEBHOOKS, &prefix(&[b"w"]), b"", usize::MAX)?.into_iter().map(|r| r.1).collect())
+        Ok(self
+            .rows(WEBHOOKS, &prefix(&[b"w"]), b"", usize::MAX)?
+            .into_iter()
+            .map(|r| r.1)
+            .collect())
     }
 
     /// A webhook's delivery attempts, oldest first, after `after` (a position), at most `limit`.
@@ -532,7 +537,11 @@ impl ReadModels {
         let under = prefix(&[b"d", &webhook.to_be_bytes()]);
         let mut from = under.clone();
         from.extend_from_slice(&after.saturating_add(1).to_be_bytes());
-        Ok(self.rows(WEBHOOKS, &under, &from, limit)?.into_iter().map(|r| r.1).collect())
+        Ok(self
+            .rows(WEBHOOKS, &under, &from, limit)?
+            .into_iter()
+            .map(|r| r.1)
+            .collect())
     }
 }
 

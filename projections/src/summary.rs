@@ -136,12 +136,26 @@ pub fn summarize(event: &Event, resource: &ResourceId) -> String {
             key_id, principal, ..
         } => format!("API key {key_id} issued to {principal}"),
         Event::ApiKeyRevoked { key_id } => format!("API key {key_id} revoked"),
-        Event::WebhookSubscribed { webhook, url, .. } => format!("webhook {webhook} subscribed for {url}"),
+        Event::WebhookSubscribed { webhook, url, .. } => {
+            format!("webhook {webhook} subscribed for {url}")
+        }
         Event::WebhookRemoved { webhook } => format!("webhook {webhook} removed"),
-        Event::WebhookDelivered { webhook, position, attempt, status } => {
+        Event::WebhookDelivered {
+            webhook,
+            position,
+            attempt,
+            status,
+        } => {
             format!("event {position} delivered to webhook {webhook} (attempt {attempt}, status {status})")
         }
-        Event::WebhookDeliveryFailed { webhook, position, attempt, error, gave_up, .. } => {
+        Event::WebhookDeliveryFailed {
+            webhook,
+            position,
+            attempt,
+            error,
+            gave_up,
+            ..
+        } => {
             let last = if *gave_up { ", gave up" } else { "" };
             format!("event {position} not delivered to webhook {webhook} (attempt {attempt}{last}): {error}")
         }

@@ -18,11 +18,17 @@ const CYCLES: usize = 20;
 
 #[test]
 fn read_models_equal_a_rebuild_after_every_sigkill() {
-    let seed: u64 = std::env::var("CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+    let seed: u64 = std::env::var("CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
     println!("CRASH_SEED={seed}");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().expect("temporary directory");
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let mut highest_ack = 0u64;
     let mut acks = 0usize;
     for cycle in 0..CYCLES {
@@ -36,7 +42,10 @@ fn read_models_equal_a_rebuild_after_every_sigkill() {
         let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
         let kill_after = rng.gen_range(1..=300);
         let mut read = |line: String| {
-            let position: u64 = line.strip_prefix("ack ").and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("bad line {line:?}"));
+            let position: u64 = line
+                .strip_prefix("ack ")
+                .and_then(|p| p.parse().ok())
+                .unwrap_or_else(|| panic!("bad line {line:?}"));
             highest_ack = highest_ack.max(position);
             acks += 1;
         };
@@ -52,7 +61,8 @@ fn read_models_equal_a_rebuild_after_every_sigkill() {
         }
         child.wait().expect("reaped");
 
-        let store = SledStore::open(dir.path(), SledOptions::default()).expect("reopens after SIGKILL");
+        let store =
+            SledStore::open(dir.path(), SledOptions::default()).expect("reopens after SIGKILL");
         runtime.block_on(async {
             verify(&store).await.unwrap_or_else(|e| panic!("cycle {cycle}: {e} (seed {seed})"));
             assert!(store.head() >= highest_ack, "cycle {cycle}: acknowledged position {highest_ack} lost (seed {seed})");
@@ -68,5 +78,7 @@ fn read_models_equal_a_rebuild_after_every_sigkill() {
             );
         });
     }
-    println!("{acks} acknowledged commands over {CYCLES} kills; read models equal a rebuild after each");
+    println!(
+        "{acks} acknowledged commands over {CYCLES} kills; read models equal a rebuild after each"
+    );
 }

@@ -1,7 +1,10 @@
 //! The engine end to end, in memory and on sled: commands, read-your-writes, codes, past rolemaps.
 
 use roster_api::engine::{Engine, EngineConfig, EngineError, Request};
-use roster_domain::{Actor, Command, DomainError, Principal, ResourceCommand, ResourceId, RoleName, ServerSecret, Timestamp};
+use roster_domain::{
+    Actor, Command, DomainError, Principal, ResourceCommand, ResourceId, RoleName, ServerSecret,
+    Timestamp,
+};
 use roster_projections::AsOf;
 
 fn principal(name: &str) -> Principal {
@@ -9,7 +12,10 @@ fn principal(name: &str) -> Principal {
 }
 
 fn as_principal(name: &str) -> Actor {
-    Actor::Principal { principal: principal(name), email: None }
+    Actor::Principal {
+        principal: principal(name),
+        email: None,
+    }
 }
 
 fn role(name: &str) -> RoleName {
@@ -18,36 +24,92 @@ fn role(name: &str) -> RoleName {
 
 async fn walk_through(engine: &Engine) {
     let space = ResourceId::parse("space/spc_42").expect("a valid resource");
-    let register = ResourceCommand::RegisterResource { resource: space.clone(), owner: principal("alice"), parent: None };
-    engine.execute(Request::new(Actor::Admin, Command::Resource(register))).await.expect("registers");
-    let create = ResourceCommand::CreateInviteLink { resource: space.clone(), role: Some(role("editor")), expires_at: None, max_uses: Some(1) };
-    let created = engine.execute(Request::new(as_principal("alice"), Command::Resource(create))).await.expect("creates a link");
+    let register = ResourceCommand::RegisterResource {
+        resource: space.clone(),
+        owner: principal("alice"),
+        parent: None,
+    };
+    engine
+        .execute(Request::new(Actor::Admin, Command::Resource(register)))
+        .await
+        .expect("registers");
+    let create = ResourceCommand::CreateInviteLink {
+        resource: space.clone(),
+        role: Some(role("editor")),
+        expires_at: None,
+        max_uses: Some(1),
+    };
+    let created = engine
+        .execute(Request::new(
+            as_principal("alice"),
+            Command::Resource(create),
+        ))
+        .await
+        .expect("creates a link");
     let links = engine.links(&space).expect("lists links");
-    assert_eq!(links.len(), 1, "read-your-writes: the link is listed when the command returns");
-    let code = engine.code(links[0].number, links[0].generation).encode_base64();
+    assert_eq!(
+        links.len(),
+        1,
+        "read-your-writes: the link is listed when the command returns"
+    );
+    let code = engine
+        .code(links[0].number, links[0].generation)
+        .encode_base64();
     let before = created.position;
 
-    let accepted = engine.accept(as_principal("bob"), &code, None).await.expect("bob joins");
+    let accepted = engine
+        .accept(as_principal("bob"), &code, None)
+        .await
+        .expect("bob joins");
     assert_eq!((accepted.role.as_str(), accepted.changed), ("editor", true));
     let again = engine.accept(as_principal("carol"), &code, None).await;
-    assert!(matches!(again, Err(EngineError::Domain(DomainError::InvitationExhausted))), "{again:?}");
+    assert!(
+        matches!(
+            again,
+            Err(EngineError::Domain(DomainError::InvitationExhausted))
+        ),
+        "{again:?}"
+    );
 
     let members = engine.members(&space, None, 10).expect("lists members");
     let names: Vec<&str> = members.items.iter().map(|m| m.principal.as_str()).collect();
     assert_eq!(names, vec!["alice", "bob"]);
-    let (past, _) = engine.members_as_of(&space, AsOf::Position(before)).await.expect("reads").expect("existed");
-    assert_eq!(past.iter().map(|m| m.principal.as_str()).collect::<Vec<_>>(), vec!["alice"]);
+    let (past, _) = engine
+        .members_as_of(&space, AsOf::Position(before))
+        .await
+        .expect("reads")
+        .expect("existed");
+    assert_eq!(
+        past.iter()
+            .map(|m| m.principal.as_str())
+            .collect::<Vec<_>>(),
+        vec!["alice"]
+    );
     let history = engine.history(&space, 0, 100).expect("reads history");
-    assert!(history.iter().any(|h| h.summary.contains("bob joined as editor")), "{history:?}");
-    let hex = engine.code(links[0].number, links[0].generation).encode_hex();
+    assert!(
+        history
+            .iter()
+            .any(|h| h.summary.contains("bob joined as editor")),
+        "{history:?}"
+    );
+    let hex = engine
+        .code(links[0].number, links[0].generation)
+        .encode_hex();
     let preview = engine.preview(&hex).await.expect("previews the hex form");
     assert_eq!(preview.resource, space);
-    assert!(matches!(engine.preview("not-a-code").await, Err(EngineError::Domain(DomainError::InvitationNotFound))));
+    assert!(matches!(
+        engine.preview("not-a-code").await,
+        Err(EngineError::Domain(DomainError::InvitationNotFound))
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_walk_through_in_memory() {
-    let (config, _clock) = EngineConfig::deterministic(ServerSecret::new(b"test-secret".to_vec()), 7, Timestamp::from_unix_ms(1_790_000_000_000).expect("in range"));
+    let (config, _clock) = EngineConfig::deterministic(
+        ServerSecret::new(b"test-secret".to_vec()),
+        7,
+        Timestamp::from_unix_ms(1_790_000_000_000).expect("in range"),
+    );
     let engine = Engine::in_memory(config).await.expect("starts");
     walk_through(&engine).await;
     engine.close().await;
@@ -57,14 +119,21 @@ async fn the_walk_through_in_memory() {
 async fn the_walk_through_on_sled_survives_a_restart() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let config = EngineConfig::new(ServerSecret::new(b"test-secret".to_vec()));
-    let engine = Engine::open(dir.path(), Default::default(), config.clone()).await.expect("opens");
+    let engine = Engine::open(dir.path(), Default::default(), config.clone())
+        .await
+        .expect("opens");
     walk_through(&engine).await;
     let dump = engine.read_models().dump().expect("dumps");
     engine.close().await;
     drop(engine);
-    let engine = Engine::open(dir.path(), Default::default(), config).await.expect("reopens");
+    let engine = Engine::open(dir.path(), Default::default(), config)
+        .await
+        .expect("reopens");
     assert_eq!(engine.read_models().dump().expect("dumps"), dump);
     let space = ResourceId::parse("space/spc_42").expect("a valid resource");
-    assert_eq!(engine.members(&space, None, 10).expect("lists").items.len(), 2);
+    assert_eq!(
+        engine.members(&space, None, 10).expect("lists").items.len(),
+        2
+    );
     engine.close().await;
 }

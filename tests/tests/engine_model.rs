@@ -16,33 +16,59 @@ const RESOURCES: usize = 2;
 const PRINCIPALS: usize = 4;
 
 fn run_session(seed: u64, session: &[Step]) -> Result<(), TestCaseError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
     runtime.block_on(async {
         let start = Timestamp::from_unix_ms(1_790_000_000_000).expect("in range");
-        let (config, clock) = EngineConfig::deterministic(ServerSecret::new(b"model-secret".to_vec()), seed, start);
+        let (config, clock) =
+            EngineConfig::deterministic(ServerSecret::new(b"model-secret".to_vec()), seed, start);
         let engine = Engine::in_memory(config).await.expect("starts");
-        let driver = Driver::new(engine.clone(), clock, RESOURCES, PRINCIPALS).await.expect("sets up");
+        let driver = Driver::new(engine.clone(), clock, RESOURCES, PRINCIPALS)
+            .await
+            .expect("sets up");
         // The live rolemap of every resource after every step, with the position it reflects.
         let mut seen: Vec<(u64, usize, Vec<MemberRecord>)> = Vec::new();
         for step in session {
-            let outcome = driver.run(step).await.expect("the engine itself never fails");
+            let outcome = driver
+                .run(step)
+                .await
+                .expect("the engine itself never fails");
             if std::env::var("ENGINE_MODEL_TRACE").is_ok() {
                 eprintln!("{step:?} -> {outcome:?}");
             }
             let position = engine.read_models().checkpoint();
             for (index, resource) in driver.resources.iter().enumerate() {
-                seen.push((position, index, engine.members(resource, None, 1000).expect("lists").items));
+                seen.push((
+                    position,
+                    index,
+                    engine.members(resource, None, 1000).expect("lists").items,
+                ));
             }
         }
         let rebuilt = ReadModels::in_memory();
-        rebuilt.catch_up(engine.store().as_ref(), &mut |_| {}).await.expect("rebuilds");
-        prop_assert_eq!(rebuilt.dump().expect("dumps"), engine.read_models().dump().expect("dumps"));
+        rebuilt
+            .catch_up(engine.store().as_ref(), &mut |_| {})
+            .await
+            .expect("rebuilds");
+        prop_assert_eq!(
+            rebuilt.dump().expect("dumps"),
+            engine.read_models().dump().expect("dumps")
+        );
         for (position, index, live) in seen {
             let resource = &driver.resources[index];
-            let (past, _) = engine.members_as_of(resource, AsOf::Position(position)).await.expect("reads").expect("registered");
+            let (past, _) = engine
+                .members_as_of(resource, AsOf::Position(position))
+                .await
+                .expect("reads")
+                .expect("registered");
             prop_assert_eq!(past, live, "as_of position {} of {}", position, resource);
         }
-        roster_eventstore::verify(engine.store().as_ref()).await.expect("the chain verifies");
+        roster_eventstore::verify(engine.store().as_ref())
+            .await
+            .expect("the chain verifies");
         engine.close().await;
         Ok(())
     })

@@ -16,7 +16,12 @@ pub struct Families {
 
 impl Default for Families {
     fn default() -> Families {
-        Families { teable: true, calcom: true, onehub: true, onedata: true }
+        Families {
+            teable: true,
+            calcom: true,
+            onehub: true,
+            onedata: true,
+        }
     }
 }
 

@@ -18,7 +18,10 @@ pub struct Capped {
 
 impl Capped {
     pub fn new(inner: TcpListener, connections_max: usize) -> Capped {
-        Capped { inner, permits: Arc::new(Semaphore::new(connections_max.max(1))) }
+        Capped {
+            inner,
+            permits: Arc::new(Semaphore::new(connections_max.max(1))),
+        }
     }
 }
 
@@ -36,7 +39,13 @@ impl axum::serve::Listener for Capped {
         let (stream, address) = axum::serve::Listener::accept(&mut self.inner).await;
         // Small responses should leave at once rather than wait for Nagle's algorithm.
         let _ = stream.set_nodelay(true);
-        (CappedStream { stream, _permit: permit }, address)
+        (
+            CappedStream {
+                stream,
+                _permit: permit,
+            },
+            address,
+        )
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -50,13 +59,21 @@ pub struct CappedStream {
 }
 
 impl AsyncRead for CappedStream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for CappedStream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
     }
 
@@ -68,7 +85,11 @@ impl AsyncWrite for CappedStream {
         Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
     }
 
-    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
     }
 

@@ -17,34 +17,73 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn request(&self, route: &str, status: u16) {
-        let mut requests = self.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut requests = self
+            .requests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         *requests.entry((route.to_string(), status)).or_insert(0) += 1;
     }
 
     pub fn failed_code_check(&self, family: &'static str) {
-        let mut failed = self.failed_code_checks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut failed = self
+            .failed_code_checks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         *failed.entry(family).or_insert(0) += 1;
     }
 
     pub fn render(&self, log_head: u64, read_models_position: u64) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "# HELP roster_http_requests_total HTTP requests answered, by route and status.");
+        let _ = writeln!(
+            out,
+            "# HELP roster_http_requests_total HTTP requests answered, by route and status."
+        );
         let _ = writeln!(out, "# TYPE roster_http_requests_total counter");
-        for ((route, status), count) in self.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter() {
-            let _ = writeln!(out, "roster_http_requests_total{{route=\"{}\",status=\"{status}\"}} {count}", escape(route));
+        for ((route, status), count) in self
+            .requests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "roster_http_requests_total{{route=\"{}\",status=\"{status}\"}} {count}",
+                escape(route)
+            );
         }
         let _ = writeln!(out, "# HELP roster_failed_code_checks_total Invitation codes that were unknown, malformed or forged.");
         let _ = writeln!(out, "# TYPE roster_failed_code_checks_total counter");
-        for (family, count) in self.failed_code_checks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter() {
-            let _ = writeln!(out, "roster_failed_code_checks_total{{family=\"{family}\"}} {count}");
+        for (family, count) in self
+            .failed_code_checks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "roster_failed_code_checks_total{{family=\"{family}\"}} {count}"
+            );
         }
-        let _ = writeln!(out, "# HELP roster_commands_refused_total Commands the domain refused.");
+        let _ = writeln!(
+            out,
+            "# HELP roster_commands_refused_total Commands the domain refused."
+        );
         let _ = writeln!(out, "# TYPE roster_commands_refused_total counter");
-        let _ = writeln!(out, "roster_commands_refused_total {}", self.commands_refused.load(Ordering::Relaxed));
-        let _ = writeln!(out, "# HELP roster_log_head_position The log's last acknowledged position.");
+        let _ = writeln!(
+            out,
+            "roster_commands_refused_total {}",
+            self.commands_refused.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP roster_log_head_position The log's last acknowledged position."
+        );
         let _ = writeln!(out, "# TYPE roster_log_head_position gauge");
         let _ = writeln!(out, "roster_log_head_position {log_head}");
-        let _ = writeln!(out, "# HELP roster_read_models_position The position every read model has applied.");
+        let _ = writeln!(
+            out,
+            "# HELP roster_read_models_position The position every read model has applied."
+        );
         let _ = writeln!(out, "# TYPE roster_read_models_position gauge");
         let _ = writeln!(out, "roster_read_models_position {read_models_position}");
         out

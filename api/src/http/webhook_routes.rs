@@ -39,7 +39,14 @@ pub struct WebhookView {
 
 impl From<WebhookRow> for WebhookView {
     fn from(row: WebhookRow) -> WebhookView {
-        WebhookView { id: row.id, url: row.url, events: row.events, created_at: row.created_at.to_string(), removed: row.removed, secret: None }
+        WebhookView {
+            id: row.id,
+            url: row.url,
+            events: row.events,
+            created_at: row.created_at.to_string(),
+            removed: row.removed,
+            secret: None,
+        }
     }
 }
 
@@ -84,9 +91,17 @@ pub struct DeliveryAttemptList {
 /// Subscribes a URL to events; the signing secret is in this response only.
 #[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks", request_body = WebhookBody,
     responses((status = 201, body = WebhookView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem)), security(("bearer" = [])))]
-pub async fn create_webhook(State(state): State<AppState>, caller: Caller, idempotency: IdempotencyKey, Json(body): Json<WebhookBody>) -> ApiResult<Response> {
+pub async fn create_webhook(
+    State(state): State<AppState>,
+    caller: Caller,
+    idempotency: IdempotencyKey,
+    Json(body): Json<WebhookBody>,
+) -> ApiResult<Response> {
     caller.require(Scope::Admin)?;
-    let command = WebhookCommand::Subscribe { url: body.url, events: body.events };
+    let command = WebhookCommand::Subscribe {
+        url: body.url,
+        events: body.events,
+    };
     let executed = execute(&state, &caller, Command::Webhooks(command), idempotency.0).await?;
     let id = executed
         .events
@@ -96,7 +111,11 @@ pub async fn create_webhook(State(state): State<AppState>, caller: Caller, idemp
             _ => None,
         })
         .ok_or_else(ApiError::internal)?;
-    let row = state.engine.read_models().webhook(id)?.ok_or_else(ApiError::internal)?;
+    let row = state
+        .engine
+        .read_models()
+        .webhook(id)?
+        .ok_or_else(ApiError::internal)?;
     let mut view = WebhookView::from(row);
     view.secret = Some(crate::workers::webhooks::secret(&state.engine, id));
     Ok((StatusCode::CREATED, axum::Json(view)).into_response())
@@ -107,22 +126,43 @@ pub async fn create_webhook(State(state): State<AppState>, caller: Caller, idemp
     responses((status = 200, body = WebhookList), (status = 401, body = Problem), (status = 403, body = Problem)), security(("bearer" = [])))]
 pub async fn list_webhooks(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
     caller.require(Scope::Admin)?;
-    let items = state.engine.read_models().webhooks()?.into_iter().map(WebhookView::from).collect();
+    let items = state
+        .engine
+        .read_models()
+        .webhooks()?
+        .into_iter()
+        .map(WebhookView::from)
+        .collect();
     Ok(axum::Json(WebhookList { items }).into_response())
 }
 
 fn webhook_of(state: &AppState, id: &str) -> ApiResult<u64> {
     let id = number("id", id)?;
-    state.engine.read_models().webhook(id)?.map(|_| id).ok_or_else(|| ApiError::not_found(format!("webhook {id}")))
+    state
+        .engine
+        .read_models()
+        .webhook(id)?
+        .map(|_| id)
+        .ok_or_else(|| ApiError::not_found(format!("webhook {id}")))
 }
 
 /// Removes a subscription; nothing more is delivered to it.
 #[utoipa::path(delete, path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = u64, Path)),
     responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn delete_webhook(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
+pub async fn delete_webhook(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     caller.require(Scope::Admin)?;
     let webhook = webhook_of(&state, &id)?;
-    execute(&state, &caller, Command::Webhooks(WebhookCommand::Remove { webhook }), None).await?;
+    execute(
+        &state,
+        &caller,
+        Command::Webhooks(WebhookCommand::Remove { webhook }),
+        None,
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -135,16 +175,29 @@ pub struct PageQuery {
 /// Every delivery attempt to a subscription, by event position then attempt.
 #[utoipa::path(get, path = "/v1/webhooks/{id}/deliveries", tag = "webhooks", params(("id" = u64, Path), ("after" = Option<u64>, Query, description = "an event position"), ("limit" = Option<usize>, Query)),
     responses((status = 200, body = DeliveryAttemptList), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn webhook_deliveries(State(state): State<AppState>, caller: Caller, Path(id): Path<String>, Query(query): Query<PageQuery>) -> ApiResult<Response> {
+pub async fn webhook_deliveries(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(query): Query<PageQuery>,
+) -> ApiResult<Response> {
     caller.require(Scope::Admin)?;
     let webhook = webhook_of(&state, &id)?;
     let limit = page_limit(query.limit, 1000)?;
-    let mut rows = state.engine.read_models().webhook_deliveries(webhook, query.after.unwrap_or(0), limit + 1)?;
+    let mut rows = state.engine.read_models().webhook_deliveries(
+        webhook,
+        query.after.unwrap_or(0),
+        limit + 1,
+    )?;
     let next = if rows.len() > limit {
         rows.truncate(limit);
         rows.last().map(|r| r.position)
     } else {
         None
     };
-    Ok(axum::Json(DeliveryAttemptList { items: rows.into_iter().map(DeliveryAttemptView::from).collect(), next }).into_response())
+    Ok(axum::Json(DeliveryAttemptList {
+        items: rows.into_iter().map(DeliveryAttemptView::from).collect(),
+        next,
+    })
+    .into_response())
 }

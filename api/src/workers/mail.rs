@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 
 use lettre::message::{header::ContentType, Mailbox, MultiPart, SinglePart};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use roster_domain::{Actor, Command, DeliveryOutcome, Event, InvitationStatus, ResourceCommand, StreamId};
+use roster_domain::{
+    Actor, Command, DeliveryOutcome, Event, InvitationStatus, ResourceCommand, StreamId,
+};
 use roster_projections::{InvitationRecord, InviteRecord};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -39,8 +41,15 @@ struct Owed {
 }
 
 /// Runs until `stop` turns true.
-pub async fn run(engine: Engine, config: MailConfig, mut stop: watch::Receiver<bool>) -> Result<(), String> {
-    let from: Mailbox = config.from.parse().map_err(|e| format!("ROSTER_MAIL_FROM: {e}"))?;
+pub async fn run(
+    engine: Engine,
+    config: MailConfig,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), String> {
+    let from: Mailbox = config
+        .from
+        .parse()
+        .map_err(|e| format!("ROSTER_MAIL_FROM: {e}"))?;
     let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(&config.smtp_url)
         .map_err(|e| format!("ROSTER_SMTP_URL: {e}"))?
         .timeout(Some(std::time::Duration::from_secs(10)))
@@ -96,7 +105,14 @@ fn owed_at_start(engine: &Engine, retry: &Retry) -> Result<BTreeMap<u64, Owed>, 
         let open = invitation.status(now) == InvitationStatus::Pending;
         if open && !delivered && invitation.delivery.attempts < retry.attempts_max {
             let attempt = invitation.delivery.attempts + 1;
-            owed.insert(invitation.number, Owed { generation: invitation.generation, attempt, due: Instant::now() });
+            owed.insert(
+                invitation.number,
+                Owed {
+                    generation: invitation.generation,
+                    attempt,
+                    due: Instant::now(),
+                },
+            );
         }
     }
     Ok(owed)
@@ -107,18 +123,38 @@ fn note(owed: &mut BTreeMap<u64, Owed>, envelope: &roster_eventstore::Envelope) 
     if !matches!(StreamId::parse(&envelope.stream), Ok(StreamId::Resource(_))) {
         return;
     }
-    let Ok(event) = Event::from_parts(&envelope.event_type, envelope.schema, envelope.data.clone()) else { return };
+    let Ok(event) = Event::from_parts(&envelope.event_type, envelope.schema, envelope.data.clone())
+    else {
+        return;
+    };
     match event {
-        Event::InvitationCreated { number, generation, .. } | Event::InvitationResent { number, generation, .. } => {
-            owed.insert(number, Owed { generation, attempt: 1, due: Instant::now() });
+        Event::InvitationCreated {
+            number, generation, ..
+        }
+        | Event::InvitationResent {
+            number, generation, ..
+        } => {
+            owed.insert(
+                number,
+                Owed {
+                    generation,
+                    attempt: 1,
+                    due: Instant::now(),
+                },
+            );
         }
         Event::InvitationAccepted { number, .. }
         | Event::InvitationDeclined { number, .. }
         | Event::InvitationRevoked { number, .. } => {
             owed.remove(&number);
         }
-        Event::InvitationDelivered { number, generation, .. } => {
-            if owed.get(&number).is_some_and(|o| o.generation == generation) {
+        Event::InvitationDelivered {
+            number, generation, ..
+        } => {
+            if owed
+                .get(&number)
+                .is_some_and(|o| o.generation == generation)
+            {
                 owed.remove(&number);
             }
         }
@@ -149,13 +185,19 @@ async fn attempt(
     let outcome = match message(engine, config, from, &invitation) {
         Ok(message) => match transport.send(message).await {
             Ok(_) => DeliveryOutcome::Delivered,
-            Err(error) => DeliveryOutcome::Failed { error: error.to_string() },
+            Err(error) => DeliveryOutcome::Failed {
+                error: error.to_string(),
+            },
         },
         Err(error) => DeliveryOutcome::Failed { error },
     };
     let delivered = outcome == DeliveryOutcome::Delivered;
     if !delivered {
-        tracing::warn!(invitation = number, attempt = item.attempt, "an invitation mail was not accepted");
+        tracing::warn!(
+            invitation = number,
+            attempt = item.attempt,
+            "an invitation mail was not accepted"
+        );
     }
     let command = ResourceCommand::RecordDelivery {
         resource: invitation.resource.clone(),
@@ -164,25 +206,50 @@ async fn attempt(
         attempt: item.attempt,
         outcome,
     };
-    if let Err(error) = engine.execute(Request::new(Actor::Admin, Command::Resource(command))).await {
+    if let Err(error) = engine
+        .execute(Request::new(Actor::Admin, Command::Resource(command)))
+        .await
+    {
         tracing::error!(%error, invitation = number, "a delivery could not be recorded");
     }
     if delivered || item.attempt >= config.retry.attempts_max {
         return None;
     }
-    Some(Owed { generation: item.generation, attempt: item.attempt + 1, due: Instant::now() + config.retry.after(item.attempt) })
+    Some(Owed {
+        generation: item.generation,
+        attempt: item.attempt + 1,
+        due: Instant::now() + config.retry.after(item.attempt),
+    })
 }
 
 /// The invitation mail: who invites whom to what, with which role, the link, the expiry.
-fn message(engine: &Engine, config: &MailConfig, from: &Mailbox, invitation: &InvitationRecord) -> Result<Message, String> {
-    let to: Mailbox = invitation.email.as_str().parse().map_err(|e| format!("the address: {e}"))?;
-    let code = engine.code(invitation.number, invitation.generation).encode_base64();
+fn message(
+    engine: &Engine,
+    config: &MailConfig,
+    from: &Mailbox,
+    invitation: &InvitationRecord,
+) -> Result<Message, String> {
+    let to: Mailbox = invitation
+        .email
+        .as_str()
+        .parse()
+        .map_err(|e| format!("the address: {e}"))?;
+    let code = engine
+        .code(invitation.number, invitation.generation)
+        .encode_base64();
     let url = crate::invite_url(&config.public_url, &code);
-    let inviter = invitation.invited_by.as_ref().map_or_else(|| "An administrator".to_string(), |p| p.to_string());
+    let inviter = invitation
+        .invited_by
+        .as_ref()
+        .map_or_else(|| "An administrator".to_string(), |p| p.to_string());
     let resource = invitation.resource.to_string();
     let role = invitation.role.to_string();
     let expires = invitation.expires_at.to_string();
-    let note = invitation.message.as_deref().map(|m| format!("\n\n{inviter} wrote: {m}")).unwrap_or_default();
+    let note = invitation
+        .message
+        .as_deref()
+        .map(|m| format!("\n\n{inviter} wrote: {m}"))
+        .unwrap_or_default();
     let text = format!(
         "{inviter} invited you to {resource} as {role}.{note}\n\nAccept the invitation: {url}\n\nThe invitation expires at {expires}.\n"
     );
@@ -201,12 +268,23 @@ fn message(engine: &Engine, config: &MailConfig, from: &Mailbox, invitation: &In
         .subject(format!("{inviter} invited you to {resource}"))
         .multipart(
             MultiPart::alternative()
-                .singlepart(SinglePart::builder().header(ContentType::TEXT_PLAIN).body(text))
-                .singlepart(SinglePart::builder().header(ContentType::TEXT_HTML).body(html)),
+                .singlepart(
+                    SinglePart::builder()
+                        .header(ContentType::TEXT_PLAIN)
+                        .body(text),
+                )
+                .singlepart(
+                    SinglePart::builder()
+                        .header(ContentType::TEXT_HTML)
+                        .body(html),
+                ),
         )
         .map_err(|e| e.to_string())
 }
 
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }

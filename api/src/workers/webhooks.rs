@@ -43,7 +43,11 @@ pub fn signature(secret: &str, unix_s: i64, body: &[u8]) -> String {
 
 /// Runs the deliverers until `stop` turns true, starting and stopping one per subscription
 /// as they come and go.
-pub async fn run(engine: Engine, config: WebhookConfig, mut stop: watch::Receiver<bool>) -> Result<(), String> {
+pub async fn run(
+    engine: Engine,
+    config: WebhookConfig,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), String> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_millis(config.timeout_ms))
         .build()
@@ -52,7 +56,14 @@ pub async fn run(engine: Engine, config: WebhookConfig, mut stop: watch::Receive
     let mut deliverers: HashMap<u64, tokio::task::JoinHandle<()>> = HashMap::new();
     for hook in engine.read_models().webhooks().map_err(|e| e.to_string())? {
         if !hook.removed {
-            let task = tokio::spawn(deliver(engine.clone(), client.clone(), config.clone(), hook.id, hook.settled_position, stop.clone()));
+            let task = tokio::spawn(deliver(
+                engine.clone(),
+                client.clone(),
+                config.clone(),
+                hook.id,
+                hook.settled_position,
+                stop.clone(),
+            ));
             deliverers.insert(hook.id, task);
         }
     }
@@ -91,7 +102,14 @@ pub async fn run(engine: Engine, config: WebhookConfig, mut stop: watch::Receive
 }
 
 /// Delivers, in log order, every event after `after` that the subscription wants.
-async fn deliver(engine: Engine, client: reqwest::Client, config: WebhookConfig, webhook: u64, after: u64, mut stop: watch::Receiver<bool>) {
+async fn deliver(
+    engine: Engine,
+    client: reqwest::Client,
+    config: WebhookConfig,
+    webhook: u64,
+    after: u64,
+    mut stop: watch::Receiver<bool>,
+) {
     let secret = secret(&engine, webhook);
     let mut tail = engine.store().subscribe(after);
     loop {
@@ -106,7 +124,9 @@ async fn deliver(engine: Engine, client: reqwest::Client, config: WebhookConfig,
         if envelope.stream == "webhooks" {
             continue;
         }
-        let Ok(Some(hook)) = engine.read_models().webhook(webhook) else { return };
+        let Ok(Some(hook)) = engine.read_models().webhook(webhook) else {
+            return;
+        };
         if hook.removed {
             return;
         }
@@ -118,10 +138,22 @@ async fn deliver(engine: Engine, client: reqwest::Client, config: WebhookConfig,
             let gave_up = !delivered && attempt >= config.retry.attempts_max.max(1);
             let outcome = match outcome {
                 Ok(status) => WebhookOutcome::Delivered { status },
-                Err((status, error)) => WebhookOutcome::Failed { status, error, gave_up },
+                Err((status, error)) => WebhookOutcome::Failed {
+                    status,
+                    error,
+                    gave_up,
+                },
             };
-            let command = WebhookCommand::RecordDelivery { webhook, position: envelope.position, attempt, outcome };
-            if let Err(error) = engine.execute(Request::new(Actor::Admin, Command::Webhooks(command))).await {
+            let command = WebhookCommand::RecordDelivery {
+                webhook,
+                position: envelope.position,
+                attempt,
+                outcome,
+            };
+            if let Err(error) = engine
+                .execute(Request::new(Actor::Admin, Command::Webhooks(command)))
+                .await
+            {
                 tracing::error!(%error, webhook, "a webhook delivery could not be recorded");
             }
             if delivered || gave_up {
@@ -158,7 +190,10 @@ async fn post(
         Ok(response) if response.status().is_success() => (Ok(response.status().as_u16()), true),
         Ok(response) => {
             let status = response.status().as_u16();
-            (Err((Some(status), format!("the receiver answered {status}"))), false)
+            (
+                Err((Some(status), format!("the receiver answered {status}"))),
+                false,
+            )
         }
         Err(error) => (Err((None, error.without_url().to_string())), false),
     }

@@ -7,11 +7,15 @@
 use std::io::Write;
 
 use roster_api::engine::{Engine, EngineConfig, Request};
-use roster_domain::{Actor, Command, Principal, ResourceCommand, ResourceId, RoleName, ServerSecret};
+use roster_domain::{
+    Actor, Command, Principal, ResourceCommand, ResourceId, RoleName, ServerSecret,
+};
 
 fn ack(position: u64) -> bool {
     let mut out = std::io::stdout().lock();
-    writeln!(out, "ack {position}").and_then(|()| out.flush()).is_ok()
+    writeln!(out, "ack {position}")
+        .and_then(|()| out.flush())
+        .is_ok()
 }
 
 fn principal(name: &str) -> Principal {
@@ -21,18 +25,37 @@ fn principal(name: &str) -> Principal {
 async fn drive(engine: Engine, task: u32, run: String) -> Result<(), String> {
     let shared = ResourceId::parse("space/shared").map_err(|e| e.to_string())?;
     let shared_link = engine.links(&shared).map_err(|e| e.to_string())?[0].clone();
-    let shared_code = engine.code(shared_link.number, shared_link.generation).encode_base64();
+    let shared_code = engine
+        .code(shared_link.number, shared_link.generation)
+        .encode_base64();
     for n in 0u64.. {
-        let own = ResourceId::parse(&format!("space/{run}-{task}-{n}")).map_err(|e| e.to_string())?;
+        let own =
+            ResourceId::parse(&format!("space/{run}-{task}-{n}")).map_err(|e| e.to_string())?;
         let owner = principal(&format!("o{task}"));
-        let as_owner = Actor::Principal { principal: owner.clone(), email: None };
-        let register = ResourceCommand::RegisterResource { resource: own.clone(), owner, parent: None };
-        let done = engine.execute(Request::new(Actor::Admin, Command::Resource(register))).await.map_err(|e| e.to_string())?;
+        let as_owner = Actor::Principal {
+            principal: owner.clone(),
+            email: None,
+        };
+        let register = ResourceCommand::RegisterResource {
+            resource: own.clone(),
+            owner,
+            parent: None,
+        };
+        let done = engine
+            .execute(Request::new(Actor::Admin, Command::Resource(register)))
+            .await
+            .map_err(|e| e.to_string())?;
         if !ack(done.position) {
             return Ok(());
         }
-        let joiner = Actor::Principal { principal: principal(&format!("j{run}-{task}-{n}")), email: None };
-        let joined = engine.accept(joiner.clone(), &shared_code, None).await.map_err(|e| e.to_string())?;
+        let joiner = Actor::Principal {
+            principal: principal(&format!("j{run}-{task}-{n}")),
+            email: None,
+        };
+        let joined = engine
+            .accept(joiner.clone(), &shared_code, None)
+            .await
+            .map_err(|e| e.to_string())?;
         if !ack(joined.position) {
             return Ok(());
         }
@@ -41,7 +64,10 @@ async fn drive(engine: Engine, task: u32, run: String) -> Result<(), String> {
             principal: joiner.principal().cloned().ok_or("a principal")?,
             role: RoleName::parse("editor").map_err(|e| e.to_string())?,
         };
-        let granted = engine.execute(Request::new(as_owner, Command::Resource(grant))).await.map_err(|e| e.to_string())?;
+        let granted = engine
+            .execute(Request::new(as_owner, Command::Resource(grant)))
+            .await
+            .map_err(|e| e.to_string())?;
         if !ack(granted.position) {
             return Ok(());
         }
@@ -52,7 +78,8 @@ async fn drive(engine: Engine, task: u32, run: String) -> Result<(), String> {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let mut args = std::env::args().skip(1);
-    let (Some(dir), Some(tasks)) = (args.next(), args.next().and_then(|t| t.parse::<u32>().ok())) else {
+    let (Some(dir), Some(tasks)) = (args.next(), args.next().and_then(|t| t.parse::<u32>().ok()))
+    else {
         eprintln!("usage: crash-engine DATA_DIR TASKS");
         std::process::exit(2);
     };
@@ -66,17 +93,31 @@ async fn main() {
     };
     let shared = ResourceId::parse("space/shared").unwrap_or_else(|e| panic!("{e}"));
     if engine.resource(&shared).ok().flatten().is_none() {
-        let register = ResourceCommand::RegisterResource { resource: shared.clone(), owner: principal("owner"), parent: None };
-        let link = ResourceCommand::CreateInviteLink { resource: shared, role: None, expires_at: None, max_uses: None };
+        let register = ResourceCommand::RegisterResource {
+            resource: shared.clone(),
+            owner: principal("owner"),
+            parent: None,
+        };
+        let link = ResourceCommand::CreateInviteLink {
+            resource: shared,
+            role: None,
+            expires_at: None,
+            max_uses: None,
+        };
         for command in [register, link] {
-            if let Err(error) = engine.execute(Request::new(Actor::Admin, Command::Resource(command))).await {
+            if let Err(error) = engine
+                .execute(Request::new(Actor::Admin, Command::Resource(command)))
+                .await
+            {
                 eprintln!("crash-engine: {error}");
                 std::process::exit(1);
             }
         }
     }
     let run = ulid::Ulid::new().to_string().to_lowercase();
-    let workers: Vec<_> = (0..tasks).map(|task| tokio::spawn(drive(engine.clone(), task, run.clone()))).collect();
+    let workers: Vec<_> = (0..tasks)
+        .map(|task| tokio::spawn(drive(engine.clone(), task, run.clone())))
+        .collect();
     for worker in workers {
         if let Ok(Err(error)) = worker.await {
             eprintln!("crash-engine: {error}");

@@ -19,12 +19,19 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    let address = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let address = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     let mut config = ServerConfig::new(dir.into());
     config.admin_token = std::env::var("ROSTER_ADMIN_TOKEN").ok();
     config.smtp_url = Some(smtp_url);
     config.mail_from = Some("Roster <invites@roster.example>".into());
-    config.delivery_retry = roster_api::workers::Retry { initial_ms: 20, max_ms: 200, attempts_max: 50 };
+    config.delivery_retry = roster_api::workers::Retry {
+        initial_ms: 20,
+        max_ms: 200,
+        attempts_max: 50,
+    };
     println!("listening {address}");
     if let Err(error) = roster_api::serve(listener, config, std::future::pending()).await {
         eprintln!("crash-serve: {error}");

@@ -10,7 +10,9 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 
 fn main() {
-    let address = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:0".into());
+    let address = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:0".into());
     let listener = match TcpListener::bind(&address) {
         Ok(listener) => listener,
         Err(error) => {
@@ -20,8 +22,13 @@ fn main() {
     };
     let out = Arc::new(Mutex::new(std::io::stdout()));
     {
-        let mut out = out.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let local = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        let mut out = out
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let local = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
         let _ = writeln!(out, "listening {local}");
         let _ = out.flush();
     }
@@ -44,7 +51,11 @@ fn session(stream: TcpStream, out: &Mutex<std::io::Stdout>) -> std::io::Result<(
             return Ok(());
         }
         let command = line.trim_end().to_string();
-        let verb = command.split_whitespace().next().unwrap_or("").to_ascii_uppercase();
+        let verb = command
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_ascii_uppercase();
         match verb.as_str() {
             "EHLO" => writer.write_all(b"250-smtp-sink\r\n250 8BITMIME\r\n")?,
             "HELO" | "NOOP" => writer.write_all(b"250 OK\r\n")?,
@@ -76,7 +87,9 @@ fn session(stream: TcpStream, out: &Mutex<std::io::Stdout>) -> std::io::Result<(
                 }
                 let record = serde_json::json!({ "from": from, "to": to, "data": data });
                 {
-                    let mut out = out.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let mut out = out
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
                     writeln!(out, "{record}")?;
                     out.flush()?;
                 }

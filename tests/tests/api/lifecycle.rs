@@ -12,11 +12,31 @@ async fn a_restart_finds_everything_as_it_was() {
     let app = spawn_app_in(dir.path(), |_| {}).await;
     app.register("space/spc_42", "alice").await;
     let alice = As::AdminFor("alice".into());
-    let link = json_of(app.post("/v1/resources/space/spc_42/invite-links", &alice, json!({"role": "editor", "max_uses": 5})).await).await;
+    let link = json_of(
+        app.post(
+            "/v1/resources/space/spc_42/invite-links",
+            &alice,
+            json!({"role": "editor", "max_uses": 5}),
+        )
+        .await,
+    )
+    .await;
     let code = link["code"].as_str().expect("a code").to_string();
-    let accepted = app.post("/v1/invitations/accept", &As::AdminFor("bob".into()), json!({ "code": code })).await;
+    let accepted = app
+        .post(
+            "/v1/invitations/accept",
+            &As::AdminFor("bob".into()),
+            json!({ "code": code }),
+        )
+        .await;
     assert_eq!(accepted.status(), StatusCode::OK);
-    let invited = app.post("/v1/resources/space/spc_42/invitations", &alice, json!({"emails": "dana@example.com"})).await;
+    let invited = app
+        .post(
+            "/v1/resources/space/spc_42/invitations",
+            &alice,
+            json!({"emails": "dana@example.com"}),
+        )
+        .await;
     assert_eq!(invited.status(), StatusCode::CREATED);
     let key = app.key("carol", &["read"], false, None).await;
     let paths = [
@@ -37,12 +57,26 @@ async fn a_restart_finds_everything_as_it_was() {
 
     let app = spawn_app_in(dir.path(), |_| {}).await;
     for (path, expected) in paths.iter().zip(&before) {
-        assert_eq!(&json_of(app.get(path, &As::Admin).await).await, expected, "{path} after the restart");
+        assert_eq!(
+            &json_of(app.get(path, &As::Admin).await).await,
+            expected,
+            "{path} after the restart"
+        );
     }
     // The key still works, the code still works (up to its limit), and the log goes on.
     let resource = app.get("/v1/resources/space/spc_42", &As::Key(key)).await;
-    assert_eq!(resource.status().as_u16(), 403, "carol is not a member, but her key is known");
-    let again = app.post("/v1/invitations/accept", &As::AdminFor("erin".into()), json!({ "code": code })).await;
+    assert_eq!(
+        resource.status().as_u16(),
+        403,
+        "carol is not a member, but her key is known"
+    );
+    let again = app
+        .post(
+            "/v1/invitations/accept",
+            &As::AdminFor("erin".into()),
+            json!({ "code": code }),
+        )
+        .await;
     assert_eq!(json_of(again).await["role"], "editor");
     app.stop().await;
 }
@@ -68,30 +102,106 @@ async fn no_code_or_key_reaches_the_data_directory_or_the_logs() {
     app.register("space/secrets", "alice").await;
     let alice = As::AdminFor("alice".into());
     let mut secrets = Vec::new();
-    let link = json_of(app.post("/v1/resources/space/secrets/invite-links", &alice, json!({"role": "viewer"})).await).await;
+    let link = json_of(
+        app.post(
+            "/v1/resources/space/secrets/invite-links",
+            &alice,
+            json!({"role": "viewer"}),
+        )
+        .await,
+    )
+    .await;
     secrets.push(link["code"].as_str().expect("code").to_string());
-    let rotated = json_of(app.post(&format!("/v1/resources/space/secrets/invite-links/{}/rotate", link["id"]), &alice, json!({})).await).await;
+    let rotated = json_of(
+        app.post(
+            &format!(
+                "/v1/resources/space/secrets/invite-links/{}/rotate",
+                link["id"]
+            ),
+            &alice,
+            json!({}),
+        )
+        .await,
+    )
+    .await;
     secrets.push(rotated["code"].as_str().expect("code").to_string());
-    let invited = json_of(app.post("/v1/resources/space/secrets/invitations", &alice, json!({"emails": ["x@example.com", "y@example.com"]})).await).await;
+    let invited = json_of(
+        app.post(
+            "/v1/resources/space/secrets/invitations",
+            &alice,
+            json!({"emails": ["x@example.com", "y@example.com"]}),
+        )
+        .await,
+    )
+    .await;
     for item in invited["invited"].as_array().expect("invited") {
-        secrets.push(item["invitation"]["code"].as_str().expect("code").to_string());
+        secrets.push(
+            item["invitation"]["code"]
+                .as_str()
+                .expect("code")
+                .to_string(),
+        );
         let id = &item["invitation"]["id"];
-        let resent = json_of(app.post(&format!("/v1/resources/space/secrets/invitations/{id}/resend"), &alice, json!({})).await).await;
+        let resent = json_of(
+            app.post(
+                &format!("/v1/resources/space/secrets/invitations/{id}/resend"),
+                &alice,
+                json!({}),
+            )
+            .await,
+        )
+        .await;
         secrets.push(resent["code"].as_str().expect("code").to_string());
     }
     // Use some of them, successfully and not, so every path that handles a code runs.
-    let preview = app.post("/v1/invitations/preview", &As::Admin, json!({"code": secrets[1]})).await;
+    let preview = app
+        .post(
+            "/v1/invitations/preview",
+            &As::Admin,
+            json!({"code": secrets[1]}),
+        )
+        .await;
     assert_eq!(preview.status(), StatusCode::OK);
-    let accepted = app.post("/v1/invitations/accept", &As::AdminFor("bob".into()), json!({"code": secrets[1]})).await;
+    let accepted = app
+        .post(
+            "/v1/invitations/accept",
+            &As::AdminFor("bob".into()),
+            json!({"code": secrets[1]}),
+        )
+        .await;
     assert_eq!(accepted.status(), StatusCode::OK);
-    let dead = app.post("/v1/invitations/accept", &As::AdminFor("bob".into()), json!({"code": secrets[0]})).await;
+    let dead = app
+        .post(
+            "/v1/invitations/accept",
+            &As::AdminFor("bob".into()),
+            json!({"code": secrets[0]}),
+        )
+        .await;
     assert_eq!(dead.status().as_u16(), 410);
     for principal in ["k1", "k2"] {
-        let key = app.key(principal, &["read", "write"], false, Some(&format!("{principal}@example.com"))).await;
-        assert_eq!(app.get("/v1/principals/k1/memberships", &As::Key(key.clone())).await.status().as_u16(), if principal == "k1" { 200 } else { 403 });
+        let key = app
+            .key(
+                principal,
+                &["read", "write"],
+                false,
+                Some(&format!("{principal}@example.com")),
+            )
+            .await;
+        assert_eq!(
+            app.get("/v1/principals/k1/memberships", &As::Key(key.clone()))
+                .await
+                .status()
+                .as_u16(),
+            if principal == "k1" { 200 } else { 403 }
+        );
         secrets.push(key);
     }
-    let wrong = app.get("/healthz", &As::Key("rk_0000000000000000000000000000000000000000000000000000000000000000".into())).await;
+    let wrong = app
+        .get(
+            "/healthz",
+            &As::Key("rk_0000000000000000000000000000000000000000000000000000000000000000".into()),
+        )
+        .await;
     assert_eq!(wrong.status(), StatusCode::OK);
     app.stop().await;
 
