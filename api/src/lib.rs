@@ -4,6 +4,8 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+#[cfg(feature = "server")]
+pub mod bench_http;
 pub mod bench_replay;
 pub mod data_dir;
 pub mod engine;

@@ -61,7 +61,7 @@ enum Command {
     },
     /// Run the performance scenarios, each beside its baseline.
     Bench {
-        /// Scenarios to run: `append`, `replay`, `as-of`.
+        /// Scenarios to run: `append`, `accept`, `replay`, `as-of`.
         #[arg(default_values_t = vec!["append".to_string()])]
         scenarios: Vec<String>,
         /// Seconds per measurement.
@@ -133,9 +133,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let json_logs = matches!(&cli.command, Command::Serve(args) if args.log_format == "json");
     // The server logs its requests; the other subcommands only their warnings.
-    let default_filter = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ROSTER_LOG").unwrap_or_else(|_| default_filter.into());
-    let logs = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter);
+    let default_filter = if matches!(cli.command, Command::Serve(_)) {
+        "info"
+    } else {
+        "warn"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ROSTER_LOG")
+        .unwrap_or_else(|_| default_filter.into());
+    let logs = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
     if json_logs {
         logs.json().init();
     } else {
@@ -247,6 +254,18 @@ fn run(cli: Cli) -> Result<(), String> {
                             print!("{}", roster_api::bench::append_table(&figures));
                         }
                     }
+                    "accept" => {
+                        let figures =
+                            roster_api::bench_http::accept_scenario(&cli.data, 64, seconds)?;
+                        if json {
+                            println!(
+                                "{}",
+                                serde_json::to_string_pretty(&figures).map_err(|e| e.to_string())?
+                            );
+                        } else {
+                            print!("{}", roster_api::bench_http::accept_table(&figures));
+                        }
+                    }
                     "replay" => {
                         let figure = roster_api::bench_replay::replay_scenario(&cli.data, events)?;
                         if json {
@@ -275,7 +294,7 @@ fn run(cli: Cli) -> Result<(), String> {
                     }
                     other => {
                         return Err(format!(
-                            "unknown scenario `{other}` (known: append, replay, as-of)"
+                            "unknown scenario `{other}` (known: append, accept, replay, as-of)"
                         ))
                     }
                 }
@@ -290,7 +309,9 @@ async fn serve(data: PathBuf, args: ServeArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let mut config = roster_api::http::ServerConfig::new(data);
-    config.public_url = args.public_url.unwrap_or_else(|| format!("http://{}", args.listen));
+    config.public_url = args
+        .public_url
+        .unwrap_or_else(|| format!("http://{}", args.listen));
     config.durability = args.durability;
     config.admin_token = std::env::var("ROSTER_ADMIN_TOKEN").ok();
     config.secret = std::env::var("ROSTER_SECRET").ok();

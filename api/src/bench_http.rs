@@ -1,0 +1,245 @@
+//! `roster bench accept`: `POST /v1/invitations/accept` over real HTTP with 64 connections,
+//! beside the same server's `GET /healthz` measured in the same run, in two shapes: many
+//! users joining through one link of one resource (a hot stream), and users joining many
+//! resources.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::http::ServerConfig;
+
+const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Throughput {
+    pub requests: u64,
+    pub per_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub errors: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AcceptFigure {
+    /// `one link` (a hot stream) or `many resources`.
+    pub shape: String,
+    pub resources: usize,
+    pub connections: usize,
+    pub accept: Throughput,
+    pub healthz: Throughput,
+}
+
+fn error(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+/// Runs both shapes on a fresh server in `scratch`, `seconds` per measurement.
+pub fn accept_scenario(
+    scratch: &std::path::Path,
+    connections: usize,
+    seconds: f64,
+) -> Result<Vec<AcceptFigure>, String> {
+    let runtime = tokio::runtime::Runtime::new().map_err(error)?;
+    runtime.block_on(async {
+        let mut figures = Vec::new();
+        for (shape, resources) in [("one link", 1usize), ("many resources", 1000)] {
+            figures.push(
+                run_shape(
+                    scratch,
+                    shape,
+                    resources,
+                    connections,
+                    Duration::from_secs_f64(seconds),
+                )
+                .await?,
+            );
+        }
+        Ok(figures)
+    })
+}
+
+async fn run_shape(
+    scratch: &std::path::Path,
+    shape: &str,
+    resources: usize,
+    connections: usize,
+    duration: Duration,
+) -> Result<AcceptFigure, String> {
+    let dir = tempfile::tempdir_in(scratch).map_err(error)?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(error)?;
+    let base = format!("http://{}", listener.local_addr().map_err(error)?);
+    let mut config = ServerConfig::new(dir.path().to_path_buf());
+    config.admin_token = Some(ADMIN_TOKEN.into());
+    config.connections_max = connections.max(1) * 2;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(crate::serve(listener, config, async move {
+        let _ = stopped.await;
+    }));
+    let setup = reqwest::Client::new();
+    // Ready when it answers.
+    while setup.get(format!("{base}/healthz")).send().await.is_err() {
+        tokio::task::yield_now().await;
+    }
+    let mut codes = Vec::with_capacity(resources);
+    for r in 0..resources {
+        let resource = format!("space/bench-{r}");
+        let registered = setup
+            .post(format!("{base}/v1/resources"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({"resource": resource, "owner": "owner"}))
+            .send()
+            .await
+            .map_err(error)?;
+        if !registered.status().is_success() {
+            return Err(format!("registering {resource}: {}", registered.status()));
+        }
+        let link: serde_json::Value = setup
+            .post(format!("{base}/v1/resources/{resource}/invite-links"))
+            .bearer_auth(ADMIN_TOKEN)
+            .header("X-Roster-Actor", "owner")
+            .json(&json!({"role": "editor"}))
+            .send()
+            .await
+            .map_err(error)?
+            .json()
+            .await
+            .map_err(error)?;
+        codes.push(
+            link["code"]
+                .as_str()
+                .ok_or("a link without a code")?
+                .to_string(),
+        );
+    }
+    let codes = Arc::new(codes);
+    let healthz = drive(&base, connections, duration, |_, _| None).await?;
+    let accept = drive(&base, connections, duration, move |connection, n| {
+        let code = &codes[(n * 7919 + connection) % codes.len()];
+        Some((format!("u{connection}-{n}"), json!({ "code": code })))
+    })
+    .await?;
+    let _ = stop.send(());
+    server.await.map_err(error)??;
+    Ok(AcceptFigure {
+        shape: shape.into(),
+        resources,
+        connections,
+        accept,
+        healthz,
+    })
+}
+
+/// `connections` clients, each on its own keep-alive connection, sending requests back to
+/// back for `duration`: `GET /healthz` when `body` gives nothing, else an accept as the
+/// principal it names.
+async fn drive(
+    base: &str,
+    connections: usize,
+    duration: Duration,
+    body: impl Fn(usize, usize) -> Option<(String, serde_json::Value)> + Send + Sync + 'static,
+) -> Result<Throughput, String> {
+    let body = Arc::new(body);
+    let done = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for connection in 0..connections.max(1) {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(1)
+            .build()
+            .map_err(error)?;
+        let (base, body, done, errors) = (
+            base.to_string(),
+            Arc::clone(&body),
+            Arc::clone(&done),
+            Arc::clone(&errors),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut n = 0;
+            while !done.load(Ordering::Relaxed) {
+                let sent = Instant::now();
+                let response = match body(connection, n) {
+                    None => client.get(format!("{base}/healthz")).send().await,
+                    Some((principal, payload)) => {
+                        client
+                            .post(format!("{base}/v1/invitations/accept"))
+                            .bearer_auth(ADMIN_TOKEN)
+                            .header("X-Roster-Actor", principal)
+                            .json(&payload)
+                            .send()
+                            .await
+                    }
+                };
+                match response {
+                    Ok(response) if response.status().is_success() => {
+                        let _ = response.bytes().await;
+                        latencies.push(sent.elapsed());
+                    }
+                    _ => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                n += 1;
+            }
+            latencies
+        }));
+    }
+    tokio::time::sleep(duration).await;
+    done.store(true, Ordering::Relaxed);
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.map_err(error)?);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort();
+    let at = |fraction: f64| {
+        if latencies.is_empty() {
+            return 0.0;
+        }
+        let last = latencies.len() - 1;
+        let index = (0..=last)
+            .find(|i| count(*i) >= count(last) * fraction)
+            .unwrap_or(last);
+        latencies[index].as_secs_f64() * 1000.0
+    };
+    let requests = u64::try_from(latencies.len()).unwrap_or(u64::MAX);
+    Ok(Throughput {
+        requests,
+        per_s: count(latencies.len()) / elapsed,
+        p50_ms: at(0.5),
+        p99_ms: at(0.99),
+        errors: errors.load(Ordering::Relaxed),
+    })
+}
+
+fn count(n: usize) -> f64 {
+    f64::from(u32::try_from(n).unwrap_or(u32::MAX))
+}
+
+pub fn accept_table(figures: &[AcceptFigure]) -> String {
+    let mut out = String::from(
+        "accept over HTTP (sync durability)\n\
+         shape           connections  accepts/s  p50 ms  p99 ms  errors  healthz/s  ratio\n",
+    );
+    for f in figures {
+        out.push_str(&format!(
+            "{:<15} {:>11}  {:>9.0}  {:>6.2}  {:>6.2}  {:>6}  {:>9.0}  {:>5.2}\n",
+            f.shape,
+            f.connections,
+            f.accept.per_s,
+            f.accept.p50_ms,
+            f.accept.p99_ms,
+            f.accept.errors,
+            f.healthz.per_s,
+            f.accept.per_s / f.healthz.per_s
+        ));
+    }
+    out
+}
