@@ -3,6 +3,7 @@
 
 mod auth;
 mod codes;
+mod compat;
 mod delivery;
 mod errors;
 mod helpers;
