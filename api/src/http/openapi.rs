@@ -25,7 +25,7 @@ impl Modify for Security {
 #[openapi(
     info(title = "Roster", description = "An event-sourced invitation and membership engine."),
     paths(
-        routes::healthz, routes::metrics,
+        routes::healthz, routes::metrics, super::openapi_json,
         routes::issue_key, routes::list_keys, routes::revoke_key,
         routes::put_schema, routes::get_schema,
         routes::register, routes::get_resource,

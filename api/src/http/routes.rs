@@ -7,7 +7,8 @@ use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use roster_domain::{
-    ApiKeyCommand, ApiKeyId, Command, Email, EmailList, Event, Privilege, ResourceCommand, RoleDef, SchemaCommand, Scope,
+    ApiKeyCommand, ApiKeyId, Command, Email, EmailList, Event, Privilege, ResourceCommand, RoleDef,
+    SchemaCommand, Scope,
 };
 use roster_projections::AsOf;
 use serde::Deserialize;
@@ -17,8 +18,8 @@ use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{Json, Path, Query};
 use super::state::AppState;
 use super::support::{
-    authorize, code_error, execute, number, page_limit, parse_resource, principal, refused, registered, resource_id,
-    role, time,
+    authorize, code_error, execute, number, page_limit, parse_resource, principal, refused,
+    registered, resource_id, role, time,
 };
 use super::views::*;
 use crate::engine::KeyRequest;
@@ -31,7 +32,11 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(parts.extensions.get::<IdempotencyKey>().cloned().unwrap_or_default())
+        Ok(parts
+            .extensions
+            .get::<IdempotencyKey>()
+            .cloned()
+            .unwrap_or_default())
     }
 }
 
@@ -52,13 +57,18 @@ fn no_content() -> Response {
 /// Liveness and the log's last position.
 #[utoipa::path(get, path = "/healthz", tag = "system", responses((status = 200, body = Health)))]
 pub async fn healthz(State(state): State<AppState>) -> Response {
-    ok(Health { status: "ok".into(), position: state.engine.head() })
+    ok(Health {
+        status: "ok".into(),
+        position: state.engine.head(),
+    })
 }
 
 /// Prometheus metrics.
 #[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    let body = state.metrics.render(state.engine.head(), state.engine.read_models().checkpoint());
+    let body = state
+        .metrics
+        .render(state.engine.head(), state.engine.read_models().checkpoint());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
@@ -66,7 +76,9 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 
 fn scopes(names: &[String]) -> ApiResult<BTreeSet<Scope>> {
     if names.is_empty() {
-        return Err(ApiError::invalid("scopes must name at least one of read, write, audit, admin"));
+        return Err(ApiError::invalid(
+            "scopes must name at least one of read, write, audit, admin",
+        ));
     }
     names
         .iter()
@@ -75,7 +87,9 @@ fn scopes(names: &[String]) -> ApiResult<BTreeSet<Scope>> {
             "write" => Ok(Scope::Write),
             "audit" => Ok(Scope::Audit),
             "admin" => Ok(Scope::Admin),
-            other => Err(ApiError::invalid(format!("unknown scope {other:?}: use read, write, audit or admin"))),
+            other => Err(ApiError::invalid(format!(
+                "unknown scope {other:?}: use read, write, audit or admin"
+            ))),
         })
         .collect()
 }
@@ -84,13 +98,46 @@ fn scopes(names: &[String]) -> ApiResult<BTreeSet<Scope>> {
 #[utoipa::path(post, path = "/v1/api-keys", tag = "keys", request_body = IssueKeyBody,
     responses((status = 201, body = IssuedKeyView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 409, body = Problem)),
     security(("bearer" = [])))]
-pub async fn issue_key(State(state): State<AppState>, caller: Caller, idempotency: IdempotencyKey, Json(body): Json<IssueKeyBody>) -> ApiResult<Response> {
+pub async fn issue_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    idempotency: IdempotencyKey,
+    Json(body): Json<IssueKeyBody>,
+) -> ApiResult<Response> {
     caller.require(Scope::Admin)?;
-    let email = body.email.as_deref().map(Email::parse).transpose().map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_email", format!("{}: {}", e.email, e.error)))?;
-    let request = KeyRequest { principal: principal(&body.principal)?, scopes: scopes(&body.scopes)?, act_as: body.act_as, email, name: body.name };
-    let issued = state.engine.issue_api_key(caller.actor.clone(), request, idempotency.0).await.map_err(|e| refused(&state, e.into()))?;
+    let email = body
+        .email
+        .as_deref()
+        .map(Email::parse)
+        .transpose()
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_email",
+                format!("{}: {}", e.email, e.error),
+            )
+        })?;
+    let request = KeyRequest {
+        principal: principal(&body.principal)?,
+        scopes: scopes(&body.scopes)?,
+        act_as: body.act_as,
+        email,
+        name: body.name,
+    };
+    let issued = state
+        .engine
+        .issue_api_key(caller.actor.clone(), request, idempotency.0)
+        .await
+        .map_err(|e| refused(&state, e.into()))?;
     let view = KeyView::from(issued.row);
-    Ok(created(IssuedKeyView { id: view.id, key: issued.key, principal: view.principal, scopes: view.scopes, act_as: view.act_as, created_at: view.created_at }))
+    Ok(created(IssuedKeyView {
+        id: view.id,
+        key: issued.key,
+        principal: view.principal,
+        scopes: view.scopes,
+        act_as: view.act_as,
+        created_at: view.created_at,
+    }))
 }
 
 /// Lists API keys (never their secrets).
@@ -98,16 +145,33 @@ pub async fn issue_key(State(state): State<AppState>, caller: Caller, idempotenc
     responses((status = 200, body = KeyList), (status = 401, body = Problem), (status = 403, body = Problem)), security(("bearer" = [])))]
 pub async fn list_keys(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
     caller.require(Scope::Admin)?;
-    Ok(ok(KeyList { items: state.engine.api_keys()?.into_iter().map(KeyView::from).collect() }))
+    Ok(ok(KeyList {
+        items: state
+            .engine
+            .api_keys()?
+            .into_iter()
+            .map(KeyView::from)
+            .collect(),
+    }))
 }
 
 /// Revokes an API key.
 #[utoipa::path(delete, path = "/v1/api-keys/{id}", tag = "keys", params(("id" = String, Path)),
     responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn revoke_key(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
+pub async fn revoke_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     caller.require(Scope::Admin)?;
     let key_id = ApiKeyId::parse(&id).map_err(|e| ApiError::invalid(e.to_string()))?;
-    execute(&state, &caller, Command::ApiKeys(ApiKeyCommand::RevokeApiKey { key_id }), None).await?;
+    execute(
+        &state,
+        &caller,
+        Command::ApiKeys(ApiKeyCommand::RevokeApiKey { key_id }),
+        None,
+    )
+    .await?;
     Ok(no_content())
 }
 
@@ -116,7 +180,12 @@ pub async fn revoke_key(State(state): State<AppState>, caller: Caller, Path(id):
 /// Defines or changes a kind's role schema.
 #[utoipa::path(put, path = "/v1/role-schemas/{kind}", tag = "role schemas", params(("kind" = String, Path)), request_body = RoleSchemaBody,
     responses((status = 200, body = RoleSchemaView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 409, body = Problem)), security(("bearer" = [])))]
-pub async fn put_schema(State(state): State<AppState>, caller: Caller, Path(kind): Path<String>, Json(body): Json<RoleSchemaBody>) -> ApiResult<Response> {
+pub async fn put_schema(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(kind): Path<String>,
+    Json(body): Json<RoleSchemaBody>,
+) -> ApiResult<Response> {
     caller.require(Scope::Admin)?;
     let kind = roster_domain::Kind::parse(&kind).map_err(|e| ApiError::invalid(e.to_string()))?;
     let mut roles = Vec::new();
@@ -124,11 +193,21 @@ pub async fn put_schema(State(state): State<AppState>, caller: Caller, Path(kind
         let privileges = r
             .privileges
             .iter()
-            .map(|p| serde_json::from_value(serde_json::Value::from(p.as_str())).map_err(|_| ApiError::invalid(format!("unknown privilege {p:?}"))))
+            .map(|p| {
+                serde_json::from_value(serde_json::Value::from(p.as_str()))
+                    .map_err(|_| ApiError::invalid(format!("unknown privilege {p:?}")))
+            })
             .collect::<ApiResult<BTreeSet<Privilege>>>()?;
-        roles.push(RoleDef { name: role(&r.name)?, privileges });
+        roles.push(RoleDef {
+            name: role(&r.name)?,
+            privileges,
+        });
     }
-    let command = SchemaCommand::DefineRoleSchema { kind: kind.clone(), roles, default_role: role(&body.default_role)? };
+    let command = SchemaCommand::DefineRoleSchema {
+        kind: kind.clone(),
+        roles,
+        default_role: role(&body.default_role)?,
+    };
     execute(&state, &caller, Command::Schema(command), None).await?;
     let schema = state.engine.schema(kind.as_str()).await?;
     Ok(ok(RoleSchemaView::from(&schema)))
@@ -137,7 +216,11 @@ pub async fn put_schema(State(state): State<AppState>, caller: Caller, Path(kind
 /// The role schema in force for a kind (a built-in one when none was defined).
 #[utoipa::path(get, path = "/v1/role-schemas/{kind}", tag = "role schemas", params(("kind" = String, Path)),
     responses((status = 200, body = RoleSchemaView), (status = 400, body = Problem), (status = 401, body = Problem)), security(("bearer" = [])))]
-pub async fn get_schema(State(state): State<AppState>, caller: Caller, Path(kind): Path<String>) -> ApiResult<Response> {
+pub async fn get_schema(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(kind): Path<String>,
+) -> ApiResult<Response> {
     caller.require(Scope::Read)?;
     roster_domain::Kind::parse(&kind).map_err(|e| ApiError::invalid(e.to_string()))?;
     Ok(ok(RoleSchemaView::from(&state.engine.schema(&kind).await?)))
@@ -148,12 +231,21 @@ pub async fn get_schema(State(state): State<AppState>, caller: Caller, Path(kind
 /// Registers a resource with its owner holding the highest role.
 #[utoipa::path(post, path = "/v1/resources", tag = "resources", request_body = RegisterBody,
     responses((status = 201, body = ResourceView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 409, body = Problem)), security(("bearer" = [])))]
-pub async fn register(State(state): State<AppState>, caller: Caller, idempotency: IdempotencyKey, Json(body): Json<RegisterBody>) -> ApiResult<Response> {
+pub async fn register(
+    State(state): State<AppState>,
+    caller: Caller,
+    idempotency: IdempotencyKey,
+    Json(body): Json<RegisterBody>,
+) -> ApiResult<Response> {
     let resource = parse_resource(&body.resource)?;
     let owner = principal(&body.owner)?;
     caller.may_speak_for(&owner)?;
     let parent = body.parent.as_deref().map(parse_resource).transpose()?;
-    let command = ResourceCommand::RegisterResource { resource: resource.clone(), owner, parent };
+    let command = ResourceCommand::RegisterResource {
+        resource: resource.clone(),
+        owner,
+        parent,
+    };
     execute(&state, &caller, Command::Resource(command), idempotency.0).await?;
     Ok(created(ResourceView::from(registered(&state, &resource)?)))
 }
@@ -161,7 +253,11 @@ pub async fn register(State(state): State<AppState>, caller: Caller, idempotency
 /// A resource and its member count.
 #[utoipa::path(get, path = "/v1/resources/{kind}/{id}", tag = "resources", params(("kind" = String, Path), ("id" = String, Path)),
     responses((status = 200, body = ResourceView), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn get_resource(State(state): State<AppState>, caller: Caller, Path((kind, id)): Path<(String, String)>) -> ApiResult<Response> {
+pub async fn get_resource(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((kind, id)): Path<(String, String)>,
+) -> ApiResult<Response> {
     let resource = resource_id(&kind, &id)?;
     authorize(&state, &caller, &resource, Privilege::ViewMembers).await?;
     Ok(ok(ResourceView::from(registered(&state, &resource)?)))
@@ -170,8 +266,20 @@ pub async fn get_resource(State(state): State<AppState>, caller: Caller, Path((k
 // Invite links.
 
 fn link_view(state: &AppState, number: u64) -> ApiResult<LinkView> {
+    link_view_at(state, number, None)
+}
+
+/// The link as the read model has it, but with the code of `generation` when given: a
+/// rotation answers with the code it made, even when another rotation came right after it
+/// or the response is rebuilt for a repeated `Idempotency-Key`.
+fn link_view_at(state: &AppState, number: u64, generation: Option<u32>) -> ApiResult<LinkView> {
     match state.engine.invite(number)? {
-        Some(roster_projections::InviteRecord::Link(link)) => Ok(LinkView::of(&link, &state.engine, &state.config.public_url)),
+        Some(roster_projections::InviteRecord::Link(mut link)) => {
+            if let Some(generation) = generation {
+                link.generation = generation;
+            }
+            Ok(LinkView::of(&link, &state.engine, &state.config.public_url))
+        }
         _ => Err(ApiError::not_found(format!("invite link {number}"))),
     }
 }
@@ -186,12 +294,22 @@ fn created_link(events: &[Event]) -> Option<u64> {
 /// Creates an invite link.
 #[utoipa::path(post, path = "/v1/resources/{kind}/{id}/invite-links", tag = "invite links", params(("kind" = String, Path), ("id" = String, Path)), request_body = CreateLinkBody,
     responses((status = 201, body = LinkView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)), security(("bearer" = [])))]
-pub async fn create_link(State(state): State<AppState>, caller: Caller, idempotency: IdempotencyKey, Path((kind, id)): Path<(String, String)>, Json(body): Json<CreateLinkBody>) -> ApiResult<Response> {
+pub async fn create_link(
+    State(state): State<AppState>,
+    caller: Caller,
+    idempotency: IdempotencyKey,
+    Path((kind, id)): Path<(String, String)>,
+    Json(body): Json<CreateLinkBody>,
+) -> ApiResult<Response> {
     let resource = resource_id(&kind, &id)?;
     let command = ResourceCommand::CreateInviteLink {
         resource,
         role: body.role.as_deref().map(role).transpose()?,
-        expires_at: body.expires_at.as_deref().map(|t| time("expires_at", t)).transpose()?,
+        expires_at: body
+            .expires_at
+            .as_deref()
+            .map(|t| time("expires_at", t))
+            .transpose()?,
         max_uses: body.max_uses,
     };
     let executed = execute(&state, &caller, Command::Resource(command), idempotency.0).await?;
@@ -202,25 +320,47 @@ pub async fn create_link(State(state): State<AppState>, caller: Caller, idempote
 /// The resource's invite links.
 #[utoipa::path(get, path = "/v1/resources/{kind}/{id}/invite-links", tag = "invite links", params(("kind" = String, Path), ("id" = String, Path)),
     responses((status = 200, body = LinkList), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn list_links(State(state): State<AppState>, caller: Caller, Path((kind, id)): Path<(String, String)>) -> ApiResult<Response> {
+pub async fn list_links(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((kind, id)): Path<(String, String)>,
+) -> ApiResult<Response> {
     let resource = resource_id(&kind, &id)?;
     authorize(&state, &caller, &resource, Privilege::ViewMembers).await?;
-    let items = state.engine.links(&resource)?.iter().map(|l| LinkView::of(l, &state.engine, &state.config.public_url)).collect();
+    let items = state
+        .engine
+        .links(&resource)?
+        .iter()
+        .map(|l| LinkView::of(l, &state.engine, &state.config.public_url))
+        .collect();
     Ok(ok(LinkList { items }))
 }
 
-fn link_of(state: &AppState, resource: &roster_domain::ResourceId, link_id: &str) -> ApiResult<u64> {
+fn link_of(
+    state: &AppState,
+    resource: &roster_domain::ResourceId,
+    link_id: &str,
+) -> ApiResult<u64> {
     let number = number("link_id", link_id)?;
     match state.engine.invite(number)? {
-        Some(roster_projections::InviteRecord::Link(link)) if &link.resource == resource => Ok(number),
-        _ => Err(ApiError::not_found(format!("invite link {number} of {resource}"))),
+        Some(roster_projections::InviteRecord::Link(link)) if &link.resource == resource => {
+            Ok(number)
+        }
+        _ => Err(ApiError::not_found(format!(
+            "invite link {number} of {resource}"
+        ))),
     }
 }
 
 /// Changes a link's role, expiry or use limit (`null` clears the last two).
 #[utoipa::path(patch, path = "/v1/resources/{kind}/{id}/invite-links/{link_id}", tag = "invite links", params(("kind" = String, Path), ("id" = String, Path), ("link_id" = u64, Path)), request_body = ChangeLinkBody,
     responses((status = 200, body = LinkView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn change_link(State(state): State<AppState>, caller: Caller, Path((kind, id, link_id)): Path<(String, String, String)>, Json(body): Json<ChangeLinkBody>) -> ApiResult<Response> {
+pub async fn change_link(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((kind, id, link_id)): Path<(String, String, String)>,
+    Json(body): Json<ChangeLinkBody>,
+) -> ApiResult<Response> {
     let resource = resource_id(&kind, &id)?;
     let link = link_of(&state, &resource, &link_id)?;
     let expires_at = match body.expires_at {
@@ -228,7 +368,13 @@ pub async fn change_link(State(state): State<AppState>, caller: Caller, Path((ki
         Some(None) => Some(None),
         Some(Some(text)) => Some(Some(time("expires_at", &text)?)),
     };
-    let command = ResourceCommand::ChangeInviteLink { resource, link, role: body.role.as_deref().map(role).transpose()?, expires_at, max_uses: body.max_uses };
+    let command = ResourceCommand::ChangeInviteLink {
+        resource,
+        link,
+        role: body.role.as_deref().map(role).transpose()?,
+        expires_at,
+        max_uses: body.max_uses,
+    };
     execute(&state, &caller, Command::Resource(command), None).await?;
     Ok(ok(link_view(&state, link)?))
 }
@@ -236,30 +382,60 @@ pub async fn change_link(State(state): State<AppState>, caller: Caller, Path((ki
 /// A new code for the link; every older code stops working.
 #[utoipa::path(post, path = "/v1/resources/{kind}/{id}/invite-links/{link_id}/rotate", tag = "invite links", params(("kind" = String, Path), ("id" = String, Path), ("link_id" = u64, Path)),
     responses((status = 200, body = LinkView), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn rotate_link(State(state): State<AppState>, caller: Caller, idempotency: IdempotencyKey, Path((kind, id, link_id)): Path<(String, String, String)>) -> ApiResult<Response> {
+pub async fn rotate_link(
+    State(state): State<AppState>,
+    caller: Caller,
+    idempotency: IdempotencyKey,
+    Path((kind, id, link_id)): Path<(String, String, String)>,
+) -> ApiResult<Response> {
     let resource = resource_id(&kind, &id)?;
     let link = link_of(&state, &resource, &link_id)?;
-    execute(&state, &caller, Command::Resource(ResourceCommand::RotateInviteLink { resource, link }), idempotency.0).await?;
-    Ok(ok(link_view(&state, link)?))
+    let executed = execute(
+        &state,
+        &caller,
+        Command::Resource(ResourceCommand::RotateInviteLink { resource, link }),
+        idempotency.0,
+    )
+    .await?;
+    let generation = executed.events.iter().find_map(|e| match e {
+        Event::InviteLinkRotated { generation, .. } => Some(*generation),
+        _ => None,
+    });
+    Ok(ok(link_view_at(&state, link, generation)?))
 }
 
 /// Revokes a link.
 #[utoipa::path(delete, path = "/v1/resources/{kind}/{id}/invite-links/{link_id}", tag = "invite links", params(("kind" = String, Path), ("id" = String, Path), ("link_id" = u64, Path)),
     responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn revoke_link(State(state): State<AppState>, caller: Caller, Path((kind, id, link_id)): Path<(String, String, String)>) -> ApiResult<Response> {
+pub async fn revoke_link(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((kind, id, link_id)): Path<(String, String, String)>,
+) -> ApiResult<Response> {
     let resource = resource_id(&kind, &id)?;
     let link = link_of(&state, &resource, &link_id)?;
-    execute(&state, &caller, Command::Resource(ResourceCommand::RevokeInviteLink { resource, link }), None).await?;
+    execute(
+        &state,
+        &caller,
+        Command::Resource(ResourceCommand::RevokeInviteLink { resource, link }),
+        None,
+    )
+    .await?;
     Ok(no_content())
 }
 
 // Email invitations.
 
 fn email_list(value: serde_json::Value) -> ApiResult<EmailList> {
-    serde_json::from_value(value).map_err(|_| ApiError::invalid("emails is an array of addresses or one comma-separated string"))
+    serde_json::from_value(value).map_err(|_| {
+        ApiError::invalid("emails is an array of addresses or one comma-separated string")
+    })
 }
 
-fn invitation_record(state: &AppState, number: u64) -> ApiResult<roster_projections::InvitationRecord> {
+fn invitation_record(
+    state: &AppState,
+    number: u64,
+) -> ApiResult<roster_projections::InvitationRecord> {
     match state.engine.invite(number)? {
         Some(roster_projections::InviteRecord::Email(invitation)) => Ok(invitation),
         _ => Err(ApiError::not_found(format!("invitation {number}"))),
@@ -268,22 +444,40 @@ fn invitation_record(state: &AppState, number: u64) -> ApiResult<roster_projecti
 
 /// The mail worker's attempt limit, when it runs.
 fn delivery_configured(state: &AppState) -> Option<u32> {
-    (state.config.smtp_url.is_some() && state.config.mail_from.is_some()).then_some(state.config.delivery_retry.attempts_max)
+    (state.config.smtp_url.is_some() && state.config.mail_from.is_some())
+        .then_some(state.config.delivery_retry.attempts_max)
 }
 
 /// Invites one or more emails; each gets its own outcome.
 #[utoipa::path(post, path = "/v1/resources/{kind}/{id}/invitations", tag = "invitations", params(("kind" = String, Path), ("id" = String, Path)), request_body = CreateInvitationsBody,
     responses((status = 201, body = InvitationsCreated), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem, description = "nobody was invited: the problem carries already_members, already_invited and email_errors")), security(("bearer" = [])))]
-pub async fn create_invitations(State(state): State<AppState>, caller: Caller, idempotency: IdempotencyKey, Path((kind, id)): Path<(String, String)>, Json(body): Json<CreateInvitationsBody>) -> ApiResult<Response> {
+pub async fn create_invitations(
+    State(state): State<AppState>,
+    caller: Caller,
+    idempotency: IdempotencyKey,
+    Path((kind, id)): Path<(String, String)>,
+    Json(body): Json<CreateInvitationsBody>,
+) -> ApiResult<Response> {
     let resource = resource_id(&kind, &id)?;
     let command = ResourceCommand::CreateInvitations {
         resource,
         emails: email_list(body.emails)?,
         role: body.role.as_deref().map(role).transpose()?,
-        expires_at: body.expires_at.as_deref().map(|t| time("expires_at", t)).transpose()?,
+        expires_at: body
+            .expires_at
+            .as_deref()
+            .map(|t| time("expires_at", t))
+            .transpose()?,
         message: body.message,
     };
-    let executed = match execute(&state, &caller, Command::Resource(command.clone()), idempotency.0).await {
+    let executed = match execute(
+        &state,
+        &caller,
+        Command::Resource(command.clone()),
+        idempotency.0,
+    )
+    .await
+    {
         Ok(executed) => executed,
         Err(error) if error.code == "invalid_email" => {
             // Nobody was invited: say why for each address, in the problem itself.
@@ -291,35 +485,93 @@ pub async fn create_invitations(State(state): State<AppState>, caller: Caller, i
             return Err(match outcome {
                 Some(o) => error
                     .with("already_members", serde_json::json!(o.already_members))
-                    .with("already_invited", serde_json::to_value(&o.already_invited).unwrap_or_default())
-                    .with("email_errors", serde_json::to_value(&o.email_errors).unwrap_or_default()),
+                    .with(
+                        // The same shape as in a 201's body, not the domain's tuples.
+                        "already_invited",
+                        serde_json::to_value(
+                            o.already_invited
+                                .iter()
+                                .map(|(e, n)| AlreadyInvited {
+                                    email: e.to_string(),
+                                    invitation_id: *n,
+                                })
+                                .collect::<Vec<_>>(),
+                        )
+                        .unwrap_or_default(),
+                    )
+                    .with(
+                        "email_errors",
+                        serde_json::to_value(&o.email_errors).unwrap_or_default(),
+                    ),
                 None => error,
             });
         }
         Err(error) => return Err(error),
     };
-    let mut view = InvitationsCreated { invited: Vec::new(), already_members: Vec::new(), already_invited: Vec::new(), email_errors: Vec::new() };
+    let mut view = InvitationsCreated {
+        invited: Vec::new(),
+        already_members: Vec::new(),
+        already_invited: Vec::new(),
+        email_errors: Vec::new(),
+    };
     let numbers: Vec<u64> = match &executed.invitations {
         Some(batch) => {
-            view.already_members = batch.already_members.iter().map(|e| e.to_string()).collect();
-            view.already_invited = batch.already_invited.iter().map(|(e, n)| AlreadyInvited { email: e.to_string(), invitation_id: *n }).collect();
-            view.email_errors = batch.email_errors.iter().map(|e| EmailErrorView { email: e.email.clone(), error: e.error.clone() }).collect();
+            view.already_members = batch
+                .already_members
+                .iter()
+                .map(|e| e.to_string())
+                .collect();
+            view.already_invited = batch
+                .already_invited
+                .iter()
+                .map(|(e, n)| AlreadyInvited {
+                    email: e.to_string(),
+                    invitation_id: *n,
+                })
+                .collect();
+            view.email_errors = batch
+                .email_errors
+                .iter()
+                .map(|e| EmailErrorView {
+                    email: e.email.clone(),
+                    error: e.error.clone(),
+                })
+                .collect();
             batch.invited.iter().map(|(_, n)| *n).collect()
         }
         // A repeated idempotency key: the invitations it created, rebuilt from its events.
-        None => executed.events.iter().filter_map(|e| match e { Event::InvitationCreated { number, .. } => Some(*number), _ => None }).collect(),
+        None => executed
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::InvitationCreated { number, .. } => Some(*number),
+                _ => None,
+            })
+            .collect(),
     };
     for number in numbers {
         let record = invitation_record(&state, number)?;
-        let invitation = InvitationView::of(&record, &state.engine, delivery_configured(&state)).with_code(&record, &state.engine, &state.config.public_url);
-        view.invited.push(Invited { email: record.email.to_string(), invitation });
+        let invitation = InvitationView::of(&record, &state.engine, delivery_configured(&state))
+            .with_code(&record, &state.engine, &state.config.public_url);
+        view.invited.push(Invited {
+            email: record.email.to_string(),
+            invitation,
+        });
     }
     Ok(created(view))
 }
 
 /// The per-email outcome of a batch that invited nobody, recomputed for the error body.
-async fn outcome_without_invitations(state: &AppState, caller: &Caller, command: ResourceCommand) -> Option<roster_domain::InvitationBatch> {
-    state.engine.invitation_outcome(caller.actor.clone(), command).await.ok()
+async fn outcome_without_invitations(
+    state: &AppState,
+    caller: &Caller,
+    command: ResourceCommand,
+) -> Option<roster_domain::InvitationBatch> {
+    state
+        .engine
+        .invitation_outcome(caller.actor.clone(), command)
+        .await
+        .ok()
 }
 
 #[derive(Debug, Deserialize)]
@@ -330,11 +582,18 @@ pub struct StatusQuery {
 /// The resource's email invitations, optionally of one status.
 #[utoipa::path(get, path = "/v1/resources/{kind}/{id}/invitations", tag = "invitations", params(("kind" = String, Path), ("id" = String, Path), ("status" = Option<String>, Query, description = "pending, accepted, declined, revoked or expired")),
     responses((status = 200, body = InvitationList), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn list_invitations(State(state): State<AppState>, caller: Caller, Path((kind, id)): Path<(String, String)>, Query(query): Query<StatusQuery>) -> ApiResult<Response> {
+pub async fn list_invitations(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((kind, id)): Path<(String, String)>,
+    Query(query): Query<StatusQuery>,
+) -> ApiResult<Response> {
     let resource = resource_id(&kind, &id)?;
     if let Some(status) = &query.status {
         if !["pending", "accepted", "declined", "revoked", "expired"].contains(&status.as_str()) {
-            return Err(ApiError::invalid(format!("status {status:?} is none of pending, accepted, declined, revoked, expired")));
+            return Err(ApiError::invalid(format!(
+                "status {status:?} is none of pending, accepted, declined, revoked, expired"
+            )));
         }
     }
     authorize(&state, &caller, &resource, Privilege::ViewMembers).await?;
@@ -348,32 +607,83 @@ pub async fn list_invitations(State(state): State<AppState>, caller: Caller, Pat
     Ok(ok(InvitationList { items }))
 }
 
-fn invitation_of(state: &AppState, resource: &roster_domain::ResourceId, invitation_id: &str) -> ApiResult<u64> {
+fn invitation_of(
+    state: &AppState,
+    resource: &roster_domain::ResourceId,
+    invitation_id: &str,
+) -> ApiResult<u64> {
     let number = number("invitation_id", invitation_id)?;
     match state.engine.invite(number)? {
         Some(roster_projections::InviteRecord::Email(i)) if &i.resource == resource => Ok(number),
-        _ => Err(ApiError::not_found(format!("invitation {number} of {resource}"))),
+        _ => Err(ApiError::not_found(format!(
+            "invitation {number} of {resource}"
+        ))),
     }
 }
 
 /// A new code and expiry for an invitation; the old code stops working.
 #[utoipa::path(post, path = "/v1/resources/{kind}/{id}/invitations/{invitation_id}/resend", tag = "invitations", params(("kind" = String, Path), ("id" = String, Path), ("invitation_id" = u64, Path)),
     responses((status = 200, body = InvitationView), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 410, body = Problem)), security(("bearer" = [])))]
-pub async fn resend_invitation(State(state): State<AppState>, caller: Caller, idempotency: IdempotencyKey, Path((kind, id, invitation_id)): Path<(String, String, String)>) -> ApiResult<Response> {
+pub async fn resend_invitation(
+    State(state): State<AppState>,
+    caller: Caller,
+    idempotency: IdempotencyKey,
+    Path((kind, id, invitation_id)): Path<(String, String, String)>,
+) -> ApiResult<Response> {
     let resource = resource_id(&kind, &id)?;
     let invitation = invitation_of(&state, &resource, &invitation_id)?;
-    execute(&state, &caller, Command::Resource(ResourceCommand::ResendInvitation { resource, invitation }), idempotency.0).await?;
-    let record = invitation_record(&state, invitation)?;
-    Ok(ok(InvitationView::of(&record, &state.engine, delivery_configured(&state)).with_code(&record, &state.engine, &state.config.public_url)))
+    let executed = execute(
+        &state,
+        &caller,
+        Command::Resource(ResourceCommand::ResendInvitation {
+            resource,
+            invitation,
+        }),
+        idempotency.0,
+    )
+    .await?;
+    let mut record = invitation_record(&state, invitation)?;
+    // The code this resend made, not whatever generation a later resend left in the read
+    // model (see `link_view_at`).
+    if let Some((generation, expires_at)) = executed.events.iter().find_map(|e| match e {
+        Event::InvitationResent {
+            generation,
+            expires_at,
+            ..
+        } => Some((*generation, *expires_at)),
+        _ => None,
+    }) {
+        record.generation = generation;
+        record.expires_at = expires_at;
+    }
+    Ok(ok(InvitationView::of(
+        &record,
+        &state.engine,
+        delivery_configured(&state),
+    )
+    .with_code(&record, &state.engine, &state.config.public_url)))
 }
 
 /// Revokes an invitation.
 #[utoipa::path(delete, path = "/v1/resources/{kind}/{id}/invitations/{invitation_id}", tag = "invitations", params(("kind" = String, Path), ("id" = String, Path), ("invitation_id" = u64, Path)),
     responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn revoke_invitation(State(state): State<AppState>, caller: Caller, Path((kind, id, invitation_id)): Path<(String, String, String)>) -> ApiResult<Response> {
+pub async fn revoke_invitation(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((kind, id, invitation_id)): Path<(String, String, String)>,
+) -> ApiResult<Response> {
     let resource = resource_id(&kind, &id)?;
     let invitation = invitation_of(&state, &resource, &invitation_id)?;
-    execute(&state, &caller, Command::Resource(ResourceCommand::RevokeInvitation { resource, invitation }), None).await?;
+    execute(
+        &state,
+        &caller,
+        Command::Resource(ResourceCommand::RevokeInvitation {
+            resource,
+            invitation,
+        }),
+        None,
+    )
+    .await?;
     Ok(no_content())
 }
 
@@ -382,14 +692,28 @@ pub async fn revoke_invitation(State(state): State<AppState>, caller: Caller, Pa
 /// What a code is for, without using it.
 #[utoipa::path(post, path = "/v1/invitations/preview", tag = "codes", request_body = CodeBody,
     responses((status = 200, body = PreviewView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn preview(State(state): State<AppState>, caller: Caller, Json(body): Json<CodeBody>) -> ApiResult<Response> {
+pub async fn preview(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<CodeBody>,
+) -> ApiResult<Response> {
     caller.require(Scope::Read)?;
-    let preview = state.engine.preview(&body.code).await.map_err(|e| code_error(&state, "native", e))?;
+    let preview = state
+        .engine
+        .preview(&body.code)
+        .await
+        .map_err(|e| code_error(&state, "native", e))?;
     Ok(ok(PreviewView {
         resource: preview.resource.to_string(),
         role: preview.role.to_string(),
-        kind: serde_json::to_value(preview.kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
-        status: serde_json::to_value(preview.status).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+        kind: serde_json::to_value(preview.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default(),
+        status: serde_json::to_value(preview.status)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default(),
         expires_at: preview.expires_at.map(|t| t.to_string()),
         inviter: preview.inviter.map(|p| p.to_string()),
         email: preview.email.map(|e| e.to_string()),
@@ -399,20 +723,51 @@ pub async fn preview(State(state): State<AppState>, caller: Caller, Json(body): 
 /// Accepts a code for the acting principal.
 #[utoipa::path(post, path = "/v1/invitations/accept", tag = "codes", request_body = CodeBody,
     responses((status = 200, body = AcceptedView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 410, body = Problem)), security(("bearer" = [])))]
-pub async fn accept(State(state): State<AppState>, caller: Caller, idempotency: IdempotencyKey, Json(body): Json<CodeBody>) -> ApiResult<Response> {
+pub async fn accept(
+    State(state): State<AppState>,
+    caller: Caller,
+    idempotency: IdempotencyKey,
+    Json(body): Json<CodeBody>,
+) -> ApiResult<Response> {
     caller.require(Scope::Write)?;
-    let accepted = state.engine.accept(caller.actor.clone(), &body.code, idempotency.0).await.map_err(|e| code_error(&state, "native", e))?;
-    Ok(ok(AcceptedView { resource: accepted.resource.to_string(), principal: accepted.principal.to_string(), role: accepted.role.to_string(), changed: accepted.changed }))
+    let accepted = state
+        .engine
+        .accept(caller.actor.clone(), &body.code, idempotency.0)
+        .await
+        .map_err(|e| code_error(&state, "native", e))?;
+    Ok(ok(AcceptedView {
+        resource: accepted.resource.to_string(),
+        principal: accepted.principal.to_string(),
+        role: accepted.role.to_string(),
+        changed: accepted.changed,
+    }))
 }
 
 /// Declines an email invitation (a link's decline records nothing).
 #[utoipa::path(post, path = "/v1/invitations/decline", tag = "codes", request_body = CodeBody,
     responses((status = 200, body = DeclinedView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem), (status = 410, body = Problem)), security(("bearer" = [])))]
-pub async fn decline(State(state): State<AppState>, caller: Caller, idempotency: IdempotencyKey, Json(body): Json<CodeBody>) -> ApiResult<Response> {
+pub async fn decline(
+    State(state): State<AppState>,
+    caller: Caller,
+    idempotency: IdempotencyKey,
+    Json(body): Json<CodeBody>,
+) -> ApiResult<Response> {
     caller.require(Scope::Write)?;
-    let executed = state.engine.decline(caller.actor.clone(), &body.code, idempotency.0).await.map_err(|e| code_error(&state, "native", e))?;
-    let resource = state.engine.preview(&body.code).await.map(|p| p.resource.to_string()).unwrap_or_default();
-    let declined = executed.events.iter().any(|e| matches!(e, Event::InvitationDeclined { .. }));
+    let executed = state
+        .engine
+        .decline(caller.actor.clone(), &body.code, idempotency.0)
+        .await
+        .map_err(|e| code_error(&state, "native", e))?;
+    let resource = state
+        .engine
+        .preview(&body.code)
+        .await
+        .map(|p| p.resource.to_string())
+        .unwrap_or_default();
+    let declined = executed
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::InvitationDeclined { .. }));
     Ok(ok(DeclinedView { resource, declined }))
 }
 
@@ -424,12 +779,29 @@ pub struct EmailQuery {
 /// Pending invitations for an email, for sign-up flows.
 #[utoipa::path(get, path = "/v1/invitations", tag = "codes", params(("email" = String, Query)),
     responses((status = 200, body = InvitationList), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)), security(("bearer" = [])))]
-pub async fn pending_for_email(State(state): State<AppState>, caller: Caller, Query(query): Query<EmailQuery>) -> ApiResult<Response> {
+pub async fn pending_for_email(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<EmailQuery>,
+) -> ApiResult<Response> {
     caller.require(Scope::Read)?;
-    let text = query.email.ok_or_else(|| ApiError::invalid("the email query parameter is required"))?;
-    let email = Email::parse(&text).map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_email", format!("{}: {}", e.email, e.error)))?;
+    let text = query
+        .email
+        .ok_or_else(|| ApiError::invalid("the email query parameter is required"))?;
+    let email = Email::parse(&text).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_email",
+            format!("{}: {}", e.email, e.error),
+        )
+    })?;
     caller.may_read_email(&email)?;
-    let items = state.engine.pending_invitations(&email)?.iter().map(|i| InvitationView::of(i, &state.engine, delivery_configured(&state))).collect();
+    let items = state
+        .engine
+        .pending_invitations(&email)?
+        .iter()
+        .map(|i| InvitationView::of(i, &state.engine, delivery_configured(&state)))
+        .collect();
     Ok(ok(InvitationList { items }))
 }
 
@@ -447,7 +819,12 @@ pub struct MembersQuery {
 #[utoipa::path(get, path = "/v1/resources/{kind}/{id}/members", tag = "members",
     params(("kind" = String, Path), ("id" = String, Path), ("as_of" = Option<String>, Query), ("at_position" = Option<u64>, Query), ("limit" = Option<usize>, Query), ("after" = Option<String>, Query)),
     responses((status = 200, body = MemberList), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn list_members(State(state): State<AppState>, caller: Caller, Path((kind, id)): Path<(String, String)>, Query(query): Query<MembersQuery>) -> ApiResult<Response> {
+pub async fn list_members(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((kind, id)): Path<(String, String)>,
+    Query(query): Query<MembersQuery>,
+) -> ApiResult<Response> {
     let resource = resource_id(&kind, &id)?;
     let limit = page_limit(query.limit, 1000)?;
     let past = match (&query.as_of, query.at_position) {
@@ -456,16 +833,35 @@ pub async fn list_members(State(state): State<AppState>, caller: Caller, Path((k
         (None, Some(position)) => Some(AsOf::Position(position)),
         (None, None) => None,
     };
-    let privilege = if past.is_some() { Privilege::ViewHistory } else { Privilege::ViewMembers };
+    let privilege = if past.is_some() {
+        Privilege::ViewHistory
+    } else {
+        Privilege::ViewMembers
+    };
     authorize(&state, &caller, &resource, privilege).await?;
     let Some(as_of) = past else {
-        let page = state.engine.members(&resource, query.after.as_deref(), limit)?;
-        return Ok(ok(MemberList { items: page.items.iter().map(MemberView::from).collect(), next: page.next }));
+        let page = state
+            .engine
+            .members(&resource, query.after.as_deref(), limit)?;
+        return Ok(ok(MemberList {
+            items: page.items.iter().map(MemberView::from).collect(),
+            next: page.next,
+        }));
     };
-    let members = state.engine.members_as_of(&resource, as_of).await?.map(|(m, _)| m).unwrap_or_default();
+    let members = state
+        .engine
+        .members_as_of(&resource, as_of)
+        .await?
+        .map(|(m, _)| m)
+        .unwrap_or_default();
     let mut items: Vec<MemberView> = members
         .iter()
-        .filter(|m| query.after.as_ref().is_none_or(|after| m.principal.as_str() > after.as_str()))
+        .filter(|m| {
+            query
+                .after
+                .as_ref()
+                .is_none_or(|after| m.principal.as_str() > after.as_str())
+        })
         .take(limit + 1)
         .map(MemberView::from)
         .collect();
@@ -481,21 +877,40 @@ pub async fn list_members(State(state): State<AppState>, caller: Caller, Path((k
 /// Adds a member directly, or changes a member's role.
 #[utoipa::path(put, path = "/v1/resources/{kind}/{id}/members/{principal}", tag = "members", params(("kind" = String, Path), ("id" = String, Path), ("principal" = String, Path)), request_body = SetRoleBody,
     responses((status = 200, body = MemberView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)), security(("bearer" = [])))]
-pub async fn set_member(State(state): State<AppState>, caller: Caller, Path((kind, id, who)): Path<(String, String, String)>, Json(body): Json<SetRoleBody>) -> ApiResult<Response> {
+pub async fn set_member(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((kind, id, who)): Path<(String, String, String)>,
+    Json(body): Json<SetRoleBody>,
+) -> ApiResult<Response> {
     let resource = resource_id(&kind, &id)?;
     let member = principal(&who)?;
-    let command = ResourceCommand::SetMemberRole { resource: resource.clone(), principal: member.clone(), role: role(&body.role)? };
+    let command = ResourceCommand::SetMemberRole {
+        resource: resource.clone(),
+        principal: member.clone(),
+        role: role(&body.role)?,
+    };
     execute(&state, &caller, Command::Resource(command), None).await?;
-    let record = state.engine.member(&resource, &member)?.ok_or_else(ApiError::internal)?;
+    let record = state
+        .engine
+        .member(&resource, &member)?
+        .ok_or_else(ApiError::internal)?;
     Ok(ok(MemberView::from(&record)))
 }
 
 /// Removes a member, or leaves when the member is the actor.
 #[utoipa::path(delete, path = "/v1/resources/{kind}/{id}/members/{principal}", tag = "members", params(("kind" = String, Path), ("id" = String, Path), ("principal" = String, Path)),
     responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)), security(("bearer" = [])))]
-pub async fn remove_member(State(state): State<AppState>, caller: Caller, Path((kind, id, who)): Path<(String, String, String)>) -> ApiResult<Response> {
+pub async fn remove_member(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((kind, id, who)): Path<(String, String, String)>,
+) -> ApiResult<Response> {
     let resource = resource_id(&kind, &id)?;
-    let command = ResourceCommand::RemoveMember { resource, principal: principal(&who)? };
+    let command = ResourceCommand::RemoveMember {
+        resource,
+        principal: principal(&who)?,
+    };
     execute(&state, &caller, Command::Resource(command), None).await?;
     Ok(no_content())
 }
@@ -503,11 +918,22 @@ pub async fn remove_member(State(state): State<AppState>, caller: Caller, Path((
 /// Every resource and role of a principal.
 #[utoipa::path(get, path = "/v1/principals/{principal}/memberships", tag = "members", params(("principal" = String, Path)),
     responses((status = 200, body = MembershipList), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)), security(("bearer" = [])))]
-pub async fn memberships(State(state): State<AppState>, caller: Caller, Path(who): Path<String>) -> ApiResult<Response> {
+pub async fn memberships(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(who): Path<String>,
+) -> ApiResult<Response> {
     caller.require(Scope::Read)?;
     let member = principal(&who)?;
     caller.may_speak_for(&member)?;
-    Ok(ok(MembershipList { items: state.engine.memberships(&member)?.iter().map(MembershipView::from).collect() }))
+    Ok(ok(MembershipList {
+        items: state
+            .engine
+            .memberships(&member)?
+            .iter()
+            .map(MembershipView::from)
+            .collect(),
+    }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -520,17 +946,29 @@ pub struct CheckQuery {
 /// Whether a principal holds a privilege on a resource.
 #[utoipa::path(get, path = "/v1/check", tag = "members", params(("principal" = String, Query), ("resource" = String, Query), ("privilege" = String, Query)),
     responses((status = 200, body = CheckView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)), security(("bearer" = [])))]
-pub async fn check(State(state): State<AppState>, caller: Caller, Query(query): Query<CheckQuery>) -> ApiResult<Response> {
+pub async fn check(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<CheckQuery>,
+) -> ApiResult<Response> {
     caller.require(Scope::Read)?;
-    let (Some(who), Some(resource), Some(privilege)) = (query.principal, query.resource, query.privilege) else {
-        return Err(ApiError::invalid("principal, resource and privilege are all required"));
+    let (Some(who), Some(resource), Some(privilege)) =
+        (query.principal, query.resource, query.privilege)
+    else {
+        return Err(ApiError::invalid(
+            "principal, resource and privilege are all required",
+        ));
     };
     let member = principal(&who)?;
     caller.may_speak_for(&member)?;
     let resource = parse_resource(&resource)?;
-    let privilege: Privilege = serde_json::from_value(serde_json::Value::from(privilege.as_str())).map_err(|_| ApiError::invalid(format!("unknown privilege {privilege:?}")))?;
+    let privilege: Privilege = serde_json::from_value(serde_json::Value::from(privilege.as_str()))
+        .map_err(|_| ApiError::invalid(format!("unknown privilege {privilege:?}")))?;
     let (allowed, role) = state.engine.check(&member, &resource, privilege).await?;
-    Ok(ok(CheckView { allowed, role: role.map(|r| r.to_string()) }))
+    Ok(ok(CheckView {
+        allowed,
+        role: role.map(|r| r.to_string()),
+    }))
 }
 
 // History.
@@ -555,32 +993,66 @@ fn history_page(entries: Vec<roster_projections::HistoryEntry>, limit: usize) ->
 /// The resource's events, each with a one-line summary.
 #[utoipa::path(get, path = "/v1/resources/{kind}/{id}/history", tag = "history", params(("kind" = String, Path), ("id" = String, Path), ("after" = Option<u64>, Query), ("limit" = Option<usize>, Query)),
     responses((status = 200, body = HistoryList), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn resource_history(State(state): State<AppState>, caller: Caller, Path((kind, id)): Path<(String, String)>, Query(query): Query<PageQuery>) -> ApiResult<Response> {
+pub async fn resource_history(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((kind, id)): Path<(String, String)>,
+    Query(query): Query<PageQuery>,
+) -> ApiResult<Response> {
     let resource = resource_id(&kind, &id)?;
     let limit = page_limit(query.limit, 1000)?;
     authorize(&state, &caller, &resource, Privilege::ViewHistory).await?;
-    Ok(ok(history_page(state.engine.history(&resource, query.after.unwrap_or(0), limit + 1)?, limit)))
+    Ok(ok(history_page(
+        state
+            .engine
+            .history(&resource, query.after.unwrap_or(0), limit + 1)?,
+        limit,
+    )))
 }
 
 /// The principal's membership events everywhere.
 #[utoipa::path(get, path = "/v1/principals/{principal}/history", tag = "history", params(("principal" = String, Path), ("after" = Option<u64>, Query), ("limit" = Option<usize>, Query)),
     responses((status = 200, body = HistoryList), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)), security(("bearer" = [])))]
-pub async fn principal_history(State(state): State<AppState>, caller: Caller, Path(who): Path<String>, Query(query): Query<PageQuery>) -> ApiResult<Response> {
+pub async fn principal_history(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(who): Path<String>,
+    Query(query): Query<PageQuery>,
+) -> ApiResult<Response> {
     caller.require(Scope::Read)?;
     let member = principal(&who)?;
     caller.may_speak_for(&member)?;
     let limit = page_limit(query.limit, 1000)?;
-    Ok(ok(history_page(state.engine.principal_history(&member, query.after.unwrap_or(0), limit + 1)?, limit)))
+    Ok(ok(history_page(
+        state
+            .engine
+            .principal_history(&member, query.after.unwrap_or(0), limit + 1)?,
+        limit,
+    )))
 }
 
 /// The global log, for audit and replication.
 #[utoipa::path(get, path = "/v1/events", tag = "history", params(("after" = Option<u64>, Query), ("limit" = Option<usize>, Query)),
     responses((status = 200, body = EventList), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)), security(("bearer" = [])))]
-pub async fn events(State(state): State<AppState>, caller: Caller, Query(query): Query<PageQuery>) -> ApiResult<Response> {
+pub async fn events(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<PageQuery>,
+) -> ApiResult<Response> {
     caller.require(Scope::Audit)?;
     let limit = page_limit(query.limit, 1000)?;
-    let envelopes = state.engine.store().read_all(query.after.unwrap_or(0), limit).await.map_err(crate::engine::EngineError::from)?;
-    let next = (envelopes.len() == limit).then(|| envelopes.last().map(|e| e.position)).flatten();
-    let items = envelopes.iter().map(|e| serde_json::to_value(e).unwrap_or_default()).collect();
+    let envelopes = state
+        .engine
+        .store()
+        .read_all(query.after.unwrap_or(0), limit)
+        .await
+        .map_err(crate::engine::EngineError::from)?;
+    let next = (envelopes.len() == limit)
+        .then(|| envelopes.last().map(|e| e.position))
+        .flatten();
+    let items = envelopes
+        .iter()
+        .map(|e| serde_json::to_value(e).unwrap_or_default())
+        .collect();
     Ok(ok(EventList { items, next }))
 }

@@ -7,8 +7,18 @@ use serde_json::json;
 use crate::helpers::*;
 
 /// Sends `body` as-is with `content_type` (none when `None`) as the admin.
-async fn raw(app: &TestApp, method: Method, path: &str, content_type: Option<&str>, body: impl Into<reqwest::Body>) -> reqwest::Response {
-    let mut request = app.client.request(method, app.url(path)).bearer_auth(ADMIN_TOKEN).body(body);
+async fn raw(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    content_type: Option<&str>,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
+    let mut request = app
+        .client
+        .request(method, app.url(path))
+        .bearer_auth(ADMIN_TOKEN)
+        .body(body);
     if let Some(content_type) = content_type {
         request = request.header("content-type", content_type);
     }
@@ -34,7 +44,9 @@ async fn space_with_a_link_and_an_invitation() -> TestApp {
     app.register("space/s", "alice").await;
     // Links and invitations draw their ids from one sequence.
     assert_eq!(app.link("space/s", &As::Admin, json!({})).await["id"], 1);
-    let invitation = app.invite_one("space/s", &As::Admin, "x@example.com", None).await;
+    let invitation = app
+        .invite_one("space/s", &As::Admin, "x@example.com", None)
+        .await;
     assert_eq!(invitation["id"], 2);
     app
 }
@@ -44,21 +56,59 @@ async fn bad_json_is_400_and_a_missing_or_wrong_content_type_415() {
     let app = space_with_a_link_and_an_invitation().await;
     let head = app.head().await;
     for (name, path) in BODY_ROUTES {
-        for body in ["{", "{\"role\": }", "[1, 2", "nul", "\u{0}", "{\"a\":1}{\"b\":2}"] {
-            let problem = assert_problem(raw(&app, method(name), path, Some("application/json"), body).await, 400, "invalid_request").await;
-            assert!(problem["detail"].as_str().is_some_and(|d| d.contains("JSON") || d.contains("body")), "{name} {path}: {problem}");
+        for body in [
+            "{",
+            "{\"role\": }",
+            "[1, 2",
+            "nul",
+            "\u{0}",
+            "{\"a\":1}{\"b\":2}",
+        ] {
+            let problem = assert_problem(
+                raw(&app, method(name), path, Some("application/json"), body).await,
+                400,
+                "invalid_request",
+            )
+            .await;
+            assert!(
+                problem["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("JSON") || d.contains("body")),
+                "{name} {path}: {problem}"
+            );
         }
         // Valid JSON of the wrong shape.
         for body in ["[]", "42", "\"text\"", "{\"unexpected\": true}"] {
-            assert_problem(raw(&app, method(name), path, Some("application/json"), body).await, 400, "invalid_request").await;
+            assert_problem(
+                raw(&app, method(name), path, Some("application/json"), body).await,
+                400,
+                "invalid_request",
+            )
+            .await;
         }
-        for content_type in [None, Some("text/plain"), Some("application/x-www-form-urlencoded"), Some("multipart/form-data; boundary=x")] {
+        for content_type in [
+            None,
+            Some("text/plain"),
+            Some("application/x-www-form-urlencoded"),
+            Some("multipart/form-data; boundary=x"),
+        ] {
             let response = raw(&app, method(name), path, content_type, "{}").await;
             assert_problem(response, 415, "unsupported_media_type").await;
         }
         // A JSON media type with parameters is JSON.
-        let response = raw(&app, method(name), path, Some("application/json; charset=utf-8"), "[]").await;
-        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{name} {path}: JSON of the wrong shape, not a media type error");
+        let response = raw(
+            &app,
+            method(name),
+            path,
+            Some("application/json; charset=utf-8"),
+            "[]",
+        )
+        .await;
+        assert_eq!(
+            response.status(),
+            StatusCode::BAD_REQUEST,
+            "{name} {path}: JSON of the wrong shape, not a media type error"
+        );
     }
     assert_eq!(app.head().await, head, "nothing was appended");
 }
@@ -70,9 +120,21 @@ async fn an_oversized_body_is_413() {
     let big = json!({"emails": vec!["someone@example.com"; 100]}).to_string();
     assert!(big.len() > 1024);
     for (name, path) in BODY_ROUTES {
-        let response = raw(&app, method(name), path, Some("application/json"), big.clone()).await;
+        let response = raw(
+            &app,
+            method(name),
+            path,
+            Some("application/json"),
+            big.clone(),
+        )
+        .await;
         let problem = assert_problem(response, 413, "payload_too_large").await;
-        assert!(problem["detail"].as_str().is_some_and(|d| d.contains("larger")), "{problem}");
+        assert!(
+            problem["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("larger")),
+            "{problem}"
+        );
     }
     // With an Idempotency-Key the body is read by the middleware first: the same answer.
     let response = app
@@ -89,13 +151,31 @@ async fn an_oversized_body_is_413() {
     // Just under the limit is fine.
     let small = json!({"emails": vec!["someone@example.com"; 10]}).to_string();
     assert!(small.len() < 1024);
-    assert_eq!(raw(&app, Method::POST, "/v1/resources/space/s/invitations", Some("application/json"), small).await.status(), StatusCode::CREATED);
+    assert_eq!(
+        raw(
+            &app,
+            Method::POST,
+            "/v1/resources/space/s/invitations",
+            Some("application/json"),
+            small
+        )
+        .await
+        .status(),
+        StatusCode::CREATED
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_routes_are_404_and_wrong_methods_405() {
     let app = spawn_app().await;
-    for path in ["/", "/v1", "/v2/resources", "/v1/resources/space", "/v1/resources/space/s/nothing", "/v1/invitations/accept/extra"] {
+    for path in [
+        "/",
+        "/v1",
+        "/v2/resources",
+        "/v1/resources/space",
+        "/v1/resources/space/s/nothing",
+        "/v1/invitations/accept/extra",
+    ] {
         assert_problem(app.get(path, &As::Admin).await, 404, "not_found").await;
     }
     let cases = [
@@ -145,10 +225,21 @@ async fn no_malformed_request_gets_a_5xx() {
     for path in &paths {
         let response = app.get(path, &As::Admin).await;
         let status = response.status();
-        assert!(status.is_client_error() || status.is_success(), "GET {path}: {status}");
+        assert!(
+            status.is_client_error() || status.is_success(),
+            "GET {path}: {status}"
+        );
         if status.is_client_error() {
-            let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).map(String::from);
-            assert_eq!(content_type.as_deref(), Some("application/problem+json"), "GET {path}");
+            let content_type = response
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .map(String::from);
+            assert_eq!(
+                content_type.as_deref(),
+                Some("application/problem+json"),
+                "GET {path}"
+            );
         }
     }
     let bodies = [
@@ -161,21 +252,60 @@ async fn no_malformed_request_gets_a_5xx() {
         json!({"expires_at": "2999-01-01T00:00:00.123456789+14:00"}),
     ];
     for body in bodies {
-        for path in ["/v1/resources/space/s/invite-links", "/v1/resources/space/s/invite-links/1", "/v1/resources/space/s/invitations"] {
+        for path in [
+            "/v1/resources/space/s/invite-links",
+            "/v1/resources/space/s/invite-links/1",
+            "/v1/resources/space/s/invitations",
+        ] {
             for verb in [Method::POST, Method::PATCH] {
-                let response = app.send(verb.clone(), path, &As::Admin, Some(body.clone())).await;
-                assert!(response.status().as_u16() < 500, "{verb} {path} {body}: {}", response.status());
+                let response = app
+                    .send(verb.clone(), path, &As::Admin, Some(body.clone()))
+                    .await;
+                assert!(
+                    response.status().as_u16() < 500,
+                    "{verb} {path} {body}: {}",
+                    response.status()
+                );
             }
         }
     }
     // An invitation expiring past the year 9999 after a resend.
-    let invitation = app.invite_one("space/s", &As::Admin, "far@example.com", None).await;
-    let far = app.post("/v1/resources/space/s/invitations", &As::Admin, json!({"emails": ["farther@example.com"], "expires_at": "9999-12-31T00:00:00Z"})).await;
+    let invitation = app
+        .invite_one("space/s", &As::Admin, "far@example.com", None)
+        .await;
+    let far = app
+        .post(
+            "/v1/resources/space/s/invitations",
+            &As::Admin,
+            json!({"emails": ["farther@example.com"], "expires_at": "9999-12-31T00:00:00Z"}),
+        )
+        .await;
     assert_eq!(far.status(), StatusCode::CREATED);
     let far = json_of(far).await;
-    let resent = app.post(&format!("/v1/resources/space/s/invitations/{}/resend", far["invited"][0]["invitation"]["id"]), &As::Admin, json!({})).await;
+    let resent = app
+        .post(
+            &format!(
+                "/v1/resources/space/s/invitations/{}/resend",
+                far["invited"][0]["invitation"]["id"]
+            ),
+            &As::Admin,
+            json!({}),
+        )
+        .await;
     assert!(resent.status().as_u16() < 500, "{}", resent.status());
-    assert_eq!(app.post(&format!("/v1/resources/space/s/invitations/{}/resend", invitation["id"]), &As::Admin, json!({})).await.status(), StatusCode::OK);
+    assert_eq!(
+        app.post(
+            &format!(
+                "/v1/resources/space/s/invitations/{}/resend",
+                invitation["id"]
+            ),
+            &As::Admin,
+            json!({})
+        )
+        .await
+        .status(),
+        StatusCode::OK
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,5 +315,10 @@ async fn every_problem_names_its_type_title_status_detail_and_code() {
     let problem = assert_problem(response, 404, "not_found").await;
     assert_eq!(problem["type"], "https://roster.dev/problems/not_found");
     assert_eq!(problem["title"], "Not Found");
-    assert!(problem["detail"].as_str().is_some_and(|d| d.contains("space/missing")), "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("space/missing")),
+        "{problem}"
+    );
 }

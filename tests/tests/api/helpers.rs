@@ -13,7 +13,12 @@ pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
 /// Every log line the servers of this test binary wrote.
 pub fn captured_logs() -> String {
-    String::from_utf8_lossy(&log_buffer().lock().unwrap_or_else(std::sync::PoisonError::into_inner)).into_owned()
+    String::from_utf8_lossy(
+        &log_buffer()
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    )
+    .into_owned()
 }
 
 fn log_buffer() -> &'static Arc<Mutex<Vec<u8>>> {
@@ -25,7 +30,10 @@ struct Capture;
 
 impl std::io::Write for Capture {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        log_buffer().lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(bytes);
+        log_buffer()
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend_from_slice(bytes);
         if std::env::var_os("TEST_LOG").is_some() {
             std::io::stderr().write_all(bytes)?;
         }
@@ -43,7 +51,9 @@ fn init_logs() {
         let _ = tracing_subscriber::fmt()
             .with_writer(|| Capture)
             .with_ansi(false)
-            .with_env_filter(tracing_subscriber::EnvFilter::new("debug,sled=warn,hyper=warn"))
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "debug,sled=warn,hyper=warn",
+            ))
             .try_init();
     });
 }
@@ -73,7 +83,9 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut ServerConfig)) -> TestApp {
 /// The server on an existing data directory (to restart one).
 pub async fn spawn_app_in(dir: &Path, tweak: impl FnOnce(&mut ServerConfig)) -> TestApp {
     init_logs();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binds port 0");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds port 0");
     let address = format!("http://{}", listener.local_addr().expect("address"));
     let mut config = ServerConfig::new(dir.to_path_buf());
     config.public_url = "https://roster.example".into();
@@ -93,7 +105,16 @@ pub async fn spawn_app_in(dir: &Path, tweak: impl FnOnce(&mut ServerConfig)) -> 
     };
     // Ready when it answers; `serve` opens the engine before it accepts.
     for _ in 0..200 {
-        if let Ok(response) = app.client.get(format!("{}/healthz", app.address)).send().await {
+        if app.server.as_ref().is_some_and(|s| s.is_finished()) {
+            let outcome = app.server.expect("a server").await;
+            panic!("the server stopped before it answered: {outcome:?}");
+        }
+        if let Ok(response) = app
+            .client
+            .get(format!("{}/healthz", app.address))
+            .send()
+            .await
+        {
             if response.status() == StatusCode::OK {
                 return app;
             }
@@ -121,7 +142,13 @@ impl TestApp {
         format!("{}{path}", self.address)
     }
 
-    pub async fn send(&self, method: Method, path: &str, who: &As, body: Option<Value>) -> Response {
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        who: &As,
+        body: Option<Value>,
+    ) -> Response {
         let mut request = self.client.request(method, self.url(path));
         request = match who {
             As::Nobody => request,
@@ -140,7 +167,10 @@ impl TestApp {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        request.send().await.expect("the request reaches the server")
+        request
+            .send()
+            .await
+            .expect("the request reaches the server")
     }
 
     pub async fn get(&self, path: &str, who: &As) -> Response {
@@ -172,66 +202,126 @@ impl TestApp {
 
     /// The log's last position, as `/healthz` reports it.
     pub async fn head(&self) -> u64 {
-        self.read("/healthz").await["position"].as_u64().expect("a position")
+        self.read("/healthz").await["position"]
+            .as_u64()
+            .expect("a position")
     }
 
     /// Issues a key with the admin token and returns its id and the key.
-    pub async fn key_with_id(&self, principal: &str, scopes: &[&str], act_as: bool, email: Option<&str>) -> (String, String) {
-        let body = json!({ "principal": principal, "scopes": scopes, "act_as": act_as, "email": email });
+    pub async fn key_with_id(
+        &self,
+        principal: &str,
+        scopes: &[&str],
+        act_as: bool,
+        email: Option<&str>,
+    ) -> (String, String) {
+        let body =
+            json!({ "principal": principal, "scopes": scopes, "act_as": act_as, "email": email });
         let response = self.post("/v1/api-keys", &As::Admin, body).await;
         assert_eq!(response.status(), StatusCode::CREATED);
         let issued = json_of(response).await;
-        (issued["id"].as_str().expect("an id").to_string(), issued["key"].as_str().expect("a key").to_string())
+        (
+            issued["id"].as_str().expect("an id").to_string(),
+            issued["key"].as_str().expect("a key").to_string(),
+        )
     }
 
     /// Creates an invite link on `resource` (a `kind/id`) and returns it.
     pub async fn link(&self, resource: &str, who: &As, body: Value) -> Value {
-        let response = self.post(&format!("/v1/resources/{resource}/invite-links"), who, body).await;
-        assert_eq!(response.status(), StatusCode::CREATED, "creating a link on {resource}");
+        let response = self
+            .post(&format!("/v1/resources/{resource}/invite-links"), who, body)
+            .await;
+        assert_eq!(
+            response.status(),
+            StatusCode::CREATED,
+            "creating a link on {resource}"
+        );
         json_of(response).await
     }
 
     /// Invites `emails` to `resource` and returns the per-email outcome.
     pub async fn invite(&self, resource: &str, who: &As, body: Value) -> Value {
-        let response = self.post(&format!("/v1/resources/{resource}/invitations"), who, body).await;
-        assert_eq!(response.status(), StatusCode::CREATED, "inviting to {resource}");
+        let response = self
+            .post(&format!("/v1/resources/{resource}/invitations"), who, body)
+            .await;
+        assert_eq!(
+            response.status(),
+            StatusCode::CREATED,
+            "inviting to {resource}"
+        );
         json_of(response).await
     }
 
     /// Invites one email and returns its invitation (with its code).
-    pub async fn invite_one(&self, resource: &str, who: &As, email: &str, role: Option<&str>) -> Value {
-        let outcome = self.invite(resource, who, json!({ "emails": [email], "role": role })).await;
+    pub async fn invite_one(
+        &self,
+        resource: &str,
+        who: &As,
+        email: &str,
+        role: Option<&str>,
+    ) -> Value {
+        let outcome = self
+            .invite(resource, who, json!({ "emails": [email], "role": role }))
+            .await;
         outcome["invited"][0]["invitation"].clone()
     }
 
     /// Accepts `code` as `who` and returns the response.
     pub async fn accept(&self, code: &str, who: &As) -> Response {
-        self.post("/v1/invitations/accept", who, json!({ "code": code })).await
+        self.post("/v1/invitations/accept", who, json!({ "code": code }))
+            .await
     }
 
     /// The members of `resource` now, as `(principal, role)` pairs in order.
     pub async fn members(&self, resource: &str) -> Vec<(String, String)> {
-        let list = self.read(&format!("/v1/resources/{resource}/members")).await;
+        let list = self
+            .read(&format!("/v1/resources/{resource}/members"))
+            .await;
         list["items"]
             .as_array()
             .expect("items")
             .iter()
-            .map(|m| (m["principal"].as_str().expect("principal").to_string(), m["role"].as_str().expect("role").to_string()))
+            .map(|m| {
+                (
+                    m["principal"].as_str().expect("principal").to_string(),
+                    m["role"].as_str().expect("role").to_string(),
+                )
+            })
             .collect()
     }
 
     /// Issues a key with the admin token and returns it.
-    pub async fn key(&self, principal: &str, scopes: &[&str], act_as: bool, email: Option<&str>) -> String {
-        let body = json!({ "principal": principal, "scopes": scopes, "act_as": act_as, "email": email });
+    pub async fn key(
+        &self,
+        principal: &str,
+        scopes: &[&str],
+        act_as: bool,
+        email: Option<&str>,
+    ) -> String {
+        let body =
+            json!({ "principal": principal, "scopes": scopes, "act_as": act_as, "email": email });
         let response = self.post("/v1/api-keys", &As::Admin, body).await;
         assert_eq!(response.status(), StatusCode::CREATED);
-        json_of(response).await["key"].as_str().expect("a key").to_string()
+        json_of(response).await["key"]
+            .as_str()
+            .expect("a key")
+            .to_string()
     }
 
     /// Registers `resource` owned by `owner`.
     pub async fn register(&self, resource: &str, owner: &str) {
-        let response = self.post("/v1/resources", &As::Admin, json!({ "resource": resource, "owner": owner })).await;
-        assert_eq!(response.status(), StatusCode::CREATED, "registering {resource}");
+        let response = self
+            .post(
+                "/v1/resources",
+                &As::Admin,
+                json!({ "resource": resource, "owner": owner }),
+            )
+            .await;
+        assert_eq!(
+            response.status(),
+            StatusCode::CREATED,
+            "registering {resource}"
+        );
     }
 
     /// Stops the server gracefully and waits for it.
@@ -240,7 +330,10 @@ impl TestApp {
             let _ = shutdown.send(());
         }
         if let Some(server) = self.server.take() {
-            server.await.expect("the server task").expect("the server stopped cleanly");
+            server
+                .await
+                .expect("the server task")
+                .expect("the server stopped cleanly");
         }
     }
 }
@@ -257,12 +350,19 @@ pub fn position(response: &Response) -> u64 {
 
 /// `(principal, role)` pairs, for comparing member lists.
 pub fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
-    items.iter().map(|(p, r)| (p.to_string(), r.to_string())).collect()
+    items
+        .iter()
+        .map(|(p, r)| (p.to_string(), r.to_string()))
+        .collect()
 }
 
 /// The string at `pointer` (a JSON pointer) in `value`.
 pub fn text(value: &Value, pointer: &str) -> String {
-    value.pointer(pointer).and_then(Value::as_str).unwrap_or_else(|| panic!("no string at {pointer} in {value}")).to_string()
+    value
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("no string at {pointer} in {value}"))
+        .to_string()
 }
 
 pub async fn json_of(response: Response) -> Value {
@@ -273,12 +373,18 @@ pub async fn json_of(response: Response) -> Value {
 /// Asserts a problem+json error with this status and code.
 pub async fn assert_problem(response: Response, status: u16, code: &str) -> Value {
     assert_eq!(response.status().as_u16(), status, "status");
-    let content_type = response.headers().get("content-type").map(|v| v.to_str().unwrap_or("").to_string());
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap_or("").to_string());
     assert_eq!(content_type.as_deref(), Some("application/problem+json"));
     let body = json_of(response).await;
     assert_eq!(body["code"], code, "{body}");
     assert_eq!(body["status"], status);
-    assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()), "{body}");
+    assert!(
+        body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "{body}"
+    );
     body
 }
 
@@ -297,12 +403,21 @@ pub const ROUTES: [(&str, &str); 31] = [
     ("POST", "/v1/resources/{kind}/{id}/invite-links"),
     ("GET", "/v1/resources/{kind}/{id}/invite-links"),
     ("PATCH", "/v1/resources/{kind}/{id}/invite-links/{link_id}"),
-    ("POST", "/v1/resources/{kind}/{id}/invite-links/{link_id}/rotate"),
+    (
+        "POST",
+        "/v1/resources/{kind}/{id}/invite-links/{link_id}/rotate",
+    ),
     ("DELETE", "/v1/resources/{kind}/{id}/invite-links/{link_id}"),
     ("POST", "/v1/resources/{kind}/{id}/invitations"),
     ("GET", "/v1/resources/{kind}/{id}/invitations"),
-    ("POST", "/v1/resources/{kind}/{id}/invitations/{invitation_id}/resend"),
-    ("DELETE", "/v1/resources/{kind}/{id}/invitations/{invitation_id}"),
+    (
+        "POST",
+        "/v1/resources/{kind}/{id}/invitations/{invitation_id}/resend",
+    ),
+    (
+        "DELETE",
+        "/v1/resources/{kind}/{id}/invitations/{invitation_id}",
+    ),
     ("POST", "/v1/invitations/preview"),
     ("POST", "/v1/invitations/accept"),
     ("POST", "/v1/invitations/decline"),

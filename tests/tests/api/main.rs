@@ -16,7 +16,6 @@ mod limits;
 mod links;
 mod members;
 mod past;
-mod races;
 mod resources;
 mod system;
 mod webhooks;
