@@ -16,6 +16,7 @@ mod limits;
 mod links;
 mod members;
 mod past;
+mod races;
 mod resources;
 mod system;
 mod webhooks;
