@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use roster_eventstore::{AppendRequest, EventStore, ExpectedVersion, NewEvent, SledOptions, SledStore};
+use roster_eventstore::{
+    AppendRequest, EventStore, ExpectedVersion, NewEvent, SledOptions, SledStore,
+};
 use serde::Serialize;
 use serde_json::json;
 
@@ -21,6 +23,11 @@ pub struct AppendFigure {
     pub raw_sled_per_s: f64,
     /// Raw sled as above plus the `fdatasync` that makes it as durable as Roster's `sync`.
     pub raw_sled_fdatasync_per_s: f64,
+    /// Raw sled writing, per append, exactly the key-value pairs Roster writes (the event,
+    /// its stream index entry and its command's outcome, and the chain head once per batch),
+    /// in batches of the same size, each followed by a flush and an `fdatasync`: what sled
+    /// itself costs for Roster's layout, with nothing of Roster's own work.
+    pub raw_sled_roster_keys_per_s: f64,
 }
 
 impl AppendFigure {
@@ -30,6 +37,10 @@ impl AppendFigure {
 
     pub fn versus_raw_fdatasync(&self) -> f64 {
         self.appends_per_s / self.raw_sled_fdatasync_per_s
+    }
+
+    pub fn versus_raw_roster_keys(&self) -> f64 {
+        self.appends_per_s / self.raw_sled_roster_keys_per_s
     }
 }
 
@@ -49,14 +60,24 @@ fn sample_event(writer: usize, n: u64) -> NewEvent {
 }
 
 /// Runs the durable-append scenario for each writer count, `seconds` each, in `scratch`.
-pub fn append_scenario(scratch: &Path, writer_counts: &[usize], seconds: f64) -> Result<Vec<AppendFigure>, String> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+pub fn append_scenario(
+    scratch: &Path,
+    writer_counts: &[usize],
+    seconds: f64,
+) -> Result<Vec<AppendFigure>, String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
     let duration = Duration::from_secs_f64(seconds);
     let mut figures = Vec::new();
     for &writers in writer_counts {
         let dir = tempfile::tempdir_in(scratch).map_err(|e| e.to_string())?;
-        let store = Arc::new(SledStore::open(dir.path(), SledOptions::default()).map_err(|e| e.to_string())?);
-        let (appends, elapsed) = runtime.block_on(drive_appends(Arc::clone(&store), writers, duration))?;
+        let store = Arc::new(
+            SledStore::open(dir.path(), SledOptions::default()).map_err(|e| e.to_string())?,
+        );
+        let (appends, elapsed) =
+            runtime.block_on(drive_appends(Arc::clone(&store), writers, duration))?;
         let stats = store.stats();
         let envelope_bytes = runtime
             .block_on(store.read_all(0, 1))
@@ -64,22 +85,48 @@ pub fn append_scenario(scratch: &Path, writer_counts: &[usize], seconds: f64) ->
             .and_then(|page| page.first().map(|e| e.to_json_line().len()))
             .unwrap_or(400);
         drop(store);
-        let appends_per_group = if stats.groups == 0 { 1.0 } else { to_f64(stats.appends) / to_f64(stats.groups) };
+        let appends_per_group = if stats.groups == 0 {
+            1.0
+        } else {
+            to_f64(stats.appends) / to_f64(stats.groups)
+        };
         let batch = appends_per_group.round().max(1.0);
-        let raw = raw_sled(scratch, batch, envelope_bytes, duration, false)?;
-        let raw_synced = raw_sled(scratch, batch, envelope_bytes, duration, true)?;
+        let raw = raw_sled(
+            scratch,
+            batch,
+            envelope_bytes,
+            duration,
+            Layout::OneKey,
+            false,
+        )?;
+        let raw_synced = raw_sled(
+            scratch,
+            batch,
+            envelope_bytes,
+            duration,
+            Layout::OneKey,
+            true,
+        )?;
+        let roster_keys = Layout::RosterKeys { streams: writers };
+        let raw_roster_keys =
+            raw_sled(scratch, batch, envelope_bytes, duration, roster_keys, true)?;
         figures.push(AppendFigure {
             writers,
             appends_per_s: to_f64(appends) / elapsed.as_secs_f64(),
             appends_per_group,
             raw_sled_per_s: raw,
             raw_sled_fdatasync_per_s: raw_synced,
+            raw_sled_roster_keys_per_s: raw_roster_keys,
         });
     }
     Ok(figures)
 }
 
-async fn drive_appends(store: Arc<SledStore>, writers: usize, duration: Duration) -> Result<(u64, Duration), String> {
+async fn drive_appends(
+    store: Arc<SledStore>,
+    writers: usize,
+    duration: Duration,
+) -> Result<(u64, Duration), String> {
     let done = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -90,7 +137,11 @@ async fn drive_appends(store: Arc<SledStore>, writers: usize, duration: Duration
                 let stream = format!("resource:space/bench-{writer}");
                 let mut n = 0;
                 while !done.load(Ordering::Relaxed) {
-                    let request = AppendRequest::new(stream.as_str(), ExpectedVersion::Any, vec![sample_event(writer, n)]);
+                    let request = AppendRequest::new(
+                        stream.as_str(),
+                        ExpectedVersion::Any,
+                        vec![sample_event(writer, n)],
+                    );
                     store.append(request).await.map_err(|e| e.to_string())?;
                     count.fetch_add(1, Ordering::Relaxed);
                     n += 1;
@@ -107,9 +158,27 @@ async fn drive_appends(store: Arc<SledStore>, writers: usize, duration: Duration
     Ok((count.load(Ordering::Relaxed), started.elapsed()))
 }
 
-/// Events per second that sled itself reaches writing batches of `batch` values of
-/// `value_bytes`, each batch followed by a flush (and an `fdatasync` when asked).
-fn raw_sled(scratch: &Path, batch: f64, value_bytes: usize, duration: Duration, fdatasync: bool) -> Result<f64, String> {
+/// What the raw baseline writes per event.
+#[derive(Debug, Clone, Copy)]
+enum Layout {
+    /// One value under a sequential key: sled at its simplest.
+    OneKey,
+    /// Roster's keys (see `roster_eventstore`'s key layout): `e ‖ position` → the envelope,
+    /// `s ‖ stream ‖ 0 ‖ version` → the position, over `streams` streams in turn,
+    /// `c ‖ command id` → a 21-byte outcome, and `m` → the chain head once per batch.
+    RosterKeys { streams: usize },
+}
+
+/// Events per second that sled itself reaches writing batches of `batch` events of
+/// `value_bytes` in `layout`, each batch followed by a flush (and an `fdatasync` when asked).
+fn raw_sled(
+    scratch: &Path,
+    batch: f64,
+    value_bytes: usize,
+    duration: Duration,
+    layout: Layout,
+    fdatasync: bool,
+) -> Result<f64, String> {
     let dir = tempfile::tempdir_in(scratch).map_err(|e| e.to_string())?;
     let defaults = SledOptions::default();
     let db = sled::Config::new()
@@ -129,7 +198,25 @@ fn raw_sled(scratch: &Path, batch: f64, value_bytes: usize, duration: Duration, 
         let mut writes = sled::Batch::default();
         for _ in 0..per_batch {
             key += 1;
-            writes.insert(&key.to_be_bytes(), value.as_slice());
+            match layout {
+                Layout::OneKey => writes.insert(&key.to_be_bytes(), value.as_slice()),
+                Layout::RosterKeys { streams } => {
+                    let mut event = vec![b'e'];
+                    event.extend_from_slice(&key.to_be_bytes());
+                    writes.insert(event, value.as_slice());
+                    let streams = u64::try_from(streams.max(1)).unwrap_or(1);
+                    let mut index = format!("sresource:space/bench-{}", key % streams).into_bytes();
+                    index.push(0);
+                    index.extend_from_slice(&(key / streams + 1).to_be_bytes());
+                    writes.insert(index, &key.to_be_bytes());
+                    let mut command = vec![b'c'];
+                    command.extend_from_slice(ulid::Ulid::new().to_string().as_bytes());
+                    writes.insert(command, &[1u8; 21][..]);
+                }
+            }
+        }
+        if let Layout::RosterKeys { .. } = layout {
+            writes.insert(b"m", &[0u8; 40][..]);
         }
         tree.apply_batch(writes).map_err(|e| e.to_string())?;
         db.flush().map_err(|e| e.to_string())?;
@@ -160,19 +247,25 @@ fn to_f64(count: u64) -> f64 {
 pub fn append_table(figures: &[AppendFigure]) -> String {
     let mut out = String::from(
         "durable append (sync)\n\
-         writers  appends/s  per group  raw sled/s  ratio  raw sled+fdatasync/s  ratio\n",
+         writers  appends/s  per group  raw sled/s  ratio  raw sled+fdatasync/s  ratio  \
+         raw sled, roster keys+fdatasync/s  ratio\n",
     );
-    let single = figures.iter().find(|f| f.writers == 1).map(|f| f.appends_per_s);
+    let single = figures
+        .iter()
+        .find(|f| f.writers == 1)
+        .map(|f| f.appends_per_s);
     for f in figures {
         out.push_str(&format!(
-            "{:>7}  {:>9.0}  {:>9.1}  {:>10.0}  {:>5.2}  {:>20.0}  {:>5.2}\n",
+            "{:>7}  {:>9.0}  {:>9.1}  {:>10.0}  {:>5.2}  {:>20.0}  {:>5.2}  {:>33.0}  {:>5.2}\n",
             f.writers,
             f.appends_per_s,
             f.appends_per_group,
             f.raw_sled_per_s,
             f.versus_raw(),
             f.raw_sled_fdatasync_per_s,
-            f.versus_raw_fdatasync()
+            f.versus_raw_fdatasync(),
+            f.raw_sled_roster_keys_per_s,
+            f.versus_raw_roster_keys()
         ));
     }
     if let (Some(single), Some(most)) = (single, figures.iter().max_by_key(|f| f.writers)) {
