@@ -556,11 +556,17 @@ impl Engine {
 
     /// The per-email outcome `CreateInvitations` would have now, without appending anything:
     /// for explaining a batch that invited nobody.
-    pub async fn invitation_outcome(&self, actor: Actor, command: ResourceCommand) -> Result<InvitationBatch, EngineError> {
+    pub async fn invitation_outcome(
+        &self,
+        actor: Actor,
+        command: ResourceCommand,
+    ) -> Result<InvitationBatch, EngineError> {
         let command = Command::Resource(command);
         let entry = self.entry(&command.stream()).await?;
         let inputs = self.inputs(&command).await?;
-        let Command::Resource(command) = command else { unreachable!("built as a resource command above") };
+        let Command::Resource(command) = command else {
+            unreachable!("built as a resource command above")
+        };
         // Numbers are drawn only for emails that would be invited; none are kept.
         let scratch_numbers = NumberSequence::starting_at(1);
         let emails = ModelEmails(Arc::clone(&self.inner.models));

@@ -35,7 +35,9 @@ impl Caller {
     pub fn has_scope(&self, scope: Scope) -> bool {
         match &self.credential {
             Credential::Admin => true,
-            Credential::Key(key) => key.scopes.contains(&scope) || key.scopes.contains(&Scope::Admin),
+            Credential::Key(key) => {
+                key.scopes.contains(&scope) || key.scopes.contains(&Scope::Admin)
+            }
         }
     }
 
@@ -44,7 +46,10 @@ impl Caller {
         if self.has_scope(scope) {
             Ok(())
         } else {
-            Err(ApiError::forbidden(format!("this key lacks the `{}` scope", scope_name(scope))))
+            Err(ApiError::forbidden(format!(
+                "this key lacks the `{}` scope",
+                scope_name(scope)
+            )))
         }
     }
 
@@ -52,9 +57,9 @@ impl Caller {
     /// keys may name anyone.
     pub fn may_speak_for(&self, principal: &Principal) -> ApiResult<()> {
         match &self.credential {
-            Credential::Key(key) if !key.act_as && &key.principal != principal => {
-                Err(ApiError::forbidden("a user key acts only for its own principal"))
-            }
+            Credential::Key(key) if !key.act_as && &key.principal != principal => Err(
+                ApiError::forbidden("a user key acts only for its own principal"),
+            ),
             _ => Ok(()),
         }
     }
@@ -62,9 +67,9 @@ impl Caller {
     /// The same for an email: a user key may look only at its own.
     pub fn may_read_email(&self, email: &Email) -> ApiResult<()> {
         match &self.credential {
-            Credential::Key(key) if !key.act_as && key.email.as_ref() != Some(email) => {
-                Err(ApiError::forbidden("a user key reads only its own email's invitations"))
-            }
+            Credential::Key(key) if !key.act_as && key.email.as_ref() != Some(email) => Err(
+                ApiError::forbidden("a user key reads only its own email's invitations"),
+            ),
             _ => Ok(()),
         }
     }
@@ -100,17 +105,25 @@ fn token(headers: &HeaderMap) -> ApiResult<String> {
             .decode(rest.trim())
             .ok()
             .and_then(|bytes| String::from_utf8(bytes).ok())
-            .ok_or_else(|| ApiError::unauthenticated("the Basic credentials are not base64 of `user:key`"))?;
+            .ok_or_else(|| {
+                ApiError::unauthenticated("the Basic credentials are not base64 of `user:key`")
+            })?;
         let (_, password) = decoded.split_once(':').unwrap_or(("", decoded.as_str()));
         return Ok(password.to_string());
     }
-    Err(ApiError::unauthenticated("use `Authorization: Bearer <key>` or Basic with the key as the password"))
+    Err(ApiError::unauthenticated(
+        "use `Authorization: Bearer <key>` or Basic with the key as the password",
+    ))
 }
 
 fn header_text<'h>(headers: &'h HeaderMap, name: &str) -> ApiResult<Option<&'h str>> {
     headers
         .get(name)
-        .map(|value| value.to_str().map_err(|_| ApiError::invalid(format!("the {name} header is not text"))))
+        .map(|value| {
+            value
+                .to_str()
+                .map_err(|_| ApiError::invalid(format!("the {name} header is not text")))
+        })
         .transpose()
 }
 
@@ -118,37 +131,62 @@ fn header_text<'h>(headers: &'h HeaderMap, name: &str) -> ApiResult<Option<&'h s
 pub fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<Caller> {
     let token = token(headers)?;
     let named = header_text(headers, ACTOR_HEADER)?
-        .map(|text| Principal::parse(text).map_err(|e| ApiError::invalid(format!("{ACTOR_HEADER}: {e}"))))
+        .map(|text| {
+            Principal::parse(text).map_err(|e| ApiError::invalid(format!("{ACTOR_HEADER}: {e}")))
+        })
         .transpose()?;
     let named_email = header_text(headers, ACTOR_EMAIL_HEADER)?
-        .map(|text| Email::parse(text).map_err(|e| ApiError::invalid(format!("{ACTOR_EMAIL_HEADER}: {}", e.error))))
+        .map(|text| {
+            Email::parse(text)
+                .map_err(|e| ApiError::invalid(format!("{ACTOR_EMAIL_HEADER}: {}", e.error)))
+        })
         .transpose()?;
     let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
     if bool::from(presented.ct_eq(&state.admin_digest)) {
         let actor = match named {
-            Some(principal) => Actor::Principal { principal, email: named_email },
+            Some(principal) => Actor::Principal {
+                principal,
+                email: named_email,
+            },
             None => Actor::Admin,
         };
-        return Ok(Caller { credential: Credential::Admin, actor });
+        return Ok(Caller {
+            credential: Credential::Admin,
+            actor,
+        });
     }
     let key = state
         .engine
         .api_key_by_digest(&KeyDigest::of_key(&token))?
         .ok_or_else(|| ApiError::unauthenticated("this key is unknown or revoked"))?;
     let actor = match (key.act_as, named) {
-        (true, Some(principal)) => Actor::Principal { principal, email: named_email },
+        (true, Some(principal)) => Actor::Principal {
+            principal,
+            email: named_email,
+        },
         (false, Some(principal)) if principal != key.principal => {
-            return Err(ApiError::forbidden(format!("a user key cannot act as another principal ({ACTOR_HEADER})")));
+            return Err(ApiError::forbidden(format!(
+                "a user key cannot act as another principal ({ACTOR_HEADER})"
+            )));
         }
-        _ => Actor::Principal { principal: key.principal.clone(), email: key.email.clone() },
+        _ => Actor::Principal {
+            principal: key.principal.clone(),
+            email: key.email.clone(),
+        },
     };
-    Ok(Caller { credential: Credential::Key(key), actor })
+    Ok(Caller {
+        credential: Credential::Key(key),
+        actor,
+    })
 }
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         authenticate(state, &parts.headers)
     }
 }

@@ -36,7 +36,13 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> ApiError {
-        ApiError { status, code, detail: detail.into(), extensions: Map::new(), retry_after_s: None }
+        ApiError {
+            status,
+            code,
+            detail: detail.into(),
+            extensions: Map::new(),
+            retry_after_s: None,
+        }
     }
 
     pub fn invalid(detail: impl Into<String>) -> ApiError {
@@ -60,7 +66,11 @@ impl ApiError {
     }
 
     pub fn internal() -> ApiError {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "something went wrong on our side")
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "something went wrong on our side",
+        )
     }
 
     pub fn unavailable(detail: impl Into<String>) -> ApiError {
@@ -119,7 +129,10 @@ impl From<roster_projections::ProjectionError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut body = Map::new();
-        body.insert("type".into(), Value::from(format!("https://roster.dev/problems/{}", self.code)));
+        body.insert(
+            "type".into(),
+            Value::from(format!("https://roster.dev/problems/{}", self.code)),
+        );
         body.insert("title".into(), Value::from(self.title()));
         body.insert("status".into(), Value::from(self.status.as_u16()));
         body.insert("detail".into(), Value::from(self.detail));
@@ -127,7 +140,10 @@ impl IntoResponse for ApiError {
         body.extend(self.extensions);
         let mut response = (self.status, Value::Object(body).to_string()).into_response();
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         if let Some(seconds) = self.retry_after_s {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }

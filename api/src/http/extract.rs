@@ -34,10 +34,18 @@ fn json_rejection(rejection: &JsonRejection) -> ApiError {
             "unsupported_media_type",
             "the body must be JSON, sent with `Content-Type: application/json`",
         ),
-        JsonRejection::JsonSyntaxError(error) => ApiError::invalid(format!("the body is not valid JSON: {}", error.body_text())),
-        JsonRejection::JsonDataError(error) => ApiError::invalid(format!("the body does not fit: {}", error.body_text())),
+        JsonRejection::JsonSyntaxError(error) => {
+            ApiError::invalid(format!("the body is not valid JSON: {}", error.body_text()))
+        }
+        JsonRejection::JsonDataError(error) => {
+            ApiError::invalid(format!("the body does not fit: {}", error.body_text()))
+        }
         JsonRejection::BytesRejection(error) if error.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the body is larger than the server accepts")
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "the body is larger than the server accepts",
+            )
         }
         other => ApiError::invalid(format!("the body could not be read: {}", other.body_text())),
     }

@@ -1047,9 +1047,9 @@ pub async fn events(
         .read_all(query.after.unwrap_or(0), limit)
         .await
         .map_err(crate::engine::EngineError::from)?;
-    let next = (envelopes.len() == limit)
-        .then(|| envelopes.last().map(|e| e.position))
-        .flatten();
+    // A next page only when the log holds more than this one.
+    let head = state.engine.head();
+    let next = envelopes.last().map(|e| e.position).filter(|last| *last < head);
     let items = envelopes
         .iter()
         .map(|e| serde_json::to_value(e).unwrap_or_default())

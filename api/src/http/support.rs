@@ -2,7 +2,9 @@
 //! clear errors, authorization on a resource, and running a command.
 
 use axum::http::StatusCode;
-use roster_domain::{Command, DomainError, Kind, Principal, Privilege, ResourceId, RoleName, Scope, Timestamp};
+use roster_domain::{
+    Command, DomainError, Kind, Principal, Privilege, ResourceId, RoleName, Scope, Timestamp,
+};
 
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
@@ -23,60 +25,109 @@ pub fn principal(text: &str) -> ApiResult<Principal> {
 }
 
 pub fn role(text: &str) -> ApiResult<RoleName> {
-    RoleName::parse(text).map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "unknown_role", format!("no role is named {text:?}")))
+    RoleName::parse(text).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "unknown_role",
+            format!("no role is named {text:?}"),
+        )
+    })
 }
 
 pub fn time(field: &str, text: &str) -> ApiResult<Timestamp> {
-    Timestamp::parse(text).map_err(|_| ApiError::invalid(format!("{field}: {text:?} is not an RFC 3339 time")))
+    Timestamp::parse(text)
+        .map_err(|_| ApiError::invalid(format!("{field}: {text:?} is not an RFC 3339 time")))
 }
 
 pub fn number(field: &str, text: &str) -> ApiResult<u64> {
-    text.parse::<u64>()
-        .ok()
-        .filter(|n| *n > 0)
-        .ok_or_else(|| ApiError::invalid(format!("{field} must be a positive integer, not {text:?}")))
+    text.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+        ApiError::invalid(format!("{field} must be a positive integer, not {text:?}"))
+    })
 }
 
 /// 404 unless the resource is registered.
-pub fn registered(state: &AppState, resource: &ResourceId) -> ApiResult<roster_projections::ResourceRecord> {
-    state.engine.resource(resource)?.ok_or_else(|| ApiError::not_found(format!("resource {resource} is not registered")))
+pub fn registered(
+    state: &AppState,
+    resource: &ResourceId,
+) -> ApiResult<roster_projections::ResourceRecord> {
+    state
+        .engine
+        .resource(resource)?
+        .ok_or_else(|| ApiError::not_found(format!("resource {resource} is not registered")))
 }
 
 /// The caller may read this resource with this privilege: the admin acting as nobody, or an
 /// actor whose role grants it, or for history the `audit` scope.
-pub async fn authorize(state: &AppState, caller: &Caller, resource: &ResourceId, privilege: Privilege) -> ApiResult<()> {
-    caller.require(Scope::Read)?;
-    registered(state, resource)?;
+pub async fn authorize(
+    state: &AppState,
+    caller: &Caller,
+    resource: &ResourceId,
+    privilege: Privilege,
+) -> ApiResult<()> {
+    // The `audit` scope reads any resource's history, whatever the actor's role, even on a
+    // key without `read` (DESIGN section 5).
     if privilege == Privilege::ViewHistory && caller.has_scope(Scope::Audit) {
+        registered(state, resource)?;
         return Ok(());
     }
-    let Some(principal) = caller.principal() else { return Ok(()) };
+    caller.require(Scope::Read)?;
+    registered(state, resource)?;
+    let Some(principal) = caller.principal() else {
+        return Ok(());
+    };
     let (allowed, _) = state.engine.check(principal, resource, privilege).await?;
     if allowed {
         Ok(())
     } else {
-        Err(ApiError::forbidden(format!("{principal} lacks {} on {resource}", super::views::privilege_name(privilege))))
+        Err(ApiError::forbidden(format!(
+            "{principal} lacks {} on {resource}",
+            super::views::privilege_name(privilege)
+        )))
     }
 }
 
 /// Runs a command for the caller, with the request's idempotency key as its command id.
-pub async fn execute(state: &AppState, caller: &Caller, command: Command, command_id: Option<String>) -> ApiResult<Executed> {
+pub async fn execute(
+    state: &AppState,
+    caller: &Caller,
+    command: Command,
+    command_id: Option<String>,
+) -> ApiResult<Executed> {
     caller.require(Scope::Write)?;
-    let request = Request { actor: caller.actor.clone(), command, command_id, correlation_id: None };
-    state.engine.execute(request).await.map_err(|error| refused(state, error.into()))
+    let request = Request {
+        actor: caller.actor.clone(),
+        command,
+        command_id,
+        correlation_id: None,
+    };
+    state
+        .engine
+        .execute(request)
+        .await
+        .map_err(|error| refused(state, error.into()))
 }
 
 /// Counts domain refusals for the metrics on their way out.
 pub fn refused(state: &AppState, error: ApiError) -> ApiError {
     if error.status.is_client_error() {
-        state.metrics.commands_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        state
+            .metrics
+            .commands_refused
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     error
 }
 
 /// A code that opens nothing, counted for the metrics.
-pub fn code_error(state: &AppState, family: &'static str, error: crate::engine::EngineError) -> ApiError {
-    if matches!(error, crate::engine::EngineError::Domain(DomainError::InvitationNotFound)) {
+pub fn code_error(
+    state: &AppState,
+    family: &'static str,
+    error: crate::engine::EngineError,
+) -> ApiError {
+    if matches!(
+        error,
+        crate::engine::EngineError::Domain(DomainError::InvitationNotFound)
+    ) {
         state.metrics.failed_code_check(family);
     }
     refused(state, error.into())

@@ -2,7 +2,10 @@
 //! describes them. Views are built from read-model records; codes are derived on the way out.
 
 use roster_domain::{InvitationStatus, LinkStatus, Timestamp};
-use roster_projections::{ApiKeyRow, Closure, HistoryEntry, InvitationRecord, LinkRecord, MemberRecord, MembershipRecord, ResourceRecord};
+use roster_projections::{
+    ApiKeyRow, Closure, HistoryEntry, InvitationRecord, LinkRecord, MemberRecord, MembershipRecord,
+    ResourceRecord,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -59,7 +62,11 @@ impl From<ApiKeyRow> for KeyView {
         KeyView {
             id: row.key_id.to_string(),
             principal: row.principal.to_string(),
-            scopes: row.scopes.iter().map(|s| super::auth::scope_name(*s).to_string()).collect(),
+            scopes: row
+                .scopes
+                .iter()
+                .map(|s| super::auth::scope_name(*s).to_string())
+                .collect(),
             act_as: row.act_as,
             email: row.email.map(|e| e.to_string()),
             name: row.name,
@@ -105,7 +112,11 @@ impl From<&roster_domain::RoleSchema> for RoleSchemaView {
                 .iter()
                 .map(|r| RoleView {
                     name: r.name.to_string(),
-                    privileges: r.privileges.iter().map(|p| privilege_name(*p).to_string()).collect(),
+                    privileges: r
+                        .privileges
+                        .iter()
+                        .map(|p| privilege_name(*p).to_string())
+                        .collect(),
                 })
                 .collect(),
             default_role: schema.default_role().to_string(),
@@ -281,7 +292,11 @@ pub struct InvitationView {
 
 impl InvitationView {
     /// `attempts_max` is the delivery worker's limit, `None` when no mail is sent.
-    pub fn of(invitation: &InvitationRecord, engine: &Engine, attempts_max: Option<u32>) -> InvitationView {
+    pub fn of(
+        invitation: &InvitationRecord,
+        engine: &Engine,
+        attempts_max: Option<u32>,
+    ) -> InvitationView {
         let (accepted_by, accepted_at) = match &invitation.closure {
             Some(Closure::Accepted { by, at }) => (Some(by.to_string()), Some(time(*at))),
             _ => (None, None),
@@ -291,7 +306,9 @@ impl InvitationView {
             "delivered"
         } else if attempts_max.is_none() {
             "not_configured"
-        } else if delivery.last_error.is_some() && attempts_max.is_some_and(|max| delivery.attempts >= max) {
+        } else if delivery.last_error.is_some()
+            && attempts_max.is_some_and(|max| delivery.attempts >= max)
+        {
             // The worker has given up on this generation.
             "failed"
         } else {
@@ -318,8 +335,15 @@ impl InvitationView {
         }
     }
 
-    pub fn with_code(mut self, invitation: &InvitationRecord, engine: &Engine, public_url: &str) -> InvitationView {
-        let code = engine.code(invitation.number, invitation.generation).encode_base64();
+    pub fn with_code(
+        mut self,
+        invitation: &InvitationRecord,
+        engine: &Engine,
+        public_url: &str,
+    ) -> InvitationView {
+        let code = engine
+            .code(invitation.number, invitation.generation)
+            .encode_base64();
         self.url = Some(invite_url(public_url, &code));
         self.code = Some(code);
         self

@@ -18,7 +18,11 @@ pub struct Retry {
 
 impl Default for Retry {
     fn default() -> Retry {
-        Retry { initial_ms: 1000, max_ms: 60_000, attempts_max: 10 }
+        Retry {
+            initial_ms: 1000,
+            max_ms: 60_000,
+            attempts_max: 10,
+        }
     }
 }
 
@@ -26,7 +30,10 @@ impl Retry {
     /// The wait after failed attempt number `attempt` (counting from 1).
     pub fn after(&self, attempt: u32) -> Duration {
         let doublings = attempt.saturating_sub(1).min(32);
-        let ms = self.initial_ms.saturating_mul(1u64 << doublings).min(self.max_ms);
+        let ms = self
+            .initial_ms
+            .saturating_mul(1u64 << doublings)
+            .min(self.max_ms);
         Duration::from_millis(ms)
     }
 }
@@ -38,8 +45,13 @@ mod tests {
     #[test]
     fn back_off_doubles_up_to_the_cap() {
         let retry = Retry::default();
-        let waits: Vec<u64> = (1..=8).map(|a| u64::try_from(retry.after(a).as_millis()).unwrap_or(0)).collect();
-        assert_eq!(waits, vec![1000, 2000, 4000, 8000, 16_000, 32_000, 60_000, 60_000]);
+        let waits: Vec<u64> = (1..=8)
+            .map(|a| u64::try_from(retry.after(a).as_millis()).unwrap_or(0))
+            .collect();
+        assert_eq!(
+            waits,
+            vec![1000, 2000, 4000, 8000, 16_000, 32_000, 60_000, 60_000]
+        );
         assert_eq!(retry.after(u32::MAX), Duration::from_secs(60));
     }
 }

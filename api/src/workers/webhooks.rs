@@ -130,7 +130,7 @@ async fn deliver(
         if hook.removed {
             return;
         }
-        if !hook.events.is_empty() && !hook.events.iter().any(|e| *e == envelope.event_type) {
+        if !hook.events.is_empty() && !hook.events.contains(&envelope.event_type) {
             continue;
         }
         for attempt in 1..=config.retry.attempts_max.max(1) {
