@@ -134,11 +134,35 @@ impl Tree for MemoryTree {
 pub(crate) const CHECKPOINT_KEY: &[u8] = b"\xffcheckpoint";
 pub(crate) const VERSION_KEY: &[u8] = b"\xffversion";
 
+/// A row written by a record type, kept as the value until the batch commits: a hot row
+/// (a link's use count, a resource's member count) changed by every event of a batch is
+/// then parsed once and serialized once per batch, not once per event.
+trait Record: Send {
+    fn to_bytes(&self) -> Vec<u8>;
+    fn as_any(&self) -> &dyn std::any::Any;
+}
+
+impl<T: serde::Serialize + Send + 'static> Record for T {
+    fn to_bytes(&self) -> Vec<u8> {
+        // The read models' records are plain structs of strings and numbers.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+enum Pending {
+    Bytes(Option<Vec<u8>>),
+    Typed(Box<dyn Record>),
+}
+
 /// The changes one call to `apply` makes to one read model, with an overlay so later events
 /// in the same batch read what earlier ones wrote.
 pub struct Batch<'t> {
     tree: &'t dyn Tree,
-    overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    overlay: HashMap<Vec<u8>, Pending>,
     order: Vec<Vec<u8>>,
 }
 
@@ -153,33 +177,37 @@ impl<'t> Batch<'t> {
 
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ProjectionError> {
         match self.overlay.get(key) {
-            Some(value) => Ok(value.clone()),
+            Some(Pending::Bytes(value)) => Ok(value.clone()),
+            Some(Pending::Typed(record)) => Ok(Some(record.to_bytes())),
             None => self.tree.get(key),
         }
     }
 
-    pub fn get_json<T: serde::de::DeserializeOwned>(
+    pub fn get_json<T: serde::de::DeserializeOwned + Clone + 'static>(
         &self,
         key: &[u8],
     ) -> Result<Option<T>, ProjectionError> {
+        if let Some(Pending::Typed(record)) = self.overlay.get(key) {
+            if let Some(value) = record.as_any().downcast_ref::<T>() {
+                return Ok(Some(value.clone()));
+            }
+        }
         self.get(key)?.map(|bytes| decode(key, &bytes)).transpose()
     }
 
     pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.record(key, Some(value));
+        self.record(key, Pending::Bytes(Some(value)));
     }
 
-    pub fn put_json<T: serde::Serialize>(&mut self, key: Vec<u8>, value: &T) {
-        // The read models' records are plain structs of strings and numbers.
-        let bytes = serde_json::to_vec(value).unwrap_or_default();
-        self.record(key, Some(bytes));
+    pub fn put_json<T: serde::Serialize + Clone + Send + 'static>(&mut self, key: Vec<u8>, value: &T) {
+        self.record(key, Pending::Typed(Box::new(value.clone())));
     }
 
     pub fn delete(&mut self, key: Vec<u8>) {
-        self.record(key, None);
+        self.record(key, Pending::Bytes(None));
     }
 
-    fn record(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+    fn record(&mut self, key: Vec<u8>, value: Pending) {
         if self.overlay.insert(key.clone(), value).is_none() {
             self.order.push(key);
         }
@@ -189,7 +217,11 @@ impl<'t> Batch<'t> {
     pub fn commit(mut self, checkpoint: u64) -> Result<(), ProjectionError> {
         let mut changes: Vec<Change> = Vec::with_capacity(self.order.len() + 1);
         for key in self.order.drain(..) {
-            let value = self.overlay.remove(&key).flatten();
+            let value = match self.overlay.remove(&key) {
+                Some(Pending::Bytes(value)) => value,
+                Some(Pending::Typed(record)) => Some(record.to_bytes()),
+                None => None,
+            };
             changes.push((key, value));
         }
         changes.push((

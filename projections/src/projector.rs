@@ -25,7 +25,12 @@ pub async fn run_projector(
             Err(roster_eventstore::StoreError::Closed) => return Ok(()),
             Err(error) => return Err(error.into()),
         };
-        models.apply(&batch)?;
+        // Applying is blocking work (sled writes): off the async workers, so requests keep
+        // being served while a batch is written.
+        let writer = Arc::clone(&models);
+        tokio::task::spawn_blocking(move || writer.apply(&batch))
+            .await
+            .map_err(|e| ProjectionError::Io(format!("the projector's writer failed: {e}")))??;
         applied.send_replace(models.checkpoint());
     }
 }
