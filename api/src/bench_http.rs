@@ -138,52 +138,59 @@ async fn run_shape(
 /// `connections` clients, each on its own keep-alive connection, sending requests back to
 /// back for `duration`: `GET /healthz` when `body` gives nothing, else an accept as the
 /// principal it names.
+///
+/// The client is a few lines of HTTP/1.1 over a `TcpStream` rather than a full client
+/// library, so that, like pgbench beside PostgreSQL, the load costs the machine little and
+/// the figure is the server's.
 async fn drive(
     base: &str,
     connections: usize,
     duration: Duration,
     body: impl Fn(usize, usize) -> Option<(String, serde_json::Value)> + Send + Sync + 'static,
 ) -> Result<Throughput, String> {
+    let address = base.trim_start_matches("http://").to_string();
     let body = Arc::new(body);
     let done = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for connection in 0..connections.max(1) {
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(1)
-            .build()
-            .map_err(error)?;
-        let (base, body, done, errors) = (
-            base.to_string(),
+        let (address, body, done, errors) = (
+            address.clone(),
             Arc::clone(&body),
             Arc::clone(&done),
             Arc::clone(&errors),
         );
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
+            let Ok(stream) = tokio::net::TcpStream::connect(&address).await else {
+                errors.fetch_add(1, Ordering::Relaxed);
+                return latencies;
+            };
+            let _ = stream.set_nodelay(true);
+            let mut stream = tokio::io::BufStream::new(stream);
             let mut n = 0;
             while !done.load(Ordering::Relaxed) {
-                let sent = Instant::now();
-                let response = match body(connection, n) {
-                    None => client.get(format!("{base}/healthz")).send().await,
+                let request = match body(connection, n) {
+                    None => format!("GET /healthz HTTP/1.1\r\nHost: {address}\r\n\r\n"),
                     Some((principal, payload)) => {
-                        client
-                            .post(format!("{base}/v1/invitations/accept"))
-                            .bearer_auth(ADMIN_TOKEN)
-                            .header("X-Roster-Actor", principal)
-                            .json(&payload)
-                            .send()
-                            .await
+                        let payload = payload.to_string();
+                        format!(
+                            "POST /v1/invitations/accept HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
+                             X-Roster-Actor: {principal}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{payload}",
+                            payload.len()
+                        )
                     }
                 };
-                match response {
-                    Ok(response) if response.status().is_success() => {
-                        let _ = response.bytes().await;
-                        latencies.push(sent.elapsed());
-                    }
-                    _ => {
+                let sent = Instant::now();
+                match exchange(&mut stream, request.as_bytes()).await {
+                    Ok(status) if (200..300).contains(&status) => latencies.push(sent.elapsed()),
+                    Ok(_) => {
                         errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        break;
                     }
                 }
                 n += 1;
@@ -217,6 +224,43 @@ async fn drive(
         p99_ms: at(0.99),
         errors: errors.load(Ordering::Relaxed),
     })
+}
+
+/// Writes one request and reads its response (status line, headers, a `Content-Length`
+/// body); returns the status.
+async fn exchange(
+    stream: &mut tokio::io::BufStream<tokio::net::TcpStream>,
+    request: &[u8],
+) -> std::io::Result<u16> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    stream.write_all(request).await?;
+    stream.flush().await?;
+    let mut line = String::new();
+    stream.read_line(&mut line).await?;
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let mut length = 0usize;
+    loop {
+        line.clear();
+        if stream.read_line(&mut line).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let header = line.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).await?;
+    Ok(status)
 }
 
 fn count(n: usize) -> f64 {

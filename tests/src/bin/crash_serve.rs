@@ -1,6 +1,7 @@
 //! `roster serve` through the library, as a child process the delivery crash test can kill.
 //!
-//! Usage: `crash-serve DATA_DIR LISTEN SMTP_URL`. The admin token is `ROSTER_ADMIN_TOKEN`.
+//! Usage: `crash-serve DATA_DIR LISTEN SMTP_URL` (`-` for no mail). The admin token is
+//! `ROSTER_ADMIN_TOKEN`.
 //! It prints `listening ADDRESS` when it accepts requests.
 
 use roster_api::http::ServerConfig;
@@ -25,8 +26,10 @@ async fn main() {
         .unwrap_or_default();
     let mut config = ServerConfig::new(dir.into());
     config.admin_token = std::env::var("ROSTER_ADMIN_TOKEN").ok();
-    config.smtp_url = Some(smtp_url);
-    config.mail_from = Some("Roster <invites@roster.example>".into());
+    if smtp_url != "-" {
+        config.smtp_url = Some(smtp_url);
+        config.mail_from = Some("Roster <invites@roster.example>".into());
+    }
     config.delivery_retry = roster_api::workers::Retry {
         initial_ms: 20,
         max_ms: 200,
