@@ -196,3 +196,157 @@ pub fn as_of_table(figure: &AsOfFigure) -> String {
         figure.stream_events, figure.queries, figure.p50_ms, figure.p99_ms
     )
 }
+
+/// Start-up time and peak memory of an engine over a log of `events` events holding
+/// `members` members, measured in a fresh process (`roster probe`) so the figures are the
+/// server's alone, not the set-up's.
+#[derive(Debug, Clone, Serialize)]
+pub struct StartupFigure {
+    pub events: u64,
+    pub members: u64,
+    pub startup_ms: f64,
+    pub peak_rss_mib: f64,
+}
+
+/// Fills a log: `members` people join one space through its link, then role changes make
+/// up the rest of `events`.
+async fn populate_members(dir: &Path, members: u64, events: u64) -> Result<(), String> {
+    let options = SledOptions {
+        durability: Durability::Relaxed,
+        ..SledOptions::default()
+    };
+    let start = Timestamp::parse("2026-01-01T00:00:00Z").map_err(error)?;
+    let (config, _clock) =
+        EngineConfig::deterministic(ServerSecret::new(b"bench".to_vec()), 2, start);
+    let engine = Engine::open(dir, options, config).await.map_err(error)?;
+    let resource = ResourceId::parse("space/big").map_err(error)?;
+    let register = ResourceCommand::RegisterResource {
+        resource: resource.clone(),
+        owner: principal("owner")?,
+        parent: None,
+    };
+    engine
+        .execute(Request::new(Actor::Admin, Command::Resource(register)))
+        .await
+        .map_err(error)?;
+    let link = ResourceCommand::CreateInviteLink {
+        resource: resource.clone(),
+        role: None,
+        expires_at: None,
+        max_uses: None,
+    };
+    engine
+        .execute(Request::new(Actor::Admin, Command::Resource(link)))
+        .await
+        .map_err(error)?;
+    let link = engine.links(&resource).map_err(error)?.remove(0);
+    let code = Arc::new(engine.code(link.number, link.generation).encode_base64());
+    let tasks: Vec<_> = (0..64u64)
+        .map(|task| {
+            let (engine, code, resource) = (engine.clone(), Arc::clone(&code), resource.clone());
+            tokio::spawn(async move {
+                let mut n = task;
+                while n < members {
+                    let joiner = Actor::Principal {
+                        principal: principal(&format!("m{n}"))?,
+                        email: None,
+                    };
+                    engine.accept(joiner, &code, None).await.map_err(error)?;
+                    n += 64;
+                }
+                let roles = ["viewer", "commenter"];
+                let mut flip = 0usize;
+                while engine.head() < events {
+                    let who = principal(&format!(
+                        "m{}",
+                        (task + 64 * u64::try_from(flip).unwrap_or(0)) % members.max(1)
+                    ))?;
+                    let role = roster_domain::RoleName::parse(roles[flip % 2]).map_err(error)?;
+                    let change = ResourceCommand::SetMemberRole {
+                        resource: resource.clone(),
+                        principal: who,
+                        role,
+                    };
+                    engine
+                        .execute(Request::new(Actor::Admin, Command::Resource(change)))
+                        .await
+                        .map_err(error)?;
+                    flip += 1;
+                }
+                Ok::<(), String>(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.map_err(error)??;
+    }
+    engine.close().await;
+    Ok(())
+}
+
+/// Populates a log in `scratch` and measures a fresh process opening it.
+pub fn startup_scenario(
+    scratch: &Path,
+    events: u64,
+    members: u64,
+) -> Result<StartupFigure, String> {
+    let runtime = tokio::runtime::Runtime::new().map_err(error)?;
+    let dir = tempfile::tempdir_in(scratch).map_err(error)?;
+    runtime.block_on(populate_members(dir.path(), members, events))?;
+    let exe = std::env::current_exe().map_err(error)?;
+    let output = std::process::Command::new(exe)
+        .args([
+            "--data",
+            dir.path().to_str().ok_or("a UTF-8 path")?,
+            "probe",
+        ])
+        .output()
+        .map_err(error)?;
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+    }
+    let probe: serde_json::Value = serde_json::from_slice(&output.stdout).map_err(error)?;
+    Ok(StartupFigure {
+        events: probe["events"].as_u64().unwrap_or(0),
+        members: probe["members"].as_u64().unwrap_or(0),
+        startup_ms: probe["startup_ms"].as_f64().unwrap_or(0.0),
+        peak_rss_mib: probe["peak_rss_mib"].as_f64().unwrap_or(0.0),
+    })
+}
+
+/// `roster probe`: opens the engine on an existing data directory, answers a rolemap query,
+/// and prints the time to open, the events and members, and the process's peak memory.
+pub async fn probe(dir: &Path) -> Result<String, String> {
+    let started = Instant::now();
+    let secret = ServerSecret::new(b"bench".to_vec());
+    let engine = Engine::open(dir, SledOptions::default(), EngineConfig::new(secret))
+        .await
+        .map_err(error)?;
+    let startup_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let resource = ResourceId::parse("space/big").map_err(error)?;
+    let members = engine
+        .resource(&resource)
+        .map_err(error)?
+        .map_or(0, |r| r.member_count);
+    let page = engine.members(&resource, None, 100).map_err(error)?;
+    let events = engine.head();
+    engine.close().await;
+    let status = std::fs::read_to_string("/proc/self/status").map_err(error)?;
+    let peak_kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u32>().ok())
+        .map_or(0.0, f64::from);
+    Ok(serde_json::json!({
+        "events": events, "members": members, "startup_ms": startup_ms,
+        "peak_rss_mib": peak_kib / 1024.0, "first_page": page.items.len(),
+    })
+    .to_string())
+}
+
+pub fn startup_table(figure: &StartupFigure) -> String {
+    format!(
+        "start-up and memory\n   events  members  start-up ms  peak RSS MiB\n{:>9}  {:>7}  {:>11.1}  {:>12.1}\n",
+        figure.events, figure.members, figure.startup_ms, figure.peak_rss_mib
+    )
+}

@@ -59,9 +59,13 @@ enum Command {
         /// The export; standard input when absent.
         file: Option<PathBuf>,
     },
+    /// Open the engine on an existing data directory and report start-up time and peak memory
+    /// as JSON (used by `bench startup`).
+    #[command(hide = true)]
+    Probe,
     /// Run the performance scenarios, each beside its baseline.
     Bench {
-        /// Scenarios to run: `append`, `accept`, `replay`, `as-of`.
+        /// Scenarios to run: `append`, `accept`, `replay`, `as-of`, `startup`.
         #[arg(default_values_t = vec!["append".to_string()])]
         scenarios: Vec<String>,
         /// Seconds per measurement.
@@ -73,6 +77,9 @@ enum Command {
         /// Events in the log for the replay scenario, and in the stream for `as-of`.
         #[arg(long, default_value_t = 100_000)]
         events: u64,
+        /// Members in the log for the startup scenario.
+        #[arg(long, default_value_t = 100_000)]
+        members: u64,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -212,6 +219,13 @@ fn run(cli: Cli) -> Result<(), String> {
             }
             Ok(())
         }
+        Command::Probe => {
+            println!(
+                "{}",
+                runtime.block_on(roster_api::bench_replay::probe(&cli.data))?
+            );
+            Ok(())
+        }
         Command::Import { file } => {
             std::fs::create_dir_all(&cli.data)
                 .map_err(|e| format!("cannot create {}: {e}", cli.data.display()))?;
@@ -235,6 +249,7 @@ fn run(cli: Cli) -> Result<(), String> {
             seconds,
             writers,
             events,
+            members,
             json,
         } => {
             drop(runtime);
@@ -292,9 +307,17 @@ fn run(cli: Cli) -> Result<(), String> {
                             print!("{}", roster_api::bench_replay::as_of_table(&figure));
                         }
                     }
+                    "startup" => {
+                        let figure = roster_api::bench_replay::startup_scenario(&cli.data, events, members)?;
+                        if json {
+                            println!("{}", serde_json::to_string_pretty(&figure).map_err(|e| e.to_string())?);
+                        } else {
+                            print!("{}", roster_api::bench_replay::startup_table(&figure));
+                        }
+                    }
                     other => {
                         return Err(format!(
-                            "unknown scenario `{other}` (known: append, accept, replay, as-of)"
+                            "unknown scenario `{other}` (known: append, accept, replay, as-of, startup)"
                         ))
                     }
                 }
