@@ -1,5 +1,6 @@
 //! The server's settings, each from a flag or a `ROSTER_*` variable (see `main.rs`).
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use roster_domain::Limits;
@@ -46,6 +47,17 @@ pub struct ServerConfig {
     pub delivery_retry: crate::workers::Retry,
     pub webhook_retry: crate::workers::Retry,
     pub webhook_timeout_ms: u64,
+    /// Failed code checks (unknown, malformed or wrong codes) one client address may make per
+    /// `code_failures_window_ms` before its code checks are answered 429; 0 turns it off.
+    pub code_failures_per_address_max: u32,
+    /// The same per acting principal (the admin acting as nobody counts as one).
+    pub code_failures_per_principal_max: u32,
+    pub code_failures_window_ms: u64,
+    /// Addresses and principals the limiter tracks at once.
+    pub rate_limit_keys_max: usize,
+    /// Peers whose `X-Forwarded-For` is believed (a reverse proxy in front of Roster); from
+    /// anyone else the header is ignored and the TCP peer is the client.
+    pub trusted_proxies: Vec<IpAddr>,
 }
 
 impl ServerConfig {
@@ -66,6 +78,11 @@ impl ServerConfig {
             delivery_retry: crate::workers::Retry::default(),
             webhook_retry: crate::workers::Retry::default(),
             webhook_timeout_ms: 10_000,
+            code_failures_per_address_max: 20,
+            code_failures_per_principal_max: 20,
+            code_failures_window_ms: 60_000,
+            rate_limit_keys_max: 65_536,
+            trusted_proxies: Vec::new(),
         }
     }
 }

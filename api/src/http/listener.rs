@@ -1,5 +1,7 @@
 //! A listener with a cap on open connections: past it, new connections wait to be accepted
-//! until one closes (a connection's permit lives as long as its socket).
+//! until one closes (a connection's permit lives as long as its socket). It hands each
+//! connection's peer address to the handlers as `ConnectInfo<Peer>`, for the limits on failed
+//! code checks.
 
 use std::io;
 use std::net::SocketAddr;
@@ -10,6 +12,17 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// The TCP peer of a connection. A type of our own, since axum provides `ConnectInfo` of a
+/// bare `SocketAddr` only for its own listeners.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Capped>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, Capped>) -> Peer {
+        Peer(*stream.remote_addr())
+    }
+}
 
 pub struct Capped {
     inner: TcpListener,

@@ -12,6 +12,10 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<(String, u16), u64>>,
     /// Code checks that failed (unknown, malformed or forged codes), by route family.
     failed_code_checks: Mutex<BTreeMap<&'static str, u64>>,
+    /// Code checks refused with 429 before the code was looked at, by family and limit.
+    rate_limited: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    /// Addresses and principals the limiter tracks, as of its last failure.
+    pub rate_limit_keys: AtomicU64,
     pub commands_refused: AtomicU64,
 }
 
@@ -30,6 +34,14 @@ impl Metrics {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         *failed.entry(family).or_insert(0) += 1;
+    }
+
+    pub fn rate_limited(&self, family: &'static str, scope: &'static str) {
+        let mut limited = self
+            .rate_limited
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *limited.entry((family, scope)).or_insert(0) += 1;
     }
 
     pub fn render(&self, log_head: u64, read_models_position: u64) -> String {
@@ -64,6 +76,29 @@ impl Metrics {
                 "roster_failed_code_checks_total{{family=\"{family}\"}} {count}"
             );
         }
+        let _ = writeln!(out, "# HELP roster_code_checks_rate_limited_total Code checks refused with 429 because the client address or the acting principal had too many failed checks.");
+        let _ = writeln!(out, "# TYPE roster_code_checks_rate_limited_total counter");
+        for ((family, scope), count) in self
+            .rate_limited
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "roster_code_checks_rate_limited_total{{family=\"{family}\",limit=\"{scope}\"}} {count}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP roster_rate_limit_keys Addresses and principals the failed-check limiter tracks."
+        );
+        let _ = writeln!(out, "# TYPE roster_rate_limit_keys gauge");
+        let _ = writeln!(
+            out,
+            "roster_rate_limit_keys {}",
+            self.rate_limit_keys.load(Ordering::Relaxed)
+        );
         let _ = writeln!(
             out,
             "# HELP roster_commands_refused_total Commands the domain refused."

@@ -9,6 +9,7 @@ mod extract;
 mod listener;
 mod metrics;
 mod openapi;
+mod rate_limit;
 mod routes;
 mod state;
 mod support;
@@ -72,17 +73,25 @@ pub async fn serve(
     let (stop_workers, workers_stop) = tokio::sync::watch::channel(false);
     let workers = start_workers(&engine, &config, &workers_stop);
     let connections_max = config.connections_max;
+    let code_failures = rate_limit::FailureLimiter::new(rate_limit::FailureLimits {
+        per_address_max: config.code_failures_per_address_max,
+        per_principal_max: config.code_failures_per_principal_max,
+        window_ms: config.code_failures_window_ms,
+        keys_max: config.rate_limit_keys_max,
+    });
     let state = AppState(Arc::new(Shared {
         engine: engine.clone(),
         config,
         admin_digest,
         metrics: Default::default(),
+        code_failures,
     }));
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%address, position = engine.head(), "roster is listening");
+    // Peer addresses go to the handlers, for the limits on failed code checks.
     let served = axum::serve(
         listener::Capped::new(listener, connections_max),
-        router(state),
+        router(state).into_make_service_with_connect_info::<listener::Peer>(),
     )
     .with_graceful_shutdown(shutdown)
     .await;

@@ -16,10 +16,11 @@ use serde::Deserialize;
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{Json, Path, Query};
+use super::rate_limit::ClientAddress;
 use super::state::AppState;
 use super::support::{
-    authorize, code_error, execute, number, page_limit, parse_resource, principal, refused,
-    registered, resource_id, role, time,
+    authorize, code_attempt, code_error, execute, number, page_limit, parse_resource, principal,
+    refused, registered, resource_id, role, time,
 };
 use super::views::*;
 use crate::engine::KeyRequest;
@@ -691,18 +692,20 @@ pub async fn revoke_invitation(
 
 /// What a code is for, without using it.
 #[utoipa::path(post, path = "/v1/invitations/preview", tag = "codes", request_body = CodeBody,
-    responses((status = 200, body = PreviewView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
+    responses((status = 200, body = PreviewView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem), (status = 429, body = Problem, description = "too many failed code checks from this address or principal; see `Retry-After`")), security(("bearer" = [])))]
 pub async fn preview(
     State(state): State<AppState>,
+    client: ClientAddress,
     caller: Caller,
     Json(body): Json<CodeBody>,
 ) -> ApiResult<Response> {
     caller.require(Scope::Read)?;
+    let attempt = code_attempt(&state, "native", client, &caller)?;
     let preview = state
         .engine
         .preview(&body.code)
         .await
-        .map_err(|e| code_error(&state, "native", e))?;
+        .map_err(|e| code_error(&state, "native", &attempt, e))?;
     Ok(ok(PreviewView {
         resource: preview.resource.to_string(),
         role: preview.role.to_string(),
@@ -722,19 +725,21 @@ pub async fn preview(
 
 /// Accepts a code for the acting principal.
 #[utoipa::path(post, path = "/v1/invitations/accept", tag = "codes", request_body = CodeBody,
-    responses((status = 200, body = AcceptedView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 410, body = Problem)), security(("bearer" = [])))]
+    responses((status = 200, body = AcceptedView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 410, body = Problem), (status = 429, body = Problem, description = "too many failed code checks from this address or principal; see `Retry-After`")), security(("bearer" = [])))]
 pub async fn accept(
     State(state): State<AppState>,
+    client: ClientAddress,
     caller: Caller,
     idempotency: IdempotencyKey,
     Json(body): Json<CodeBody>,
 ) -> ApiResult<Response> {
     caller.require(Scope::Write)?;
+    let attempt = code_attempt(&state, "native", client, &caller)?;
     let accepted = state
         .engine
         .accept(caller.actor.clone(), &body.code, idempotency.0)
         .await
-        .map_err(|e| code_error(&state, "native", e))?;
+        .map_err(|e| code_error(&state, "native", &attempt, e))?;
     Ok(ok(AcceptedView {
         resource: accepted.resource.to_string(),
         principal: accepted.principal.to_string(),
@@ -745,19 +750,21 @@ pub async fn accept(
 
 /// Declines an email invitation (a link's decline records nothing).
 #[utoipa::path(post, path = "/v1/invitations/decline", tag = "codes", request_body = CodeBody,
-    responses((status = 200, body = DeclinedView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem), (status = 410, body = Problem)), security(("bearer" = [])))]
+    responses((status = 200, body = DeclinedView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem), (status = 410, body = Problem), (status = 429, body = Problem, description = "too many failed code checks from this address or principal; see `Retry-After`")), security(("bearer" = [])))]
 pub async fn decline(
     State(state): State<AppState>,
+    client: ClientAddress,
     caller: Caller,
     idempotency: IdempotencyKey,
     Json(body): Json<CodeBody>,
 ) -> ApiResult<Response> {
     caller.require(Scope::Write)?;
+    let attempt = code_attempt(&state, "native", client, &caller)?;
     let executed = state
         .engine
         .decline(caller.actor.clone(), &body.code, idempotency.0)
         .await
-        .map_err(|e| code_error(&state, "native", e))?;
+        .map_err(|e| code_error(&state, "native", &attempt, e))?;
     let resource = state
         .engine
         .preview(&body.code)

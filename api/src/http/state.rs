@@ -1,5 +1,5 @@
 //! What every handler shares: the engine, the configuration, the admin token's digest and
-//! the metrics.
+//! the metrics, and the limiter of failed code checks.
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -15,6 +15,7 @@ pub struct Shared {
     /// SHA-256 of the admin token: the token itself is not kept in memory longer than needed.
     pub admin_digest: [u8; 32],
     pub metrics: Metrics,
+    pub code_failures: super::rate_limit::FailureLimiter,
 }
 
 #[derive(Clone)]

@@ -8,6 +8,7 @@ use roster_domain::{
 
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
+use super::rate_limit::{ClientAddress, CodeAttempt, Key};
 use super::state::AppState;
 use crate::engine::{Executed, Request};
 
@@ -118,10 +119,45 @@ pub fn refused(state: &AppState, error: ApiError) -> ApiError {
     error
 }
 
-/// A code that opens nothing, counted for the metrics.
+/// Before a code is looked at: 429 `rate_limited` (with `Retry-After`) when the client's
+/// address or the acting principal has used up its failed checks; otherwise the keys a
+/// failure of this check will spend. Every route that takes a code calls this first.
+pub fn code_attempt(
+    state: &AppState,
+    family: &'static str,
+    client: ClientAddress,
+    caller: &Caller,
+) -> ApiResult<CodeAttempt> {
+    let mut keys = Vec::with_capacity(2);
+    if let Some(ip) = client.0 {
+        keys.push(Key::address(ip));
+    }
+    keys.push(Key::actor(&caller.actor));
+    let attempt = CodeAttempt { keys };
+    match state.code_failures.admit(&attempt) {
+        Ok(()) => Ok(attempt),
+        Err(limited) => {
+            state.metrics.rate_limited(family, limited.scope);
+            let seconds = limited.retry_after_s();
+            let mut error = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("too many failed code checks; retry in {seconds} s"),
+            );
+            error.retry_after_s = Some(seconds);
+            Err(error)
+        }
+    }
+}
+
+/// A code that opens nothing (unknown, malformed or forged: one error for all), counted for
+/// the metrics and spent from the attempt's budgets. Codes that opened something but can no
+/// longer be used (expired, revoked, used) are not failures of the check: their holder had
+/// the code.
 pub fn code_error(
     state: &AppState,
     family: &'static str,
+    attempt: &CodeAttempt,
     error: crate::engine::EngineError,
 ) -> ApiError {
     if matches!(
@@ -129,6 +165,11 @@ pub fn code_error(
         crate::engine::EngineError::Domain(DomainError::InvitationNotFound)
     ) {
         state.metrics.failed_code_check(family);
+        state.code_failures.failed(attempt);
+        state.metrics.rate_limit_keys.store(
+            u64::try_from(state.code_failures.tracked()).unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
     refused(state, error.into())
 }

@@ -1,11 +1,13 @@
 //! Integration tests of the HTTP API over real TCP against the real server: one test binary,
 //! a `spawn_app()` helper, a temporary data directory per test.
 
+mod abuse;
 mod auth;
 mod codes;
 mod compat;
 mod delivery;
 mod errors;
+mod fuzz_bodies;
 mod helpers;
 mod history;
 mod idempotency;

@@ -16,9 +16,10 @@ use utoipa::ToSchema;
 use super::{created_link, ignored_body, json, json_body, RawBody};
 use crate::http::auth::authenticate;
 use crate::http::error::{ApiError, ApiResult};
+use crate::http::rate_limit::ClientAddress;
 use crate::http::routes::IdempotencyKey;
 use crate::http::state::AppState;
-use crate::http::support::{code_error, execute, resource_id};
+use crate::http::support::{code_attempt, code_error, execute, resource_id};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
@@ -55,15 +56,22 @@ pub struct OnedataError {
 /// A refused request as `{error}`. The document lists 400, 401, 403, 404 and 500 only, so a
 /// host coded against it is never handed another status: a token that can no longer be used
 /// (revoked, expired, used up: our 410), a conflict, or a refused body is an invalid request.
+/// The one exception is 429 with `Retry-After` after too many failed token checks: calling
+/// it a bad request would invite the client to retry at once, which is what it must not do.
 fn error(error: ApiError) -> Response {
     let status = match error.status.as_u16() {
         401 => StatusCode::UNAUTHORIZED,
         403 => StatusCode::FORBIDDEN,
         404 => StatusCode::NOT_FOUND,
+        429 => StatusCode::TOO_MANY_REQUESTS,
         500..=599 => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::BAD_REQUEST,
     };
-    super::error_json(status, json!({ "error": error.detail }), None)
+    super::error_json(
+        status,
+        json!({ "error": error.detail }),
+        error.retry_after_s,
+    )
 }
 
 /// Creates a token that lets a new user join the space, with the space kind's default role.
@@ -117,27 +125,30 @@ async fn token(
 
 /// Joins the space a token is for, as the acting principal.
 #[utoipa::path(post, path = "/api/v3/onezone/user/spaces/join", tag = "onedata", request_body = OnedataJoinBody,
-    responses((status = 201, body = OnedataJoined, description = "joined (or a member already); `Location` names the space"), (status = 400, body = OnedataError), (status = 401, body = OnedataError), (status = 403, body = OnedataError), (status = 404, body = OnedataError), (status = 500, body = OnedataError)),
+    responses((status = 201, body = OnedataJoined, description = "joined (or a member already); `Location` names the space"), (status = 400, body = OnedataError), (status = 401, body = OnedataError), (status = 403, body = OnedataError), (status = 404, body = OnedataError), (status = 500, body = OnedataError), (status = 429, body = OnedataError, description = "too many failed token checks from this address or principal; see `Retry-After`")),
     security(("basic" = []), ("bearer" = [])))]
 pub async fn join_space(
     State(state): State<AppState>,
+    client: ClientAddress,
     headers: HeaderMap,
     idempotency: IdempotencyKey,
     body: RawBody,
 ) -> Response {
-    join(&state, &headers, idempotency, body)
+    join(&state, client, &headers, idempotency, body)
         .await
         .unwrap_or_else(error)
 }
 
 async fn join(
     state: &AppState,
+    client: ClientAddress,
     headers: &HeaderMap,
     idempotency: IdempotencyKey,
     body: RawBody,
 ) -> ApiResult<Response> {
     let caller = authenticate(state, headers)?;
     caller.require(roster_domain::Scope::Write)?;
+    let attempt = code_attempt(state, "onedata", client, &caller)?;
     let body: OnedataJoinBody = json_body(body)?;
     // This route joins spaces: a code for another kind of resource is refused before it is
     // used, rather than joining something the caller did not ask for.
@@ -145,7 +156,7 @@ async fn join(
         .engine
         .preview(&body.token)
         .await
-        .map_err(|e| code_error(state, "onedata", e))?;
+        .map_err(|e| code_error(state, "onedata", &attempt, e))?;
     if preview.resource.kind().as_str() != "space" {
         return Err(ApiError::invalid(format!(
             "this token is for {}, not a space",
@@ -156,7 +167,7 @@ async fn join(
         .engine
         .accept(caller.actor.clone(), &body.token, idempotency.0)
         .await
-        .map_err(|e| code_error(state, "onedata", e))?;
+        .map_err(|e| code_error(state, "onedata", &attempt, e))?;
     let space_id = accepted.resource.id().to_string();
     let mut response = json(
         StatusCode::CREATED,

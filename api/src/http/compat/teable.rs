@@ -20,9 +20,12 @@ use utoipa::ToSchema;
 use super::{created_link, json, json_body, link_of, RawBody};
 use crate::http::auth::authenticate;
 use crate::http::error::{ApiError, ApiResult};
+use crate::http::rate_limit::ClientAddress;
 use crate::http::routes::IdempotencyKey;
 use crate::http::state::AppState;
-use crate::http::support::{authorize, code_error, execute, number, resource_id, role};
+use crate::http::support::{
+    authorize, code_attempt, code_error, execute, number, resource_id, role,
+};
 
 /// The roles Teable's request schema enumerates; anything else is Teable's validation error.
 const ROLES: [&str; 5] = ["owner", "creator", "editor", "commenter", "viewer"];
@@ -428,10 +431,11 @@ pub async fn email_invitations(
 
 /// Accepts a link's (or an email invitation's) code for the acting principal.
 #[utoipa::path(post, path = "/api/invitation/link/accept", tag = "teable", request_body = TeableAcceptBody,
-    responses((status = 201, body = TeableAccepted), (status = 400, body = TeableError), (status = 401, body = TeableError), (status = 403, body = TeableError), (status = 404, body = TeableError), (status = 410, body = TeableError)),
+    responses((status = 201, body = TeableAccepted), (status = 400, body = TeableError), (status = 401, body = TeableError), (status = 403, body = TeableError), (status = 404, body = TeableError), (status = 410, body = TeableError), (status = 429, body = TeableError, description = "too many failed code checks from this address or principal; see `Retry-After`")),
     security(("bearer" = [])))]
 pub async fn accept_link(
     State(state): State<AppState>,
+    client: ClientAddress,
     headers: HeaderMap,
     idempotency: IdempotencyKey,
     body: RawBody,
@@ -440,6 +444,7 @@ pub async fn accept_link(
         async {
             let caller = authenticate(&state, &headers)?;
             caller.require(roster_domain::Scope::Write)?;
+            let attempt = code_attempt(&state, "teable", client, &caller)?;
             let body: TeableAcceptBody = json_body(body)?;
             // The code names its own link; an `invitationId` that is not that link's number
             // answers exactly as a wrong code does, so the pair tells a guesser nothing more.
@@ -452,6 +457,7 @@ pub async fn accept_link(
                 return Err(code_error(
                     &state,
                     "teable",
+                    &attempt,
                     DomainError::InvitationNotFound.into(),
                 ));
             }
@@ -459,7 +465,7 @@ pub async fn accept_link(
                 .engine
                 .accept(caller.actor.clone(), &body.invitation_code, idempotency.0)
                 .await
-                .map_err(|e| code_error(&state, "teable", e))?;
+                .map_err(|e| code_error(&state, "teable", &attempt, e))?;
             let id = accepted.resource.id().to_string();
             let body = match accepted.resource.kind().as_str() {
                 "space" => TeableAccepted {
