@@ -134,6 +134,31 @@ struct ServeArgs {
     /// Attempts at one mail or one webhook delivery before giving up.
     #[arg(long, env = "ROSTER_RETRY_ATTEMPTS_MAX", default_value_t = 10)]
     retry_attempts_max: u32,
+    /// Failed code checks (unknown, malformed or wrong codes) one client address may make per
+    /// window before its code checks are answered 429; 0 turns the address limit off.
+    #[arg(
+        long,
+        env = "ROSTER_CODE_FAILURES_PER_ADDRESS_MAX",
+        default_value_t = 20
+    )]
+    code_failures_per_address_max: u32,
+    /// The same per acting principal; 0 turns it off.
+    #[arg(
+        long,
+        env = "ROSTER_CODE_FAILURES_PER_PRINCIPAL_MAX",
+        default_value_t = 20
+    )]
+    code_failures_per_principal_max: u32,
+    /// The window of those limits, in milliseconds.
+    #[arg(long, env = "ROSTER_CODE_FAILURES_WINDOW_MS", default_value_t = 60_000)]
+    code_failures_window_ms: u64,
+    /// Addresses and principals the limiter tracks at once.
+    #[arg(long, env = "ROSTER_RATE_LIMIT_KEYS_MAX", default_value_t = 65_536)]
+    rate_limit_keys_max: usize,
+    /// Reverse proxies whose `X-Forwarded-For` is believed, comma-separated IP addresses;
+    /// without any, the TCP peer is the client address.
+    #[arg(long, env = "ROSTER_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 fn main() -> ExitCode {
@@ -353,6 +378,11 @@ async fn serve(data: PathBuf, args: ServeArgs) -> Result<(), String> {
     };
     config.delivery_retry = retry;
     config.webhook_retry = retry;
+    config.code_failures_per_address_max = args.code_failures_per_address_max;
+    config.code_failures_per_principal_max = args.code_failures_per_principal_max;
+    config.code_failures_window_ms = args.code_failures_window_ms;
+    config.rate_limit_keys_max = args.rate_limit_keys_max;
+    config.trusted_proxies = args.trusted_proxies;
     roster_api::serve(listener, config, shutdown_signal()).await
 }
 
