@@ -269,11 +269,14 @@ fn a_full_disk_answers_503_corrupts_nothing_and_recovers_once_space_is_freed() {
         !body.contains("No space") && !body.contains("os error"),
         "no internals in the answer: {body}"
     );
-    // Reads still work while writes cannot.
+    // Reads still work while writes cannot, and /healthz tells a supervisor to restart.
     assert_eq!(
         server.request("GET", "/v1/resources/space/before0", None).0,
         200
     );
+    let (status, health) = server.request("GET", "/healthz", None);
+    assert_eq!(status, 503, "{health}");
+    assert!(health.contains("\"failing\""), "{health}");
     std::fs::remove_file(&filler).expect("space freed");
     // sled 0.34 remembers its first I/O error and fails every later write with it, so the
     // running server cannot take commands again until it is restarted (docs/SECURITY.md).
@@ -292,6 +295,7 @@ fn a_full_disk_answers_503_corrupts_nothing_and_recovers_once_space_is_freed() {
         assert_eq!(status, 200, "{resource} was acknowledged: {body}");
     }
     assert_eq!(server.register("space/after-restart").0, 201);
+    assert_eq!(server.request("GET", "/healthz", None).0, 200, "healthy again after the restart");
     assert!(server.stop().success());
     let verified = assert_verifies(&data);
     println!("{}", verified.trim());

@@ -179,6 +179,10 @@ impl KnownEmails for ModelEmails {
 const STALE_RETRIES_MAX: u32 = 20;
 
 struct Inner {
+    /// The log failed a write (disk full, I/O error): sled 0.34 keeps failing every later
+    /// write once one failed, so only reopening the data directory recovers. Reported by
+    /// `/healthz` so a supervisor restarts the process.
+    store_failed: std::sync::atomic::AtomicBool,
     store: Arc<dyn EventStore>,
     close_store: Box<dyn Fn() + Send + Sync>,
     models: Arc<ReadModels>,
@@ -242,6 +246,7 @@ impl Engine {
         ));
         let cache = StateCache::new(config.cached_streams_max);
         let inner = Inner {
+            store_failed: std::sync::atomic::AtomicBool::new(false),
             store,
             close_store,
             models,
@@ -273,6 +278,12 @@ impl Engine {
                 Err(error) => tracing::error!(%error, "the projector task failed"),
             }
         }
+    }
+
+    /// Whether a write to the log has failed since start: the process must be restarted
+    /// (once the cause, such as a full disk, is gone) to take commands again.
+    pub fn store_failed(&self) -> bool {
+        self.inner.store_failed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn store(&self) -> &Arc<dyn EventStore> {
@@ -375,7 +386,12 @@ impl Engine {
                 });
             }
             Err(AppendError::Conflict { .. }) => return Err(Retry::Stale),
-            Err(AppendError::Store(error)) => return Err(Retry::No(EngineError::Store(error))),
+            Err(AppendError::Store(error)) => {
+                if matches!(error, StoreError::Io(_)) {
+                    self.inner.store_failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                return Err(Retry::No(EngineError::Store(error)));
+            }
         };
         self.wait_applied(appended.position)
             .await

@@ -56,8 +56,14 @@ fn no_content() -> Response {
 // System.
 
 /// Liveness and the log's last position.
-#[utoipa::path(get, path = "/healthz", tag = "system", responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = "/healthz", tag = "system", responses((status = 200, body = Health), (status = 503, body = Health, description = "a write to the log failed; restart once the cause is gone")))]
 pub async fn healthz(State(state): State<AppState>) -> Response {
+    if state.engine.store_failed() {
+        // The log cannot take writes until the process reopens it: say so, so a supervisor
+        // restarts it once the cause (a full disk, say) is gone.
+        let body = Health { status: "failing".into(), position: state.engine.head() };
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+    }
     ok(Health {
         status: "ok".into(),
         position: state.engine.head(),
@@ -97,7 +103,7 @@ fn scopes(names: &[String]) -> ApiResult<BTreeSet<Scope>> {
 
 /// Issues an API key; the key is in this response only.
 #[utoipa::path(post, path = "/v1/api-keys", tag = "keys", request_body = IssueKeyBody,
-    responses((status = 201, body = IssuedKeyView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 409, body = Problem)),
+    responses((status = 201, body = IssuedKeyView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem, description = "`email` is not a valid address (`invalid_email`)")),
     security(("bearer" = [])))]
 pub async fn issue_key(
     State(state): State<AppState>,
@@ -355,7 +361,7 @@ fn link_of(
 
 /// Changes a link's role, expiry or use limit (`null` clears the last two).
 #[utoipa::path(patch, path = "/v1/resources/{kind}/{id}/invite-links/{link_id}", tag = "invite links", params(("kind" = String, Path), ("id" = String, Path), ("link_id" = u64, Path)), request_body = ChangeLinkBody,
-    responses((status = 200, body = LinkView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
+    responses((status = 200, body = LinkView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 410, body = Problem, description = "the link was revoked"), (status = 422, body = Problem, description = "a limit was reached (`limit_reached`)")), security(("bearer" = [])))]
 pub async fn change_link(
     State(state): State<AppState>,
     caller: Caller,
@@ -382,7 +388,7 @@ pub async fn change_link(
 
 /// A new code for the link; every older code stops working.
 #[utoipa::path(post, path = "/v1/resources/{kind}/{id}/invite-links/{link_id}/rotate", tag = "invite links", params(("kind" = String, Path), ("id" = String, Path), ("link_id" = u64, Path)),
-    responses((status = 200, body = LinkView), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
+    responses((status = 200, body = LinkView), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 410, body = Problem, description = "the link was revoked"), (status = 422, body = Problem, description = "the link was rotated too often (`limit_reached`)")), security(("bearer" = [])))]
 pub async fn rotate_link(
     State(state): State<AppState>,
     caller: Caller,
@@ -624,7 +630,7 @@ fn invitation_of(
 
 /// A new code and expiry for an invitation; the old code stops working.
 #[utoipa::path(post, path = "/v1/resources/{kind}/{id}/invitations/{invitation_id}/resend", tag = "invitations", params(("kind" = String, Path), ("id" = String, Path), ("invitation_id" = u64, Path)),
-    responses((status = 200, body = InvitationView), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 410, body = Problem)), security(("bearer" = [])))]
+    responses((status = 200, body = InvitationView), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 410, body = Problem, description = "the invitation was accepted, declined or revoked"), (status = 422, body = Problem, description = "a limit was reached (`limit_reached`)")), security(("bearer" = [])))]
 pub async fn resend_invitation(
     State(state): State<AppState>,
     caller: Caller,
@@ -667,7 +673,7 @@ pub async fn resend_invitation(
 
 /// Revokes an invitation.
 #[utoipa::path(delete, path = "/v1/resources/{kind}/{id}/invitations/{invitation_id}", tag = "invitations", params(("kind" = String, Path), ("id" = String, Path), ("invitation_id" = u64, Path)),
-    responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
+    responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 410, body = Problem, description = "the invitation was accepted or declined")), security(("bearer" = [])))]
 pub async fn revoke_invitation(
     State(state): State<AppState>,
     caller: Caller,
@@ -785,7 +791,7 @@ pub struct EmailQuery {
 
 /// Pending invitations for an email, for sign-up flows.
 #[utoipa::path(get, path = "/v1/invitations", tag = "codes", params(("email" = String, Query)),
-    responses((status = 200, body = InvitationList), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)), security(("bearer" = [])))]
+    responses((status = 200, body = InvitationList), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem, description = "`email` is not a valid address (`invalid_email`)")), security(("bearer" = [])))]
 pub async fn pending_for_email(
     State(state): State<AppState>,
     caller: Caller,
@@ -1056,7 +1062,10 @@ pub async fn events(
         .map_err(crate::engine::EngineError::from)?;
     // A next page only when the log holds more than this one.
     let head = state.engine.head();
-    let next = envelopes.last().map(|e| e.position).filter(|last| *last < head);
+    let next = envelopes
+        .last()
+        .map(|e| e.position)
+        .filter(|last| *last < head);
     let items = envelopes
         .iter()
         .map(|e| serde_json::to_value(e).unwrap_or_default())
