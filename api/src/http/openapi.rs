@@ -1,6 +1,8 @@
 //! The OpenAPI 3.1 document of every route, generated from the handlers' annotations.
 
+use utoipa::openapi::path::{Operation, PathItem};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::{Content, RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
 use super::routes;
@@ -21,6 +23,84 @@ impl Modify for Security {
     }
 }
 
+/// Makes the document say what every native route answers, as the code does it in one place
+/// rather than in each handler: a problem is `application/problem+json` (one `IntoResponse`
+/// writes them all), every `/v1` route authenticates first (a missing or unknown key is 401,
+/// a malformed `X-Roster-Actor` or path or query 400, a key that may not act so 403), and
+/// every `/v1` route with a body reads it through the one JSON extractor (413, 415).
+struct Problems;
+
+const PROBLEM_SCHEMA: &str = "#/components/schemas/Problem";
+const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
+
+fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.patch,
+    ]
+    .into_iter()
+    .flatten()
+}
+
+fn problem(description: &str) -> RefOr<Response> {
+    let mut response = Response::new(description);
+    response.content.insert(
+        PROBLEM_CONTENT_TYPE.into(),
+        Content::new(Some(RefOr::<utoipa::openapi::schema::Schema>::Ref(
+            utoipa::openapi::Ref::new(PROBLEM_SCHEMA),
+        ))),
+    );
+    RefOr::T(response)
+}
+
+impl Modify for Problems {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let native = path.starts_with("/v1/");
+            for operation in operations(item) {
+                let responses = &mut operation.responses.responses;
+                if native {
+                    let mut common = vec![
+                        ("400", "a malformed path, query, header or body"),
+                        ("401", "no key, or an unknown or revoked one"),
+                        (
+                            "403",
+                            "the key lacks a scope, or may not act as the named principal",
+                        ),
+                    ];
+                    if operation.request_body.is_some() {
+                        common.push(("413", "the body is larger than the server accepts"));
+                        common.push(("415", "the body is not sent as `application/json`"));
+                    }
+                    for (status, description) in common {
+                        responses
+                            .entry(status.to_string())
+                            .or_insert_with(|| problem(description));
+                    }
+                }
+                for response in responses.values_mut() {
+                    let RefOr::T(response) = response else {
+                        continue;
+                    };
+                    let is_problem = |content: &Content| matches!(&content.schema, Some(RefOr::Ref(r)) if r.ref_location == PROBLEM_SCHEMA);
+                    if let Some(content) = response.content.get("application/json") {
+                        if is_problem(content) {
+                            let content = content.clone();
+                            response.content.shift_remove("application/json");
+                            response
+                                .content
+                                .insert(PROBLEM_CONTENT_TYPE.into(), content);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Roster", description = "An event-sourced invitation and membership engine."),
@@ -38,7 +118,7 @@ impl Modify for Security {
         super::webhook_routes::delete_webhook, super::webhook_routes::webhook_deliveries,
         super::compat::teable::create_link, super::compat::teable::list_links, super::compat::teable::change_link, super::compat::teable::delete_link, super::compat::teable::email_invitations, super::compat::teable::accept_link, super::compat::calcom::create_invite, super::compat::onehub::invite_to_workspace, super::compat::onehub::invite_to_folder, super::compat::onehub::invite_to_file, super::compat::onedata::create_token, super::compat::onedata::join_space,
     ),
-    modifiers(&Security)
+    modifiers(&Security, &Problems)
 )]
 pub struct ApiDoc;
 

@@ -250,7 +250,7 @@ pub async fn list_links(
 
 /// Changes a link's role.
 #[utoipa::path(patch, path = "/api/space/{spaceId}/invitation/link/{invitationId}", tag = "teable", params(("spaceId" = String, Path), ("invitationId" = String, Path)), request_body = TeableRoleBody,
-    responses((status = 200, body = TeableLinkRole), (status = 400, body = TeableError), (status = 401, body = TeableError), (status = 403, body = TeableError), (status = 404, body = TeableError)),
+    responses((status = 200, body = TeableLinkRole), (status = 400, body = TeableError), (status = 401, body = TeableError), (status = 403, body = TeableError), (status = 404, body = TeableError), (status = 410, body = TeableError, description = "the link was deleted; Teable's code `not_found`")),
     security(("bearer" = [])))]
 pub async fn change_link(
     State(state): State<AppState>,

@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# Schemathesis against the OpenAPI document of a running `roster serve`, every route: no 5xx,
+# and no response the document itself does not allow (an undocumented status, a body that
+# breaks its schema, a wrong content type or a missing documented header).
+#
+# The seed and the number of cases per operation are fixed, so a run is reproducible and
+# stays within CI's time limit; set SCHEMATHESIS_MAX_EXAMPLES or SCHEMATHESIS_SEED to explore
+# further by hand. The server is built with the workspace's target directory (or
+# CARGO_TARGET_DIR), runs on a free 127.0.0.1 port with a temporary data directory, and is
+# stopped on every exit path.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SCHEMATHESIS_VERSION=4.32.5
+SEED="${SCHEMATHESIS_SEED:-20240917}"
+MAX_EXAMPLES="${SCHEMATHESIS_MAX_EXAMPLES:-100}"
+TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+mkdir -p "$TARGET_DIR"
+TARGET_DIR=$(cd "$TARGET_DIR" && pwd)
+VENV="$TARGET_DIR/schemathesis-venv"
+# Schemathesis keeps what `st replay` needs in `.schemathesis/` of its working directory: it
+# runs in here, under the ignored target directory, so a failure can be replayed afterwards.
+RUN_DIR="$TARGET_DIR/schemathesis-run"
+TOKEN="schemathesis-admin-token"
+
+started=$(date +%s)
+
+# A venv of our own under the target directory, so CI needs nothing but python3 and PyPI,
+# and a second run reuses it.
+if [[ ! -x "$VENV/bin/schemathesis" ]] ||
+    [[ "$("$VENV/bin/schemathesis" --version 2>/dev/null)" != *"$SCHEMATHESIS_VERSION"* ]]; then
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+
+cargo build --quiet -p roster-api --bin roster
+ROSTER="$TARGET_DIR/debug/roster"
+
+DATA=$(mktemp -d)
+WORK=$(mktemp -d)
+SERVER_PID=""
+cleanup() {
+    if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+        kill "$SERVER_PID"
+        wait "$SERVER_PID" 2>/dev/null || true
+    fi
+    rm -rf "$DATA" "$WORK"
+}
+trap cleanup EXIT
+
+# A port the kernel says is free; the server binds it right after, and a collision fails the
+# readiness wait below loudly rather than testing some other process.
+PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+BASE="http://127.0.0.1:$PORT"
+
+# `relaxed` durability: what is tested here is the HTTP surface, not fsync, and thousands of
+# synced appends would only make the run slower.
+ROSTER_ADMIN_TOKEN="$TOKEN" ROSTER_LOG=warn "$ROSTER" --data "$DATA" serve \
+    --listen "127.0.0.1:$PORT" --public-url "$BASE" --durability relaxed \
+    >"$WORK/server.log" 2>&1 &
+SERVER_PID=$!
+
+for _ in $(seq 1 100); do
+    if curl -fsS "$BASE/healthz" >/dev/null 2>&1; then
+        break
+    fi
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+        echo "schemathesis.sh: roster serve exited before it was ready:" >&2
+        cat "$WORK/server.log" >&2
+        exit 1
+    fi
+    sleep 0.1
+done
+curl -fsS "$BASE/healthz" >/dev/null
+
+# A little data, and a dictionary of its names for schemathesis to draw from half the time
+# (the other half stays random), so that operations get past "no such resource" and "no such
+# code" to their successful answers, whose bodies are then checked against their schemas too.
+post() {
+    curl -fsS -X POST "$BASE$1" -H "Authorization: Bearer $TOKEN" \
+        -H "Content-Type: application/json" -H "X-Roster-Actor: alice" -d "$2"
+}
+post /v1/resources '{"resource": "space/spc_1", "owner": "alice"}' >/dev/null
+LINK_CODE=$(post /v1/resources/space/spc_1/invite-links '{"role": "editor", "max_uses": 5}' |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["code"])')
+INVITATION_CODE=$(post /v1/resources/space/spc_1/invitations '{"emails": ["bob@example.com"], "role": "viewer"}' |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["invited"][0]["invitation"]["code"])')
+for resource in workspace/1 folder/1 file/1 team/1; do
+    post /v1/resources "{\"resource\": \"$resource\", \"owner\": \"alice\"}" >/dev/null
+done
+# Cal.com's form of the link's code: the same 32 bytes in hex.
+LINK_HEX=$(python3 -c 'import base64, sys; print(base64.urlsafe_b64decode(sys.argv[1] + "=").hex())' "$LINK_CODE")
+
+cat >"$WORK/schemathesis.toml" <<TOML
+[dictionaries]
+kinds = { values = ["space", "workspace", "team", "folder", "file"] }
+ids = { values = ["spc_1", "1"] }
+numbers = { values = [1, 2] }
+principals = { values = ["alice", "bob"] }
+emails = { values = ["bob@example.com", "carol@example.com"] }
+resources = { values = ["space/spc_1", "workspace/1"] }
+roles = { values = ["owner", "editor", "viewer", "member"] }
+privileges = { values = ["view_members", "invite", "view_history"] }
+codes = { values = ["$LINK_CODE", "$INVITATION_CODE", "$LINK_HEX"] }
+
+[parameters]
+"path.kind" = { dictionary = "kinds", probability = 0.5 }
+"path.id" = { dictionary = "ids", probability = 0.5 }
+"path.spaceId" = { dictionary = "ids", probability = 0.5 }
+"path.teamId" = { dictionary = "numbers", probability = 0.5 }
+"path.link_id" = { dictionary = "numbers", probability = 0.5 }
+"path.invitation_id" = { dictionary = "numbers", probability = 0.5 }
+"path.invitationId" = { dictionary = "numbers", probability = 0.5 }
+"path.principal" = { dictionary = "principals", probability = 0.5 }
+"query.principal" = { dictionary = "principals", probability = 0.5 }
+"query.resource" = { dictionary = "resources", probability = 0.5 }
+"query.privilege" = { dictionary = "privileges", probability = 0.5 }
+"query.email" = { dictionary = "emails", probability = 0.5 }
+"body.code" = { dictionary = "codes", probability = 0.5 }
+"body.token" = { dictionary = "codes", probability = 0.5 }
+"body.invitationCode" = { dictionary = "codes", probability = 0.5 }
+"body.role" = { dictionary = "roles", probability = 0.5 }
+"body.resource" = { dictionary = "resources", probability = 0.5 }
+"body.owner" = { dictionary = "principals", probability = 0.5 }
+"body.principal" = { dictionary = "principals", probability = 0.5 }
+"body.emails" = { dictionary = "emails", probability = 0.5 }
+TOML
+
+status=0
+mkdir -p "$RUN_DIR"
+cd "$RUN_DIR"
+"$VENV/bin/schemathesis" --config-file "$WORK/schemathesis.toml" run "$BASE/openapi.json" \
+    --header "Authorization: Bearer $TOKEN" \
+    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
+    --phases examples,coverage,fuzzing \
+    --max-examples "$MAX_EXAMPLES" \
+    --seed "$SEED" \
+    --generation-database none \
+    --request-timeout 15 \
+    --workers 2 \
+    --no-color \
+    --warnings off || status=$?
+
+# What the server answered, per route and status, from its own metrics: shows which routes
+# the run reached past validation (a 2xx) and not only their refusals.
+echo "schemathesis.sh: responses by route and status:"
+curl -fsS "$BASE/metrics" | grep '^roster_http_requests_total' | sed 's/^roster_http_requests_total//' || true
+
+if [[ $status -ne 0 ]]; then
+    echo "schemathesis.sh: failures; the server's log follows" >&2
+    tail -n 50 "$WORK/server.log" >&2
+fi
+echo "schemathesis.sh: finished in $(($(date +%s) - started)) s, exit $status"
+exit $status
