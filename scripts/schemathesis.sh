@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Schemathesis against the OpenAPI document of a running `roster serve`, every route: no 5xx,
-# and no response the document itself does not allow (an undocumented status, a body that
-# breaks its schema, a wrong content type or a missing documented header).
+# no response the document itself does not allow (an undocumented status, a body that breaks
+# its schema, a wrong content type or a missing documented header), and none of the stateful
+# and security checks failing (auth ignored, a deleted resource still served, an unsupported
+# method not refused).
 #
 # The seed and the number of cases per operation are fixed, so a run is reproducible and
 # stays within CI's time limit; set SCHEMATHESIS_MAX_EXAMPLES or SCHEMATHESIS_SEED to explore
@@ -126,18 +128,27 @@ codes = { values = ["$LINK_CODE", "$INVITATION_CODE", "$LINK_HEX"] }
 "body.emails" = { dictionary = "emails", probability = 0.5 }
 TOML
 
+# Every check but two, which are false positives here:
+# - positive_data_acceptance expects any request the document allows to succeed, but a
+#   well-formed id of nothing registered is a 404 and a kind or principal outside the
+#   domain's spelling a 400, which the document cannot say without a pattern per name;
+# - negative_data_rejection expects a 4xx for `after=2^63`, because OpenAPI has no unsigned
+#   64-bit format and utoipa writes `u64` as `int64`, while the server takes every `u64`.
+# One worker, so the requests come in the same order each run and see the same server state;
+# two were no faster on CI's two cores, which the server shares.
 status=0
 mkdir -p "$RUN_DIR"
 cd "$RUN_DIR"
 "$VENV/bin/schemathesis" --config-file "$WORK/schemathesis.toml" run "$BASE/openapi.json" \
     --header "Authorization: Bearer $TOKEN" \
-    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
+    --checks all \
+    --exclude-checks positive_data_acceptance,negative_data_rejection \
     --phases examples,coverage,fuzzing \
     --max-examples "$MAX_EXAMPLES" \
     --seed "$SEED" \
     --generation-database none \
     --request-timeout 15 \
-    --workers 2 \
+    --workers 1 \
     --no-color \
     --warnings off || status=$?
 
