@@ -50,20 +50,20 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# A port the kernel says is free; the server binds it right after, and a collision fails the
-# readiness wait below loudly rather than testing some other process.
-PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-BASE="http://127.0.0.1:$PORT"
-
+# Port 0, so the kernel picks a free port as the server binds it (no window for another
+# process to take it); the server's log line "roster is listening address=…" names it.
 # `relaxed` durability: what is tested here is the HTTP surface, not fsync, and thousands of
 # synced appends would only make the run slower.
-ROSTER_ADMIN_TOKEN="$TOKEN" ROSTER_LOG=warn "$ROSTER" --data "$DATA" serve \
-    --listen "127.0.0.1:$PORT" --public-url "$BASE" --durability relaxed \
-    >"$WORK/server.log" 2>&1 &
+ROSTER_ADMIN_TOKEN="$TOKEN" ROSTER_LOG=info "$ROSTER" --data "$DATA" serve \
+    --listen 127.0.0.1:0 --public-url https://roster.test --durability relaxed \
+    --log-format json >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 
-for _ in $(seq 1 100); do
-    if curl -fsS "$BASE/healthz" >/dev/null 2>&1; then
+BASE=""
+for _ in $(seq 1 300); do
+    ADDRESS=$(grep -o '"address":"127\.0\.0\.1:[0-9]*"' "$WORK/server.log" | head -n 1 | cut -d'"' -f4 || true)
+    if [[ -n "$ADDRESS" ]] && curl -fsS "http://$ADDRESS/healthz" >/dev/null 2>&1; then
+        BASE="http://$ADDRESS"
         break
     fi
     if ! kill -0 "$SERVER_PID" 2>/dev/null; then
@@ -73,7 +73,11 @@ for _ in $(seq 1 100); do
     fi
     sleep 0.1
 done
-curl -fsS "$BASE/healthz" >/dev/null
+if [[ -z "$BASE" ]]; then
+    echo "schemathesis.sh: roster serve did not answer /healthz within 30 s:" >&2
+    cat "$WORK/server.log" >&2
+    exit 1
+fi
 
 # A little data, and a dictionary of its names for schemathesis to draw from half the time
 # (the other half stays random), so that operations get past "no such resource" and "no such
@@ -159,7 +163,7 @@ curl -fsS "$BASE/metrics" | grep '^roster_http_requests_total' | sed 's/^roster_
 
 if [[ $status -ne 0 ]]; then
     echo "schemathesis.sh: failures; the server's log follows" >&2
-    tail -n 50 "$WORK/server.log" >&2
+    grep -v '"level":"INFO"' "$WORK/server.log" | tail -n 50 >&2
 fi
 echo "schemathesis.sh: finished in $(($(date +%s) - started)) s, exit $status"
 exit $status
