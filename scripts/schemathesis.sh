@@ -100,7 +100,7 @@ LINK_HEX=$(python3 -c 'import base64, sys; print(base64.urlsafe_b64decode(sys.ar
 cat >"$WORK/schemathesis.toml" <<TOML
 [dictionaries]
 kinds = { values = ["space", "workspace", "team", "folder", "file"] }
-ids = { values = ["spc_1", "1"] }
+ids = { values = ["spc_1", "1", 1] }
 numbers = { values = [1, 2] }
 principals = { values = ["alice", "bob"] }
 emails = { values = ["bob@example.com", "carol@example.com"] }
@@ -108,6 +108,7 @@ resources = { values = ["space/spc_1", "workspace/1"] }
 roles = { values = ["owner", "editor", "viewer", "member"] }
 privileges = { values = ["view_members", "invite", "view_history"] }
 codes = { values = ["$LINK_CODE", "$INVITATION_CODE", "$LINK_HEX"] }
+scopes = { values = ["read", "write", "audit", "admin"] }
 
 [parameters]
 "path.kind" = { dictionary = "kinds", probability = 0.5 }
@@ -130,6 +131,10 @@ codes = { values = ["$LINK_CODE", "$INVITATION_CODE", "$LINK_HEX"] }
 "body.owner" = { dictionary = "principals", probability = 0.5 }
 "body.principal" = { dictionary = "principals", probability = 0.5 }
 "body.emails" = { dictionary = "emails", probability = 0.5 }
+"body.emails[*]" = { dictionary = "emails", probability = 0.5 }
+"body.invitation.emails" = { dictionary = "emails", probability = 0.5 }
+"body.invitation.role_name" = { dictionary = "roles", probability = 0.5 }
+"body.scopes[*]" = { dictionary = "scopes", probability = 0.5 }
 TOML
 
 # Every check but two, which are false positives here:

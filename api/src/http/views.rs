@@ -254,11 +254,26 @@ pub struct LinkList {
 #[serde(deny_unknown_fields)]
 pub struct CreateInvitationsBody {
     /// An array of addresses, or one string of comma-separated addresses.
-    #[schema(value_type = Object)]
+    #[schema(schema_with = emails_schema)]
     pub emails: serde_json::Value,
     pub role: Option<String>,
     pub expires_at: Option<String>,
     pub message: Option<String>,
+}
+
+/// The two forms `emails` takes (DESIGN section 5), so a client generated from the
+/// document can send either; the handler reads it as a `Value` to parse either itself.
+fn emails_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
+    Schema::OneOf(
+        OneOfBuilder::new()
+            .item(ArrayBuilder::new().items(ObjectBuilder::new().schema_type(Type::String)))
+            .item(ObjectBuilder::new().schema_type(Type::String))
+            .description(Some(
+                "An array of addresses, or one string of comma-separated addresses.",
+            ))
+            .build(),
+    )
 }
 
 #[derive(Debug, Serialize, ToSchema)]
