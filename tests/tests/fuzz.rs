@@ -93,7 +93,7 @@ fn arbitrary_bytes_never_open_anything() {
         "[A-Za-z0-9+/=_-]{42,44}",
         "[0-9a-fA-F]{63,65}",
     ];
-    runner(1024)
+    runner(4096)
         .run(&input, |text| check_code(&secret, &text))
         .unwrap();
 }
@@ -102,7 +102,7 @@ fn arbitrary_bytes_never_open_anything() {
 fn edited_codes_verify_only_when_still_the_same_code() {
     let secret = secret();
     let input = (1u64..1 << 53, any::<u32>(), any::<bool>(), edits());
-    runner(1024)
+    runner(4096)
         .run(&input, |(number, generation, hex, edits)| {
             let code = InviteCode::derive(&secret, number, generation);
             let valid = if hex {
@@ -229,7 +229,7 @@ fn envelope_corpus_replays() {
 
 #[test]
 fn arbitrary_bytes_decode_as_envelopes_or_are_refused() {
-    runner(512)
+    runner(2048)
         .run(&prop::collection::vec(any::<u8>(), 0..512), |bytes| {
             check_envelope_bytes(&bytes)
         })
@@ -247,7 +247,7 @@ fn an_edited_envelope_that_still_decodes_breaks_the_chain() {
         .iter()
         .map(|e| e.to_json_line().into_bytes())
         .collect();
-    runner(1024)
+    runner(4096)
         .run(&(0..pristine.len(), edits()), |(which, edits)| {
             let edited = apply(&lines[which], &edits);
             check_envelope_bytes(&edited)?;
@@ -360,7 +360,7 @@ fn the_store_refuses_edited_records_on_its_read_path() {
         .block_on(read_back(records.clone()))
         .expect("the pristine log reads back and verifies");
     assert_eq!(original.len(), 3);
-    runner(256)
+    runner(1024)
         .run(&(0..records.len(), edits()), |(which, edits)| {
             let mut edited = records.clone();
             edited[which].1 = apply(&records[which].1, &edits);
