@@ -295,7 +295,11 @@ fn a_full_disk_answers_503_corrupts_nothing_and_recovers_once_space_is_freed() {
         assert_eq!(status, 200, "{resource} was acknowledged: {body}");
     }
     assert_eq!(server.register("space/after-restart").0, 201);
-    assert_eq!(server.request("GET", "/healthz", None).0, 200, "healthy again after the restart");
+    assert_eq!(
+        server.request("GET", "/healthz", None).0,
+        200,
+        "healthy again after the restart"
+    );
     assert!(server.stop().success());
     let verified = assert_verifies(&data);
     println!("{}", verified.trim());

@@ -105,25 +105,9 @@ impl Timestamp {
         let nanos = i128::from(self.0) * 1_000_000;
         let moment = match time::OffsetDateTime::from_unix_timestamp_nanos(nanos) {
             Ok(moment) if (0..=9999).contains(&moment.year()) => moment,
-            // Years without four plain digits: rare, so the general formatter.
-            Ok(moment) => {
-                out.extend_from_slice(
-                    format!(
-                        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-                        moment.year(),
-                        u8::from(moment.month()),
-                        moment.day(),
-                        moment.hour(),
-                        moment.minute(),
-                        moment.second(),
-                        moment.millisecond()
-                    )
-                    .as_bytes(),
-                );
-                return;
-            }
-            // Out of the calendar's range: still a total, reversible form.
-            Err(_) => {
+            // Years without four plain digits (before year 0, after 9999) have no RFC 3339
+            // form that reads back: a total, reversible form instead.
+            _ => {
                 out.push(b'@');
                 out.extend_from_slice(self.0.to_string().as_bytes());
                 return;

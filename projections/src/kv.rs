@@ -199,7 +199,11 @@ impl<'t> Batch<'t> {
         self.record(key, Pending::Bytes(Some(value)));
     }
 
-    pub fn put_json<T: serde::Serialize + Clone + Send + 'static>(&mut self, key: Vec<u8>, value: &T) {
+    pub fn put_json<T: serde::Serialize + Clone + Send + 'static>(
+        &mut self,
+        key: Vec<u8>,
+        value: &T,
+    ) {
         self.record(key, Pending::Typed(Box::new(value.clone())));
     }
 

@@ -283,7 +283,9 @@ impl Engine {
     /// Whether a write to the log has failed since start: the process must be restarted
     /// (once the cause, such as a full disk, is gone) to take commands again.
     pub fn store_failed(&self) -> bool {
-        self.inner.store_failed.load(std::sync::atomic::Ordering::Relaxed)
+        self.inner
+            .store_failed
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn store(&self) -> &Arc<dyn EventStore> {
@@ -388,7 +390,9 @@ impl Engine {
             Err(AppendError::Conflict { .. }) => return Err(Retry::Stale),
             Err(AppendError::Store(error)) => {
                 if matches!(error, StoreError::Io(_)) {
-                    self.inner.store_failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                    self.inner
+                        .store_failed
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
                 }
                 return Err(Retry::No(EngineError::Store(error)));
             }

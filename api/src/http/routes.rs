@@ -61,7 +61,10 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
     if state.engine.store_failed() {
         // The log cannot take writes until the process reopens it: say so, so a supervisor
         // restarts it once the cause (a full disk, say) is gone.
-        let body = Health { status: "failing".into(), position: state.engine.head() };
+        let body = Health {
+            status: "failing".into(),
+            position: state.engine.head(),
+        };
         return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
     }
     ok(Health {

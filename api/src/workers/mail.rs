@@ -150,7 +150,10 @@ fn note(owed: &mut BTreeMap<u64, Owed>, envelope: &roster_eventstore::Envelope) 
         }
         Event::InvitationDelivered {
             number, generation, ..
-        } if owed.get(&number).is_some_and(|o| o.generation == generation) => {
+        } if owed
+            .get(&number)
+            .is_some_and(|o| o.generation == generation) =>
+        {
             owed.remove(&number);
         }
         _ => {}
