@@ -237,7 +237,7 @@ fn batch_size(batch: f64) -> u64 {
 }
 
 /// Counts to floats for rates; exact below 2^53, which any count here is.
-fn to_f64(count: u64) -> f64 {
+pub(crate) fn to_f64(count: u64) -> f64 {
     let high = u32::try_from(count >> 32).unwrap_or(u32::MAX);
     let low = u32::try_from(count & 0xffff_ffff).unwrap_or(u32::MAX);
     f64::from(high) * 4_294_967_296.0 + f64::from(low)

@@ -264,7 +264,7 @@ async fn exchange(
 }
 
 fn count(n: usize) -> f64 {
-    f64::from(u32::try_from(n).unwrap_or(u32::MAX))
+    crate::bench::to_f64(u64::try_from(n).unwrap_or(u64::MAX))
 }
 
 pub fn accept_table(figures: &[AcceptFigure]) -> String {

@@ -12,6 +12,7 @@ use roster_eventstore::{Durability, EventStore, SledOptions, SledStore};
 use roster_projections::{AsOf, ReadModels};
 use serde::Serialize;
 
+use crate::bench::to_f64;
 use crate::engine::{Engine, EngineConfig, Request};
 
 #[derive(Debug, Clone, Serialize)]
@@ -172,12 +173,6 @@ pub fn as_of_scenario(
         p50_ms: at(0.5),
         p99_ms: at(0.99),
     })
-}
-
-fn to_f64(count: u64) -> f64 {
-    let high = u32::try_from(count >> 32).unwrap_or(u32::MAX);
-    let low = u32::try_from(count & 0xffff_ffff).unwrap_or(u32::MAX);
-    f64::from(high) * 4_294_967_296.0 + f64::from(low)
 }
 
 pub fn replay_table(figure: &ReplayFigure) -> String {
