@@ -456,10 +456,12 @@ impl Engine {
                 self.schema(kind.as_str()).await?,
                 self.inner.models.kind_usage(kind.as_str())?,
             ),
-            // API keys and webhooks have no kind; any schema serves, none is consulted.
-            Command::ApiKeys(_) | Command::Webhooks(_) => {
-                (self.schema("api-keys").await?, KindUsage::default())
-            }
+            // API keys and webhooks have no kind; any schema serves, none is consulted, so
+            // none is loaded from the log either.
+            Command::ApiKeys(_) | Command::Webhooks(_) => (
+                RoleSchema::builtin(&roster_domain::Kind::parse("space")?),
+                KindUsage::default(),
+            ),
         };
         Ok(Inputs { schema, usage })
     }
@@ -608,19 +610,21 @@ impl Engine {
         actor: Actor,
         code: &str,
         command_id: Option<String>,
-    ) -> Result<Executed, EngineError> {
+    ) -> Result<(ResourceId, Executed), EngineError> {
         let (resource, verified) = self.resolve(code)?;
         let command = Command::Resource(ResourceCommand::DeclineInvitation {
-            resource,
+            resource: resource.clone(),
             code: verified,
         });
-        self.execute(Request {
-            actor,
-            command,
-            command_id,
-            correlation_id: None,
-        })
-        .await
+        let executed = self
+            .execute(Request {
+                actor,
+                command,
+                command_id,
+                correlation_id: None,
+            })
+            .await?;
+        Ok((resource, executed))
     }
 
     /// What a code is for, without using it.

@@ -769,17 +769,13 @@ pub async fn decline(
 ) -> ApiResult<Response> {
     caller.require(Scope::Write)?;
     let attempt = code_attempt(&state, "native", client, &caller)?;
-    let executed = state
+    // The resource comes back with the outcome: the code is resolved once, not again.
+    let (resource, executed) = state
         .engine
         .decline(caller.actor.clone(), &body.code, idempotency.0)
         .await
         .map_err(|e| code_error(&state, "native", &attempt, e))?;
-    let resource = state
-        .engine
-        .preview(&body.code)
-        .await
-        .map(|p| p.resource.to_string())
-        .unwrap_or_default();
+    let resource = resource.to_string();
     let declined = executed
         .events
         .iter()
