@@ -223,7 +223,7 @@ pub async fn audit(
     principal: Option<&str>,
 ) -> Result<String, String> {
     use roster_domain::{Principal, ResourceId, Timestamp};
-    use roster_projections::{rolemap_as_of, AsOf, ReadModels};
+    use roster_projections::{rolemap_as_of, AsOf, ReadModels, Snapshots};
     use std::fmt::Write as _;
 
     let resource = ResourceId::parse(resource).map_err(|e| e.to_string())?;
@@ -250,7 +250,8 @@ pub async fn audit(
             .map_err(|e| e.to_string())?,
     };
     let as_of = until.map_or(AsOf::Position(store.head()), AsOf::Time);
-    let Some((members, reached)) = rolemap_as_of(store, &resource, as_of)
+    let snapshots = Snapshots::open_sled(store.db()).map_err(|e| e.to_string())?;
+    let Some((members, reached)) = rolemap_as_of(store, Some(&snapshots), &resource, as_of)
         .await
         .map_err(|e| e.to_string())?
     else {

@@ -263,12 +263,15 @@ impl Rules<'_> {
             .member(target)
             .is_some_and(|m| &m.role == highest)
             && new_role != Some(highest);
-        let others_hold_it = self
-            .state
-            .members()
-            .iter()
-            .any(|(p, m)| p != target && &m.role == highest);
-        if loses_highest && !others_hold_it {
+        // Only a demotion or removal of a holder of the highest role needs the scan: most
+        // role changes on a resource with 100,000 members are not one.
+        let others_hold_it = || {
+            self.state
+                .members()
+                .iter()
+                .any(|(p, m)| p != target && &m.role == highest)
+        };
+        if loses_highest && !others_hold_it() {
             Err(DomainError::LastOwner(highest.to_string()))
         } else {
             Ok(())

@@ -10,7 +10,7 @@ use crate::{
 };
 
 /// A principal's role on a resource, since when, and who granted it (`None`: the admin, or registration).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Membership {
     pub role: RoleName,
     /// When the member got its current role.
@@ -41,7 +41,7 @@ pub enum InvitationStatus {
 }
 
 /// A multi-use invite link.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LinkState {
     pub number: u64,
     /// Codes of any other generation are dead.
@@ -70,7 +70,7 @@ impl LinkState {
 }
 
 /// How an email invitation was closed, if it was.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum InvitationClosure {
     Accepted { by: Principal },
     Declined,
@@ -78,7 +78,7 @@ pub enum InvitationClosure {
 }
 
 /// The delivery worker's progress on an invitation (DESIGN section 8).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryState {
     pub attempts: u32,
     pub delivered_generation: Option<u32>,
@@ -86,7 +86,7 @@ pub struct DeliveryState {
 }
 
 /// A single-use email invitation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InvitationState {
     pub number: u64,
     pub generation: u32,
@@ -114,7 +114,7 @@ impl InvitationState {
 }
 
 /// The resource as registered.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegisteredResource {
     pub resource: ResourceId,
     pub parent: Option<ResourceId>,
@@ -122,7 +122,7 @@ pub struct RegisteredResource {
 }
 
 /// The state of one `resource:{kind}/{id}` stream.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResourceState {
     registered: Option<RegisteredResource>,
     members: BTreeMap<Principal, Membership>,

@@ -5,6 +5,7 @@ use roster_domain::{Event, ResourceId, ResourceState, Timestamp};
 use roster_eventstore::{EventStore, Upcasters};
 
 use crate::records::MemberRecord;
+use crate::snapshots::Snapshots;
 use crate::ProjectionError;
 
 /// When to look at.
@@ -17,19 +18,26 @@ pub enum AsOf {
 }
 
 /// The rolemap at that moment, ordered by principal, and the position it reflects; `None`
-/// when the resource did not exist yet.
+/// when the resource did not exist yet. With `snapshots`, the fold starts from the newest
+/// snapshot taken at or before that moment instead of the stream's start.
 pub async fn rolemap_as_of(
     store: &dyn EventStore,
+    snapshots: Option<&Snapshots>,
     resource: &ResourceId,
     as_of: AsOf,
 ) -> Result<Option<(Vec<MemberRecord>, u64)>, ProjectionError> {
     let upcasters = Upcasters::new();
     let stream = resource.stream().to_string();
-    let mut state = ResourceState::default();
-    let mut reached = 0;
-    let mut next_version = 1;
+    let snapshot = match snapshots {
+        Some(snapshots) => snapshots.latest(store, &stream, Some(as_of)).await?,
+        None => None,
+    };
+    let (mut state, mut reached, mut next_version) = match snapshot {
+        Some(snapshot) => (snapshot.state, snapshot.position, snapshot.version + 1),
+        None => (ResourceState::default(), 0, 1),
+    };
     'pages: loop {
-        let page = store.read_stream(&stream, next_version, 4096).await?;
+        let page = store.read_stream(&stream, next_version, 256).await?;
         let Some(last) = page.last() else { break };
         next_version = last.version + 1;
         for envelope in page {

@@ -10,6 +10,7 @@ mod models;
 mod projector;
 mod read_models;
 mod records;
+mod snapshots;
 mod summary;
 
 pub use as_of::{rolemap_as_of, AsOf};
@@ -20,6 +21,7 @@ pub use records::{
     ApiKeyRow, Closure, DeliveryRecord, HistoryEntry, InvitationRecord, InviteRecord, LinkRecord,
     MemberRecord, MembershipRecord, ResourceRecord, WebhookDeliveryRow, WebhookRow,
 };
+pub use snapshots::{Snapshot, Snapshots};
 pub use summary::summarize;
 
 /// Why a read model could not be read or written.

@@ -32,6 +32,10 @@ impl StreamState {
 pub struct Cached {
     pub state: StreamState,
     pub version: u64,
+    /// The latest `occurred_at` (Unix ms) of the events up to `version`.
+    pub latest_ms: i64,
+    /// The version of the newest snapshot taken (or being taken) of this state.
+    pub snapshot_version: u64,
     /// False once an append that this state already reflects failed: the state may hold
     /// events the log does not, so nothing may be decided against it again.
     pub valid: bool,

@@ -6,6 +6,7 @@ mod cache;
 mod clock;
 #[cfg(feature = "proptest")]
 pub mod driver;
+mod snapshot;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -23,7 +24,7 @@ use roster_eventstore::{
 };
 use roster_projections::{
     rolemap_as_of, ApiKeyRow, AsOf, HistoryEntry, InvitationRecord, InviteRecord, LinkRecord,
-    MemberRecord, MembershipRecord, Page, ProjectionError, ReadModels, ResourceRecord,
+    MemberRecord, MembershipRecord, Page, ProjectionError, ReadModels, ResourceRecord, Snapshots,
 };
 use tokio::sync::watch;
 
@@ -39,6 +40,9 @@ pub struct EngineConfig {
     pub ids: Arc<dyn IdSource>,
     /// Stream states kept in memory between commands.
     pub cached_streams_max: usize,
+    /// The fewest events between two snapshots of a resource's state; the spacing grows with
+    /// the state (a quarter of its members), so snapshots cost O(1) per event amortised.
+    pub snapshot_events_min: u64,
 }
 
 impl EngineConfig {
@@ -50,6 +54,7 @@ impl EngineConfig {
             clock: Arc::new(SystemClock),
             ids: Arc::new(RandomIds),
             cached_streams_max: 100_000,
+            snapshot_events_min: 256,
         }
     }
 
@@ -186,6 +191,7 @@ struct Inner {
     store: Arc<dyn EventStore>,
     close_store: Box<dyn Fn() + Send + Sync>,
     models: Arc<ReadModels>,
+    snapshots: Arc<Snapshots>,
     applied: watch::Receiver<u64>,
     projector: Mutex<Option<tokio::task::JoinHandle<Result<(), ProjectionError>>>>,
     config: EngineConfig,
@@ -209,8 +215,10 @@ impl Engine {
     ) -> Result<Engine, EngineError> {
         let store = Arc::new(SledStore::open(dir, options)?);
         let models = ReadModels::open_sled(store.db(), "rm.")?;
+        let snapshots = Snapshots::open_sled(store.db())?;
         let closer = Arc::clone(&store);
-        Engine::start(store, Box::new(move || closer.close()), models, config).await
+        let close = Box::new(move || closer.close());
+        Engine::start(store, close, models, snapshots, config).await
     }
 
     /// The engine in memory: the same code paths, nothing on disk.
@@ -221,6 +229,7 @@ impl Engine {
             store,
             Box::new(move || closer.close()),
             ReadModels::in_memory(),
+            Snapshots::in_memory(),
             config,
         )
         .await
@@ -230,6 +239,7 @@ impl Engine {
         store: Arc<dyn EventStore>,
         close_store: Box<dyn Fn() + Send + Sync>,
         models: ReadModels,
+        snapshots: Snapshots,
         config: EngineConfig,
     ) -> Result<Engine, EngineError> {
         models.catch_up(store.as_ref(), &mut |_| {}).await?;
@@ -250,6 +260,7 @@ impl Engine {
             store,
             close_store,
             models,
+            snapshots: Arc::new(snapshots),
             applied,
             projector: Mutex::new(Some(projector)),
             config,
@@ -325,7 +336,10 @@ impl Engine {
         };
         for attempt in 0..STALE_RETRIES_MAX {
             let entry = self.entry(&stream).await?;
-            match self.try_execute(&request, &name, &command_id, entry).await {
+            match self
+                .try_execute(&request, &name, &command_id, Arc::clone(&entry))
+                .await
+            {
                 Err(Retry::Stale) => {
                     self.inner.cache.invalidate(&name);
                     // Only after a failed append: give the log a moment to make its last
@@ -338,7 +352,12 @@ impl Engine {
                     }
                     return Err(error);
                 }
-                Ok(executed) => return Ok(executed),
+                Ok(executed) => {
+                    if !executed.duplicate {
+                        self.snapshot_if_due(name, entry);
+                    }
+                    return Ok(executed);
+                }
             }
         }
         Err(EngineError::Unavailable(format!(
@@ -497,34 +516,48 @@ impl Engine {
         if let Some(entry) = self.inner.cache.get(&name) {
             return Ok(entry);
         }
-        let mut state = match stream {
-            StreamId::Resource(_) => StreamState::Resource(ResourceState::default()),
-            StreamId::RoleSchema(_) => StreamState::Schema(SchemaState::default()),
-            StreamId::ApiKeys => StreamState::ApiKeys(roster_domain::ApiKeysState::default()),
-            StreamId::Webhooks => StreamState::Webhooks(roster_domain::WebhooksState::default()),
+        let snapshot = match stream {
+            StreamId::Resource(_) => {
+                let store = self.inner.store.as_ref();
+                self.inner.snapshots.latest(store, &name, None).await?
+            }
+            _ => None,
         };
-        let mut version = 0;
+        let mut cached = match snapshot {
+            Some(snapshot) => Cached {
+                state: StreamState::Resource(snapshot.state),
+                version: snapshot.version,
+                latest_ms: snapshot.latest_ms,
+                snapshot_version: snapshot.version,
+                valid: true,
+            },
+            None => Cached {
+                state: match stream {
+                    StreamId::Resource(_) => StreamState::Resource(ResourceState::default()),
+                    StreamId::RoleSchema(_) => StreamState::Schema(SchemaState::default()),
+                    StreamId::ApiKeys => StreamState::ApiKeys(Default::default()),
+                    StreamId::Webhooks => StreamState::Webhooks(Default::default()),
+                },
+                version: 0,
+                latest_ms: i64::MIN,
+                snapshot_version: 0,
+                valid: true,
+            },
+        };
         loop {
             let page = self
                 .inner
                 .store
-                .read_stream(&name, version + 1, 4096)
+                .read_stream(&name, cached.version + 1, 4096)
                 .await?;
-            let Some(last) = page.last() else { break };
-            let last_version = last.version;
-            for envelope in &page {
-                state = state.evolve(&decode(envelope)?);
+            if page.is_empty() {
+                break;
             }
-            version = last_version;
+            for envelope in &page {
+                apply(&mut cached, &decode(envelope)?, envelope.occurred_at.0);
+            }
         }
-        Ok(self.inner.cache.install(
-            &name,
-            Cached {
-                state,
-                version,
-                valid: true,
-            },
-        ))
+        Ok(self.inner.cache.install(&name, cached))
     }
 
     /// Accepts a link's or an invitation's code for the acting principal.
@@ -740,7 +773,8 @@ impl Engine {
         resource: &ResourceId,
         as_of: AsOf,
     ) -> Result<Option<(Vec<MemberRecord>, u64)>, EngineError> {
-        Ok(rolemap_as_of(self.inner.store.as_ref(), resource, as_of).await?)
+        let snapshots = Some(self.inner.snapshots.as_ref());
+        Ok(rolemap_as_of(self.inner.store.as_ref(), snapshots, resource, as_of).await?)
     }
 
     pub fn memberships(&self, principal: &Principal) -> Result<Vec<MembershipRecord>, EngineError> {
@@ -850,7 +884,7 @@ impl Decision {
         for envelope in view.uncommitted {
             if envelope.version == cached.version + 1 {
                 let event = decode(envelope).map_err(|e| Box::new(e) as Rejection)?;
-                apply(&mut cached, &event);
+                apply(&mut cached, &event, envelope.occurred_at.0);
             }
         }
         if cached.version != view.version {
@@ -864,7 +898,7 @@ impl Decision {
         let (events, invitations) =
             decide(&cached.state, self.command, &ctx).map_err(|e| Box::new(e) as Rejection)?;
         for event in &events {
-            apply(&mut cached, event);
+            apply(&mut cached, event, self.now.unix_ms());
         }
         let actor_role = match (&cached.state, self.actor.principal()) {
             (StreamState::Resource(state), Some(principal)) => {
@@ -893,10 +927,12 @@ impl Decision {
     }
 }
 
-fn apply(cached: &mut Cached, event: &Event) {
+/// Folds one event of the stream, which occurred at `occurred_ms`, into its cached state.
+fn apply(cached: &mut Cached, event: &Event, occurred_ms: i64) {
     let state = std::mem::replace(&mut cached.state, StreamState::ApiKeys(Default::default()));
     cached.state = state.evolve(event);
     cached.version += 1;
+    cached.latest_ms = cached.latest_ms.max(occurred_ms);
 }
 
 /// Routes a command to its stream's `decide`.
