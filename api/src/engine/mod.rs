@@ -291,12 +291,19 @@ impl Engine {
         }
     }
 
-    /// Whether a write to the log has failed since start: the process must be restarted
-    /// (once the cause, such as a full disk, is gone) to take commands again.
+    /// Whether a write to the log has failed since open: this engine takes no commands again;
+    /// once the cause (a full disk, say) is gone, a new engine must be opened on the data
+    /// directory (`roster serve` does that itself).
     pub fn store_failed(&self) -> bool {
         self.inner
             .store_failed
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether another handle on this engine is alive (a request, a task): the data directory
+    /// stays locked until the last handle is dropped, so a reopen waits for this to be false.
+    pub fn is_shared(&self) -> bool {
+        Arc::strong_count(&self.inner) > 1
     }
 
     pub fn store(&self) -> &Arc<dyn EventStore> {

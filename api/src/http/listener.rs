@@ -1,7 +1,6 @@
 //! A listener with a cap on open connections: past it, new connections wait to be accepted
-//! until one closes (a connection's permit lives as long as its socket). It hands each
-//! connection's peer address to the handlers as `ConnectInfo<Peer>`, for the limits on failed
-//! code checks.
+//! (in the kernel's backlog) until one closes, since a connection's permit lives as long as
+//! its socket.
 
 use std::io;
 use std::net::SocketAddr;
@@ -13,16 +12,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// The TCP peer of a connection. A type of our own, since axum provides `ConnectInfo` of a
-/// bare `SocketAddr` only for its own listeners.
+/// The TCP peer of a connection, handed to the handlers as `ConnectInfo<Peer>` (by
+/// `Dispatch` in `mod.rs`) for the limits on failed code checks.
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub SocketAddr);
-
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Capped>> for Peer {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, Capped>) -> Peer {
-        Peer(*stream.remote_addr())
-    }
-}
 
 pub struct Capped {
     inner: TcpListener,

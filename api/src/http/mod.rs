@@ -16,12 +16,15 @@ mod support;
 mod views;
 mod webhook_routes;
 
-use std::future::Future;
-use std::sync::Arc;
+use std::convert::Infallible;
+use std::future::{Future, IntoFuture};
+use std::path::Path;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -29,6 +32,8 @@ use axum::routing::{get, post, put};
 use axum::Router;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower::ServiceExt;
 
 pub use config::{Families, ServerConfig};
 pub use error::{ApiError, Problem};
@@ -42,6 +47,10 @@ pub const POSITION_HEADER: &str = "x-roster-position";
 
 /// Serves the API on `listener` until `shutdown` completes: then stops accepting, lets the
 /// requests in flight finish, and closes the engine (which makes the log durable).
+///
+/// Meanwhile `Serving::supervise` watches the engine: once a write to the log has failed (a
+/// full disk, an I/O error) it waits until the data directory takes writes again, then
+/// reopens the log and swaps a new engine in behind the same listener.
 pub async fn serve(
     listener: TcpListener,
     config: ServerConfig,
@@ -59,53 +68,335 @@ pub async fn serve(
     }
     let admin_digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
     drop(token);
-    let options = roster_eventstore::SledOptions {
-        durability: config.durability,
-        ..Default::default()
-    };
     let engine_config = EngineConfig {
         limits: config.limits.clone(),
         ..EngineConfig::new(secret)
     };
-    let engine = Engine::open(&config.data_dir, options, engine_config)
+    let engine = open_engine(&config, &engine_config)
         .await
         .map_err(|e| format!("cannot open {}: {e}", config.data_dir.display()))?;
-    let (stop_workers, workers_stop) = tokio::sync::watch::channel(false);
-    let workers = start_workers(&engine, &config, &workers_stop);
-    let connections_max = config.connections_max;
-    let code_failures = rate_limit::FailureLimiter::new(rate_limit::FailureLimits {
-        per_address_max: config.code_failures_per_address_max,
-        per_principal_max: config.code_failures_per_principal_max,
-        window_ms: config.code_failures_window_ms,
-        keys_max: config.rate_limit_keys_max,
-    });
-    let state = AppState(Arc::new(Shared {
-        engine: engine.clone(),
-        config,
-        admin_digest,
-        metrics: Default::default(),
-        code_failures,
-    }));
+    let live = Live::start(engine, &config, admin_digest);
+    let current: Current = Arc::new(RwLock::new(live.router.clone()));
     let address = listener.local_addr().map_err(|e| e.to_string())?;
-    tracing::info!(%address, position = engine.head(), "roster is listening");
-    // Peer addresses go to the handlers, for the limits on failed code checks.
+    tracing::info!(%address, position = live.engine.head(), "roster is listening");
+    // One stop signal for both the server and the supervisor.
+    let (stop_tx, stop) = watch::channel(false);
+    let signal = tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let connections_max = config.connections_max;
+    let mut serving = Serving {
+        config,
+        engine_config,
+        admin_digest,
+        current: Arc::clone(&current),
+        live: Some(live),
+    };
+    let mut server_stop = stop.clone();
     let served = axum::serve(
         listener::Capped::new(listener, connections_max),
-        router(state).into_make_service_with_connect_info::<listener::Peer>(),
+        Dispatch { current },
     )
-    .with_graceful_shutdown(shutdown)
-    .await;
-    let _ = stop_workers.send(true);
-    for worker in workers {
-        match worker.await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::error!(%error, "a delivery worker stopped"),
-            Err(error) => tracing::error!(%error, "a delivery worker failed"),
-        }
+    .with_graceful_shutdown(async move {
+        let _ = server_stop.wait_for(|stopped| *stopped).await;
+    })
+    .into_future();
+    let (served, ()) = tokio::join!(served, serving.supervise(stop));
+    signal.abort();
+    if let Some(live) = serving.live.take() {
+        live.stop().await;
     }
-    engine.close().await;
     tracing::info!("roster stopped");
     served.map_err(|e| e.to_string())
+}
+
+/// How often the supervisor looks at the engine for a failed write.
+const FAILURE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// The first and the longest wait between probes of the data directory (and reopen attempts).
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+/// How often to look whether the last request on a closed engine has finished.
+const RELEASE_CHECK_INTERVAL: Duration = Duration::from_millis(20);
+/// The probe file: big enough that sled can roll a segment (512 KiB) on reopen, so a disk
+/// with a few bytes free does not count as writable.
+const PROBE_FILE: &str = ".roster-write-probe";
+const PROBE_BYTES: usize = 1024 * 1024;
+
+async fn open_engine(
+    config: &ServerConfig,
+    engine_config: &EngineConfig,
+) -> Result<Engine, crate::engine::EngineError> {
+    let options = roster_eventstore::SledOptions {
+        durability: config.durability,
+        ..Default::default()
+    };
+    Engine::open(&config.data_dir, options, engine_config.clone()).await
+}
+
+/// The router requests go to: the live engine's, or `reopening_router` during a swap.
+type Current = Arc<RwLock<Router>>;
+
+/// What a reopen needs, and the engine in force.
+struct Serving {
+    config: ServerConfig,
+    engine_config: EngineConfig,
+    admin_digest: [u8; 32],
+    current: Current,
+    /// `None` only between closing a failed engine and opening its successor.
+    live: Option<Live>,
+}
+
+impl Serving {
+    /// Until `stop`: waits for the engine to report a failed write, probes the data directory
+    /// until it takes writes again, then closes the failed engine (sled 0.34 keeps failing
+    /// every write once one failed, so only a reopen recovers), reopens the log from the data
+    /// directory (sled recovers its last durable state and the log's open checks its chain
+    /// head) and swaps the new engine in. Each transition is logged once.
+    async fn supervise(&mut self, mut stop: watch::Receiver<bool>) {
+        loop {
+            while !self.live.as_ref().is_some_and(|l| l.engine.store_failed()) {
+                if stopped(&mut stop, FAILURE_CHECK_INTERVAL).await {
+                    return;
+                }
+            }
+            tracing::error!(
+                "a write to the log failed: commands answer 503 until the data directory takes writes again"
+            );
+            if !self.wait_until_writable(&mut stop).await {
+                return;
+            }
+            tracing::info!("the data directory takes writes again: reopening the log");
+            // From here no new request reaches the failed engine.
+            let position = self
+                .live
+                .as_ref()
+                .map_or(0, |l| l.engine.read_models().checkpoint());
+            *self.current.write().unwrap_or_else(PoisonError::into_inner) =
+                reopening_router(position);
+            if let Some(live) = self.live.take() {
+                let engine = live.stop().await;
+                // sled's lock on the data directory goes with the last handle on its
+                // database: wait for the requests that still hold the old router.
+                while engine.is_shared() {
+                    if stopped(&mut stop, RELEASE_CHECK_INTERVAL).await {
+                        return;
+                    }
+                }
+            }
+            let Some(engine) = self.reopen(&mut stop).await else {
+                return;
+            };
+            let live = Live::start(engine, &self.config, self.admin_digest);
+            tracing::info!(
+                position = live.engine.head(),
+                "the log is open again: taking commands"
+            );
+            *self.current.write().unwrap_or_else(PoisonError::into_inner) = live.router.clone();
+            self.live = Some(live);
+        }
+    }
+
+    /// Probes the data directory with a back-off until it takes writes; false on `stop`.
+    async fn wait_until_writable(&self, stop: &mut watch::Receiver<bool>) -> bool {
+        let mut delay = RETRY_FIRST;
+        let mut said = false;
+        loop {
+            if stopped(stop, delay).await {
+                return false;
+            }
+            let dir = self.config.data_dir.clone();
+            let probed = tokio::task::spawn_blocking(move || probe(&dir))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+            match probed {
+                Ok(()) => return true,
+                Err(error) if !said => {
+                    tracing::warn!(%error, "the data directory does not take writes yet; probing with a back-off");
+                    said = true;
+                }
+                Err(_) => {}
+            }
+            delay = (delay * 2).min(RETRY_MAX);
+        }
+    }
+
+    /// Opens the log again, with a back-off while it cannot; `None` on `stop`.
+    async fn reopen(&self, stop: &mut watch::Receiver<bool>) -> Option<Engine> {
+        let mut delay = RETRY_FIRST;
+        let mut said = false;
+        loop {
+            match open_engine(&self.config, &self.engine_config).await {
+                Ok(engine) => return Some(engine),
+                Err(error) if !said => {
+                    tracing::error!(%error, "cannot reopen the log yet; retrying with a back-off");
+                    said = true;
+                }
+                Err(_) => {}
+            }
+            if stopped(stop, delay).await {
+                return None;
+            }
+            delay = (delay * 2).min(RETRY_MAX);
+        }
+    }
+}
+
+/// Waits `delay`; true when `stop` turned true first.
+async fn stopped(stop: &mut watch::Receiver<bool>, delay: Duration) -> bool {
+    tokio::select! {
+        // A dropped sender means nobody can stop the server any more: treat it as a stop.
+        _ = stop.wait_for(|stopped| *stopped) => true,
+        () = tokio::time::sleep(delay) => false,
+    }
+}
+
+/// Writes, syncs and removes a probe file in the data directory.
+fn probe(dir: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let path = dir.join(PROBE_FILE);
+    let written = std::fs::File::create(&path).and_then(|mut file| {
+        file.write_all(&vec![0; PROBE_BYTES])?;
+        file.sync_all()
+    });
+    let removed = std::fs::remove_file(&path);
+    written.and(removed)
+}
+
+/// While the failed engine closes and the log reopens, every request answers 503
+/// `unavailable` and `/healthz` 503 `failing`, so none reaches an engine that is closing.
+fn reopening_router(position: u64) -> Router {
+    let health = move || async move {
+        let body = views::Health {
+            status: "failing".into(),
+            position,
+        };
+        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body))
+    };
+    Router::new()
+        .route("/healthz", get(health))
+        .fallback(|| async {
+            ApiError::unavailable("the server is reopening its data directory; retry shortly")
+        })
+        .layer(middleware::map_response(
+            move |mut response: Response| async move {
+                response
+                    .headers_mut()
+                    .insert(POSITION_HEADER, HeaderValue::from(position));
+                response
+            },
+        ))
+}
+
+/// One open engine with its delivery workers and its router.
+struct Live {
+    engine: Engine,
+    router: Router,
+    stop_workers: watch::Sender<bool>,
+    workers: Vec<tokio::task::JoinHandle<Result<(), String>>>,
+}
+
+impl Live {
+    fn start(engine: Engine, config: &ServerConfig, admin_digest: [u8; 32]) -> Live {
+        let (stop_workers, workers_stop) = watch::channel(false);
+        let workers = start_workers(&engine, config, &workers_stop);
+        // A reopen starts these afresh, as a restart would.
+        let code_failures = rate_limit::FailureLimiter::new(rate_limit::FailureLimits {
+            per_address_max: config.code_failures_per_address_max,
+            per_principal_max: config.code_failures_per_principal_max,
+            window_ms: config.code_failures_window_ms,
+            keys_max: config.rate_limit_keys_max,
+        });
+        let state = AppState(Arc::new(Shared {
+            engine: engine.clone(),
+            config: config.clone(),
+            admin_digest,
+            metrics: Default::default(),
+            code_failures,
+        }));
+        Live {
+            engine,
+            router: router(state),
+            stop_workers,
+            workers,
+        }
+    }
+
+    /// Stops the workers and closes the engine (making the log durable); returns the closed
+    /// engine, whose last handle releases the data directory when dropped.
+    async fn stop(self) -> Engine {
+        let Live {
+            engine,
+            router,
+            stop_workers,
+            workers,
+        } = self;
+        drop(router);
+        let _ = stop_workers.send(true);
+        for worker in workers {
+            match worker.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::error!(%error, "a delivery worker stopped"),
+                Err(error) => tracing::error!(%error, "a delivery worker failed"),
+            }
+        }
+        engine.close().await;
+        engine
+    }
+}
+
+/// Per connection: the peer's address, for the limits on failed code checks.
+#[derive(Clone)]
+struct Dispatch {
+    current: Current,
+}
+
+impl tower::Service<axum::serve::IncomingStream<'_, listener::Capped>> for Dispatch {
+    type Response = Connection;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Connection, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(
+        &mut self,
+        incoming: axum::serve::IncomingStream<'_, listener::Capped>,
+    ) -> Self::Future {
+        std::future::ready(Ok(Connection {
+            peer: listener::Peer(*incoming.remote_addr()),
+            current: Arc::clone(&self.current),
+        }))
+    }
+}
+
+/// Per request: the router in force when it arrives. A request keeps that router to its
+/// end, so a swap never cuts one off half-way.
+#[derive(Clone)]
+struct Connection {
+    peer: listener::Peer,
+    current: Current,
+}
+
+impl tower::Service<Request> for Connection {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = tower::util::Oneshot<Router, Request>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        request.extensions_mut().insert(ConnectInfo(self.peer));
+        let router = self
+            .current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        router.oneshot(request)
+    }
 }
 
 /// The mail worker (when SMTP is configured) and the webhook worker.
