@@ -141,7 +141,7 @@ pub fn as_of_scenario(
     runtime.block_on(populate(dir.path(), 1, stream_events))?;
     let store = SledStore::open(dir.path(), SledOptions::default()).map_err(error)?;
     let resource = ResourceId::parse("space/bench-0").map_err(error)?;
-    let snapshots = roster_projections::Snapshots::open_sled(store.db()).map_err(error)?;
+    let snapshots = roster_projections::Snapshots::in_dir(&dir.path().join("snapshots"));
     let head = store.head().max(1);
     let mut latencies = Vec::with_capacity(queries);
     for q in 0..queries.max(1) {

@@ -217,6 +217,7 @@ pub async fn replay(store: &SledStore, verify: bool, quiet: bool) -> Result<Stri
 /// The history of a resource up to a time (all of it without one), optionally only what
 /// concerns one principal, and its rolemap at that time, as tables.
 pub async fn audit(
+    data_dir: &Path,
     store: &SledStore,
     resource: &str,
     as_of: Option<&str>,
@@ -250,7 +251,7 @@ pub async fn audit(
             .map_err(|e| e.to_string())?,
     };
     let as_of = until.map_or(AsOf::Position(store.head()), AsOf::Time);
-    let snapshots = Snapshots::open_sled(store.db()).map_err(|e| e.to_string())?;
+    let snapshots = Snapshots::in_dir(&data_dir.join("snapshots"));
     let Some((members, reached)) = rolemap_as_of(store, Some(&snapshots), &resource, as_of)
         .await
         .map_err(|e| e.to_string())?

@@ -217,6 +217,7 @@ fn run(cli: Cli) -> Result<(), String> {
         } => {
             let store = roster_api::log_tools::open(&cli.data)?;
             let tables = runtime.block_on(roster_api::log_tools::audit(
+                &cli.data,
                 &store,
                 &resource,
                 as_of.as_deref(),

@@ -7,13 +7,17 @@
 //! export, a snapshot of a state whose events a crash took back) is skipped, and the state is
 //! folded from further back. Losing the whole tree loses nothing but time.
 //!
-//! Layout, in its own tree (`snapshots`), keys big-endian:
-//! - `i ‖ stream ‖ 0 ‖ version` → `position ‖ latest occurred_at (ms) ‖ hash`: a small index
-//!   entry, so finding the snapshot for a moment reads no state;
-//! - `d ‖ stream ‖ 0 ‖ version` → `FORMAT ‖ the state as JSON`.
+//! Layout: one directory per stream under `snapshots/` (named by the SHA-256 of the stream's
+//! name, since names may hold any character), one file per snapshot, named
+//! `version.position.latest_ms.hash` so that choosing one reads no state; the file holds a
+//! format byte and the state as JSON. Files, not sled: sled 0.34 keeps values inside its tree
+//! pages, and pages of states of megabytes are rewritten whole on every insert.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+
+use sha2::{Digest, Sha256};
 
 use roster_domain::ResourceState;
 use roster_eventstore::{EventStore, Hash};
@@ -39,34 +43,21 @@ pub struct Snapshot {
     pub state: ResourceState,
 }
 
+/// (stream, version) → what the name would say, and the file's bytes.
+type MemoryFiles = BTreeMap<(String, u64), (IndexEntry, Vec<u8>)>;
+
 enum Storage {
-    Sled(sled::Tree),
-    Memory(Mutex<BTreeMap<Vec<u8>, Vec<u8>>>),
+    Files(PathBuf),
+    Memory(Mutex<MemoryFiles>),
 }
 
-/// Where snapshots are kept: a sled tree beside the log, or memory for the in-memory engine.
+/// Where snapshots are kept: files beside the log, or memory for the in-memory engine.
 pub struct Snapshots {
     storage: Storage,
 }
 
-const INDEX_VALUE_LEN: usize = 8 + 8 + 32;
-
-fn key(tag: u8, stream: &str, version: u64) -> Vec<u8> {
-    let mut key = Vec::with_capacity(stream.len() + 10);
-    key.push(tag);
-    key.extend_from_slice(stream.as_bytes());
-    key.push(0);
-    key.extend_from_slice(&version.to_be_bytes());
-    key
-}
-
-fn be_u64(bytes: &[u8]) -> u64 {
-    let mut word = [0; 8];
-    word.copy_from_slice(&bytes[..8]);
-    u64::from_be_bytes(word)
-}
-
-/// An index entry: the snapshot's event and time, without its state.
+/// What a snapshot's name says: its event and time, without its state.
+#[derive(Debug, Clone)]
 struct IndexEntry {
     version: u64,
     position: u64,
@@ -75,18 +66,22 @@ struct IndexEntry {
 }
 
 impl IndexEntry {
-    fn decode(key: &[u8], value: &[u8]) -> Option<IndexEntry> {
-        if value.len() != INDEX_VALUE_LEN || key.len() < 8 {
-            return None;
-        }
-        let mut hash = [0; 32];
-        hash.copy_from_slice(&value[16..]);
-        Some(IndexEntry {
-            version: be_u64(&key[key.len() - 8..]),
-            position: be_u64(value),
-            latest_ms: i64::from_be_bytes(value[8..16].try_into().ok()?),
-            hash: Hash(hash),
-        })
+    fn file_name(&self) -> String {
+        format!(
+            "{:020}.{:020}.{}.{}",
+            self.version, self.position, self.latest_ms, self.hash
+        )
+    }
+
+    fn parse(name: &str) -> Option<IndexEntry> {
+        let mut parts = name.split('.');
+        let entry = IndexEntry {
+            version: parts.next()?.parse().ok()?,
+            position: parts.next()?.parse().ok()?,
+            latest_ms: parts.next()?.parse().ok()?,
+            hash: Hash::from_hex(parts.next()?)?,
+        };
+        parts.next().is_none().then_some(entry)
     }
 
     fn covers(&self, as_of: AsOf) -> bool {
@@ -97,11 +92,16 @@ impl IndexEntry {
     }
 }
 
+fn io_error(error: std::io::Error) -> ProjectionError {
+    ProjectionError::Io(format!("snapshots: {error}"))
+}
+
 impl Snapshots {
-    pub fn open_sled(db: &sled::Db) -> Result<Snapshots, ProjectionError> {
-        Ok(Snapshots {
-            storage: Storage::Sled(db.open_tree("snapshots")?),
-        })
+    /// Snapshots in `dir` (created when the first is taken).
+    pub fn in_dir(dir: &Path) -> Snapshots {
+        Snapshots {
+            storage: Storage::Files(dir.to_path_buf()),
+        }
     }
 
     pub fn in_memory() -> Snapshots {
@@ -110,68 +110,81 @@ impl Snapshots {
         }
     }
 
-    /// Keeps a snapshot; the index entry and the state are written in one batch.
+    fn stream_dir(root: &Path, stream: &str) -> PathBuf {
+        root.join(hex::encode(Sha256::digest(stream.as_bytes())))
+    }
+
+    /// Keeps a snapshot: written to a temporary name and renamed, so a crash leaves either no
+    /// file or a whole one (and a torn one would not parse, and would be passed over).
     pub fn save(&self, stream: &str, snapshot: &Snapshot) -> Result<(), ProjectionError> {
-        let mut index = Vec::with_capacity(INDEX_VALUE_LEN);
-        index.extend_from_slice(&snapshot.position.to_be_bytes());
-        index.extend_from_slice(&snapshot.latest_ms.to_be_bytes());
-        index.extend_from_slice(&snapshot.hash.0);
+        let entry = IndexEntry {
+            version: snapshot.version,
+            position: snapshot.position,
+            latest_ms: snapshot.latest_ms,
+            hash: snapshot.hash,
+        };
         let mut data = vec![FORMAT];
         serde_json::to_writer(&mut data, &snapshot.state)
             .map_err(|e| ProjectionError::Io(format!("a snapshot could not be written: {e}")))?;
-        let index_key = key(b'i', stream, snapshot.version);
-        let data_key = key(b'd', stream, snapshot.version);
         match &self.storage {
-            Storage::Sled(tree) => {
-                let mut batch = sled::Batch::default();
-                batch.insert(data_key, data);
-                batch.insert(index_key, index);
-                tree.apply_batch(batch)?;
+            Storage::Files(root) => {
+                let dir = Snapshots::stream_dir(root, stream);
+                std::fs::create_dir_all(&dir).map_err(io_error)?;
+                let temporary = dir.join(format!(".{}.tmp", snapshot.version));
+                std::fs::write(&temporary, &data).map_err(io_error)?;
+                std::fs::rename(&temporary, dir.join(entry.file_name())).map_err(io_error)?;
             }
             Storage::Memory(map) => {
-                let mut map = map
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                map.insert(data_key, data);
-                map.insert(index_key, index);
+                map.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert((stream.to_string(), snapshot.version), (entry, data));
             }
         }
         Ok(())
     }
 
-    /// The index entries of a stream, newest first.
+    /// The snapshots of a stream, newest first.
     fn index(&self, stream: &str) -> Result<Vec<IndexEntry>, ProjectionError> {
-        let start = key(b'i', stream, 0);
-        let end = key(b'i', stream, u64::MAX);
-        let mut entries = Vec::new();
-        match &self.storage {
-            Storage::Sled(tree) => {
-                for row in tree.range(start..=end).rev() {
-                    let (key, value) = row?;
-                    entries.extend(IndexEntry::decode(&key, &value));
+        let mut entries = match &self.storage {
+            Storage::Files(root) => {
+                let dir = match std::fs::read_dir(Snapshots::stream_dir(root, stream)) {
+                    Ok(dir) => dir,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+                    Err(e) => return Err(io_error(e)),
+                };
+                let mut entries = Vec::new();
+                for file in dir {
+                    let name = file.map_err(io_error)?.file_name();
+                    entries.extend(name.to_str().and_then(IndexEntry::parse));
                 }
+                entries
             }
-            Storage::Memory(map) => {
-                let map = map
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                for (key, value) in map.range(start..=end).rev() {
-                    entries.extend(IndexEntry::decode(key, value));
-                }
-            }
-        }
-        Ok(entries)
-    }
-
-    fn data(&self, stream: &str, version: u64) -> Result<Option<Vec<u8>>, ProjectionError> {
-        let key = key(b'd', stream, version);
-        Ok(match &self.storage {
-            Storage::Sled(tree) => tree.get(key)?.map(|v| v.to_vec()),
             Storage::Memory(map) => map
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .get(&key)
-                .cloned(),
+                .range((stream.to_string(), 0)..=(stream.to_string(), u64::MAX))
+                .map(|(_, (entry, _))| entry.clone())
+                .collect(),
+        };
+        entries.sort_by_key(|entry| std::cmp::Reverse(entry.version));
+        Ok(entries)
+    }
+
+    fn data(&self, stream: &str, entry: &IndexEntry) -> Result<Option<Vec<u8>>, ProjectionError> {
+        Ok(match &self.storage {
+            Storage::Files(root) => {
+                let path = Snapshots::stream_dir(root, stream).join(entry.file_name());
+                match std::fs::read(path) {
+                    Ok(data) => Some(data),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                    Err(e) => return Err(io_error(e)),
+                }
+            }
+            Storage::Memory(map) => map
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(&(stream.to_string(), entry.version))
+                .map(|(_, data)| data.clone()),
         })
     }
 
@@ -195,7 +208,7 @@ impl Snapshots {
             if !holds_it {
                 continue;
             }
-            let Some(data) = self.data(stream, entry.version)? else {
+            let Some(data) = self.data(stream, &entry)? else {
                 continue;
             };
             let state = match data.split_first() {

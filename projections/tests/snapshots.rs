@@ -154,19 +154,40 @@ async fn a_snapshot_in_a_format_this_code_does_not_read_is_passed_over() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = SledStore::open(dir.path(), SledOptions::default()).expect("opens");
     let states = fill(&store, 12).await;
-    let snapshots = Snapshots::open_sled(store.db()).expect("opens");
+    let snapshots = Snapshots::in_dir(&dir.path().join("snapshots"));
     let older = snapshot_of(&store, 4, &states[3]).await;
     snapshots.save(STREAM, &older).expect("saves");
-    snapshots
-        .save(STREAM, &snapshot_of(&store, 8, &states[7]).await)
-        .expect("saves");
-    // The state of version 8 as a later format would write it.
-    let tree = store.db().open_tree("snapshots").expect("opens");
-    let mut key = b"d".to_vec();
-    key.extend_from_slice(STREAM.as_bytes());
-    key.push(0);
-    key.extend_from_slice(&8u64.to_be_bytes());
-    tree.insert(key, b"\x09{}".to_vec()).expect("writes");
+    for version in [6usize, 8] {
+        let at = u64::try_from(version).expect("small");
+        let snapshot = snapshot_of(&store, at, &states[version - 1]).await;
+        snapshots.save(STREAM, &snapshot).expect("saves");
+    }
+    assert_eq!(
+        snapshots
+            .latest(&store, STREAM, None)
+            .await
+            .expect("reads")
+            .map(|s| s.version),
+        Some(8)
+    );
+    // Version 8 as a later format would write it, and version 6 torn by a crash.
+    let stream_dir = std::fs::read_dir(dir.path().join("snapshots"))
+        .expect("lists")
+        .next()
+        .expect("one stream")
+        .expect("reads")
+        .path();
+    for file in std::fs::read_dir(&stream_dir).expect("lists") {
+        let path = file.expect("reads").path();
+        let name = path.file_name().and_then(|n| n.to_str()).expect("UTF-8");
+        if name.starts_with(&format!("{:020}.", 8)) {
+            std::fs::write(&path, b"\x09{}").expect("writes");
+        }
+        if name.starts_with(&format!("{:020}.", 6)) {
+            let whole = std::fs::read(&path).expect("reads");
+            std::fs::write(&path, &whole[..whole.len() / 2]).expect("writes");
+        }
+    }
     let found = snapshots.latest(&store, STREAM, None).await.expect("reads");
     assert_eq!(found, Some(older));
 }

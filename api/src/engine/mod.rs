@@ -215,7 +215,7 @@ impl Engine {
     ) -> Result<Engine, EngineError> {
         let store = Arc::new(SledStore::open(dir, options)?);
         let models = ReadModels::open_sled(store.db(), "rm.")?;
-        let snapshots = Snapshots::open_sled(store.db())?;
+        let snapshots = Snapshots::in_dir(&dir.join("snapshots"));
         let closer = Arc::clone(&store);
         let close = Box::new(move || closer.close());
         Engine::start(store, close, models, snapshots, config).await
