@@ -5,6 +5,7 @@ mod abuse;
 mod auth;
 mod codes;
 mod compat;
+mod connections;
 mod delivery;
 mod errors;
 mod fuzz_bodies;
