@@ -26,7 +26,7 @@ use crate::as_of::AsOf;
 use crate::ProjectionError;
 
 /// Bumped whenever `ResourceState`'s serialised form changes; older snapshots are skipped.
-const FORMAT: u8 = 1;
+const FORMAT: u8 = 2;
 
 /// A resource's state after the event at `version` of its stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
