@@ -185,8 +185,8 @@ const STALE_RETRIES_MAX: u32 = 20;
 
 struct Inner {
     /// The log failed a write (disk full, I/O error): sled 0.34 keeps failing every later
-    /// write once one failed, so only reopening the data directory recovers. Reported by
-    /// `/healthz` so a supervisor restarts the process.
+    /// write once one failed, so only reopening the data directory recovers (`serve` does so
+    /// once the directory takes writes again). Reported by `/healthz`.
     store_failed: std::sync::atomic::AtomicBool,
     store: Arc<dyn EventStore>,
     close_store: Box<dyn Fn() + Send + Sync>,

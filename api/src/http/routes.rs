@@ -56,11 +56,11 @@ fn no_content() -> Response {
 // System.
 
 /// Liveness and the log's last position.
-#[utoipa::path(get, path = "/healthz", tag = "system", responses((status = 200, body = Health), (status = 503, body = Health, description = "a write to the log failed; restart once the cause is gone")))]
+#[utoipa::path(get, path = "/healthz", tag = "system", responses((status = 200, body = Health), (status = 503, body = Health, description = "a write to the log failed; the server reopens the log by itself once the data directory takes writes again")))]
 pub async fn healthz(State(state): State<AppState>) -> Response {
     if state.engine.store_failed() {
-        // The log cannot take writes until the process reopens it: say so, so a supervisor
-        // restarts it once the cause (a full disk, say) is gone.
+        // The log cannot take writes until it is reopened: say so. `serve`'s supervisor
+        // reopens it once the cause (a full disk, say) is gone.
         let body = Health {
             status: "failing".into(),
             position: state.engine.head(),
