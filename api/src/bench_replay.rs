@@ -286,10 +286,17 @@ pub fn startup_scenario(
     scratch: &Path,
     events: u64,
     members: u64,
+    settled: bool,
 ) -> Result<StartupFigure, String> {
     let runtime = tokio::runtime::Runtime::new().map_err(error)?;
     let dir = tempfile::tempdir_in(scratch).map_err(error)?;
     runtime.block_on(populate_members(dir.path(), members, events))?;
+    // As `roster serve` does after a clean stop (see `SledStore::settle`); `--unsettled`
+    // measures a start after a crash instead.
+    drop(runtime);
+    if settled {
+        SledStore::settle(dir.path()).map_err(error)?;
+    }
     let exe = std::env::current_exe().map_err(error)?;
     let output = std::process::Command::new(exe)
         .args([

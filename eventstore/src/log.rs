@@ -138,6 +138,18 @@ impl SledStore {
     pub fn db(&self) -> &sled::Db {
         self.shared.backend.db()
     }
+
+    /// Opens and closes the closed log in `path` once, so the next start is quick.
+    ///
+    /// sled 0.34 writes the snapshot of its page table only while opening: it reads the last
+    /// snapshot, scans every log segment written since, and saves the result. A server that
+    /// ran for long leaves all it wrote to be scanned by the next start (3.5 s after 1,000,000
+    /// events); settling after a clean stop moves that scan to the stop.
+    pub fn settle(path: &Path) -> Result<(), StoreError> {
+        let store = SledStore::open(path, SledOptions::default())?;
+        store.close();
+        Ok(())
+    }
 }
 
 impl MemoryStore {
