@@ -80,6 +80,10 @@ enum Command {
         /// Members in the log for the startup scenario.
         #[arg(long, default_value_t = 100_000)]
         members: u64,
+        /// Startup scenario: start after the populating engine stopped without settling the
+        /// log (as after a crash) instead of after a clean stop.
+        #[arg(long)]
+        unsettled: bool,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -192,7 +196,17 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<(), String> {
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     match cli.command {
-        Command::Serve(args) => runtime.block_on(serve(cli.data, args)),
+        Command::Serve(args) => {
+            let served = runtime.block_on(serve(cli.data.clone(), args));
+            // Every task holding the engine ends with the runtime; then the log can be settled.
+            drop(runtime);
+            if served.is_ok() {
+                if let Err(error) = roster_eventstore::SledStore::settle(&cli.data) {
+                    tracing::warn!(%error, "the log was not settled; the next start scans it");
+                }
+            }
+            served
+        }
         Command::Verify { quiet } => {
             let store = roster_api::log_tools::open(&cli.data)?;
             let report = runtime.block_on(roster_api::log_tools::verify_log(&store, quiet))?;
@@ -276,6 +290,7 @@ fn run(cli: Cli) -> Result<(), String> {
             writers,
             events,
             members,
+            unsettled,
             json,
         } => {
             drop(runtime);
@@ -334,7 +349,9 @@ fn run(cli: Cli) -> Result<(), String> {
                         }
                     }
                     "startup" => {
-                        let figure = roster_api::bench_replay::startup_scenario(&cli.data, events, members)?;
+                        let figure = roster_api::bench_replay::startup_scenario(
+                            &cli.data, events, members, !unsettled,
+                        )?;
                         if json {
                             println!("{}", serde_json::to_string_pretty(&figure).map_err(|e| e.to_string())?);
                         } else {
