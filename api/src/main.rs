@@ -122,6 +122,13 @@ struct ServeArgs {
     /// Connections open at once.
     #[arg(long, env = "ROSTER_CONNECTIONS_MAX", default_value_t = 1024)]
     connections_max: usize,
+    /// Time a connection has to send a complete request head, in milliseconds: from its start,
+    /// and from the first byte of each later request on it.
+    #[arg(long, env = "ROSTER_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    header_timeout_ms: u64,
+    /// Time a kept-alive connection may wait for its next request, in milliseconds.
+    #[arg(long, env = "ROSTER_IDLE_TIMEOUT_MS", default_value_t = 60_000)]
+    idle_timeout_ms: u64,
     /// The SMTP server invitations are mailed through, e.g. `smtp://127.0.0.1:2525` or
     /// `smtps://user:password@mail.example`; mail is sent only with `--mail-from` too.
     #[arg(long, env = "ROSTER_SMTP_URL")]
@@ -387,6 +394,8 @@ async fn serve(data: PathBuf, args: ServeArgs) -> Result<(), String> {
     config.limits.active_links_max = args.active_links_max;
     config.request_timeout_ms = args.request_timeout_ms;
     config.connections_max = args.connections_max;
+    config.header_timeout_ms = args.header_timeout_ms;
+    config.idle_timeout_ms = args.idle_timeout_ms;
     config.smtp_url = args.smtp_url;
     config.mail_from = args.mail_from;
     let retry = roster_api::workers::Retry {

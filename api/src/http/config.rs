@@ -40,6 +40,11 @@ pub struct ServerConfig {
     pub limits: Limits,
     pub request_timeout_ms: u64,
     pub connections_max: usize,
+    /// Time a connection has to send a complete request head: from its start, and from the
+    /// first byte of each later request on it.
+    pub header_timeout_ms: u64,
+    /// Time a kept-alive connection may wait for its next request after a response.
+    pub idle_timeout_ms: u64,
     pub families: Families,
     /// `ROSTER_SMTP_URL` and `ROSTER_MAIL_FROM`: invitations are mailed when both are set.
     pub smtp_url: Option<String>,
@@ -72,6 +77,8 @@ impl ServerConfig {
             limits: Limits::default(),
             request_timeout_ms: 10_000,
             connections_max: 1024,
+            header_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
             families: Families::default(),
             smtp_url: None,
             mail_from: None,

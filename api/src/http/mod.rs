@@ -86,6 +86,10 @@ pub async fn serve(
         let _ = stop_tx.send(true);
     });
     let connections_max = config.connections_max;
+    let timeouts = listener::Timeouts {
+        header: Duration::from_millis(config.header_timeout_ms),
+        idle: Duration::from_millis(config.idle_timeout_ms),
+    };
     let mut serving = Serving {
         config,
         engine_config,
@@ -95,7 +99,7 @@ pub async fn serve(
     };
     let mut server_stop = stop.clone();
     let served = axum::serve(
-        listener::Capped::new(listener, connections_max),
+        listener::Capped::new(listener, connections_max, timeouts),
         Dispatch { current },
     )
     .with_graceful_shutdown(async move {
@@ -345,7 +349,8 @@ impl Live {
     }
 }
 
-/// Per connection: the peer's address, for the limits on failed code checks.
+/// Per connection: the peer's address, for the limits on failed code checks, and what the
+/// connection is doing, for its time limits.
 #[derive(Clone)]
 struct Dispatch {
     current: Current,
@@ -366,6 +371,7 @@ impl tower::Service<axum::serve::IncomingStream<'_, listener::Capped>> for Dispa
     ) -> Self::Future {
         std::future::ready(Ok(Connection {
             peer: listener::Peer(*incoming.remote_addr()),
+            activity: Arc::clone(incoming.io().activity()),
             current: Arc::clone(&self.current),
         }))
     }
@@ -376,26 +382,66 @@ impl tower::Service<axum::serve::IncomingStream<'_, listener::Capped>> for Dispa
 #[derive(Clone)]
 struct Connection {
     peer: listener::Peer,
+    activity: Arc<listener::Activity>,
     current: Current,
 }
 
 impl tower::Service<Request> for Connection {
     type Response = Response;
     type Error = Infallible;
-    type Future = tower::util::Oneshot<Router, Request>;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, mut request: Request) -> Self::Future {
+        // hyper calls this once the request's head is complete: from here until the
+        // response's body is written, the connection's header and idle limits do not apply.
+        let in_flight = self.activity.begin_request();
         request.extensions_mut().insert(ConnectInfo(self.peer));
         let router = self
             .current
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        router.oneshot(request)
+        Box::pin(async move {
+            let response = router.oneshot(request).await?;
+            Ok(response.map(|body| {
+                Body::new(Answering {
+                    body,
+                    _in_flight: in_flight,
+                })
+            }))
+        })
+    }
+}
+
+/// A response's body that holds its request in flight until hyper drops it, having written
+/// it all (or lost the connection).
+struct Answering {
+    body: Body,
+    _in_flight: listener::InFlight,
+}
+
+impl http_body::Body for Answering {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    // Passed on so that hyper still sends a `Content-Length` rather than chunks.
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 

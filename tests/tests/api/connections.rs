@@ -1,6 +1,8 @@
 //! Limits on connections over raw TCP: the cap on open connections (past it, a new connection
-//! waits in the kernel's accept queue until one closes) and the request time limit (a request
-//! that takes longer, here one whose body trickles in, is answered 503 `timeout`).
+//! waits in the kernel's accept queue until one closes), the request time limit (a request
+//! that takes longer, here one whose body trickles in, is answered 503 `timeout`), and the
+//! header and idle limits (a connection that does not complete a request's head in time, or
+//! waits too long for its next request, is closed, freeing its place under the cap).
 
 use std::time::Duration;
 
@@ -233,4 +235,181 @@ async fn a_request_whose_body_trickles_in_past_the_time_limit_is_answered_503_ti
     // Nothing was registered, and the server answers others as before.
     let response = app.get("/v1/resources/space/never", &As::Admin).await;
     assert_eq!(response.status(), 404);
+}
+
+/// Reads until the server closes `stream` (end of stream, or a reset), failing after a minute;
+/// returns what arrived before.
+async fn until_closed(stream: &mut (impl AsyncRead + Unpin)) -> Vec<u8> {
+    let read = async {
+        let mut bytes = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return bytes,
+                Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(PATIENCE, read)
+        .await
+        .expect("the server closed the connection within a minute")
+}
+
+/// Longer than any test waits: a limit set to it never closes a connection in these tests.
+const NEVER_MS: u64 = 600_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_sends_half_a_head_and_then_nothing_is_closed_after_the_header_limit() {
+    // The idle limit cannot be what closes it.
+    let app = spawn_app_with(|c| {
+        c.header_timeout_ms = 1_000;
+        c.idle_timeout_ms = NEVER_MS;
+    })
+    .await;
+    let address = socket_address(&app);
+    let mut stream = TcpStream::connect(&address).await.expect("connects");
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: ros")
+        .await
+        .expect("sends");
+    let answered = until_closed(&mut stream).await;
+    assert!(
+        answered.is_empty(),
+        "closed without an answer: {}",
+        String::from_utf8_lossy(&answered)
+    );
+    // The server goes on serving.
+    let response = app.get("/healthz", &As::Admin).await;
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_that_trickles_in_is_closed_after_the_header_limit_however_often_bytes_come() {
+    let app = spawn_app_with(|c| {
+        c.header_timeout_ms = 1_000;
+        c.idle_timeout_ms = NEVER_MS;
+    })
+    .await;
+    let address = socket_address(&app);
+    let stream = TcpStream::connect(&address).await.expect("connects");
+    let (mut reader, mut writer) = stream.into_split();
+    // Slowloris: a head that never ends, one byte at a time, each well inside the limit.
+    let trickle = tokio::spawn(async move {
+        if writer
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: roster\r\nX-Slow: ")
+            .await
+            .is_err()
+        {
+            return;
+        }
+        // The pace of a slow client, not a synchronisation: the test waits for the close.
+        let mut pace = tokio::time::interval(Duration::from_millis(20));
+        loop {
+            pace.tick().await;
+            if writer.write_all(b"a").await.is_err() {
+                break;
+            }
+        }
+    });
+    let answered = until_closed(&mut reader).await;
+    trickle.abort();
+    assert!(
+        answered.is_empty(),
+        "closed without an answer: {}",
+        String::from_utf8_lossy(&answered)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_kept_alive_connection_is_closed_after_the_idle_limit() {
+    // The header limit cannot be what closes it.
+    let app = spawn_app_with(|c| {
+        c.header_timeout_ms = NEVER_MS;
+        c.idle_timeout_ms = 1_000;
+    })
+    .await;
+    let address = socket_address(&app);
+    // Kept alive: a second request on the same connection is answered.
+    let (mut stream, answer) = open_and_get(&address, "/healthz").await;
+    assert_eq!(answer.status, 200);
+    stream
+        .write_all(get("/healthz").as_bytes())
+        .await
+        .expect("sends");
+    assert_eq!(read_answer(&mut stream).await.status, 200);
+    // Then nothing more: the server closes it, having nothing left to answer.
+    let answered = until_closed(&mut stream).await;
+    assert!(
+        answered.is_empty(),
+        "nothing after the answers: {}",
+        String::from_utf8_lossy(&answered)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_taking_longer_than_the_header_and_idle_limits_is_still_answered() {
+    // Both limits are for a connection waiting for a request; once the head is in, only the
+    // request time limit applies.
+    let app = spawn_app_with(|c| {
+        c.header_timeout_ms = 200;
+        c.idle_timeout_ms = 200;
+    })
+    .await;
+    let address = socket_address(&app);
+    let body =
+        br#"{"resource":"space/slow","owner":"alice"}                                        "#;
+    let head = format!(
+        "POST /v1/resources HTTP/1.1\r\nHost: roster\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut stream = TcpStream::connect(&address).await.expect("connects");
+    stream.write_all(head.as_bytes()).await.expect("sends");
+    let (mut reader, mut writer) = stream.into_split();
+    // The body's bytes come one at a time, far longer in all than either limit.
+    let trickle = tokio::spawn(async move {
+        let mut pace = tokio::time::interval(Duration::from_millis(20));
+        for byte in body {
+            pace.tick().await;
+            writer.write_all(&[*byte]).await.expect("sends the body");
+        }
+        writer
+    });
+    let answer = read_answer(&mut reader).await;
+    let _writer = trickle.await.expect("the body was sent");
+    assert_eq!(answer.status, 201, "{}", answer.body);
+    let response = app.get("/v1/resources/space/slow", &As::Admin).await;
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_clients_holding_every_place_are_closed_and_a_waiting_client_is_then_served() {
+    let mut app = spawn_app_with(|c| {
+        c.connections_max = 2;
+        c.header_timeout_ms = 1_000;
+        c.idle_timeout_ms = 1_000;
+    })
+    .await;
+    let address = socket_address(&app);
+    // As in the cap's test: let go of the pooled connection of `spawn_app`.
+    app.client = reqwest::Client::new();
+    until(&address, "closed the pooled connections", |s| s.open == 0).await;
+    // Two clients connect and say nothing; the kernel's queue is first in, first out, so
+    // they are accepted first and hold both places.
+    let mut silent = Vec::new();
+    for _ in 0..2 {
+        silent.push(TcpStream::connect(&address).await.expect("connects"));
+    }
+    // A third sends its request; it can only be accepted once a silent one is gone.
+    let mut third = TcpStream::connect(&address).await.expect("connects");
+    third
+        .write_all(get("/healthz").as_bytes())
+        .await
+        .expect("sends");
+    let answer = read_answer(&mut third).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    for mut stream in silent {
+        let answered = until_closed(&mut stream).await;
+        assert!(answered.is_empty(), "a silent client gets no answer");
+    }
 }
