@@ -338,6 +338,12 @@ impl Upcasters {
         self
     }
 
+    /// Whether an event of this type and schema would be changed by `upcast`: readers that
+    /// can decode the stored data as it is skip the copy `upcast` takes.
+    pub fn has_step(&self, event_type: &str, schema: u32) -> bool {
+        !self.steps.is_empty() && self.steps.contains_key(&(event_type.to_owned(), schema))
+    }
+
     /// The event's `(schema, data)` in the newest schema known.
     pub fn upcast(&self, event_type: &str, mut schema: u32, mut data: Value) -> (u32, Value) {
         // A registry can hold at most one step per (type, schema), so this terminates
@@ -546,5 +552,8 @@ mod tests {
         assert_eq!(schema, 3);
         assert_eq!(data, json!({"role": "viewer", "via": "direct", "note": ""}));
         assert_eq!(upcasters.upcast("Other", 1, json!(1)), (1, json!(1)));
+        assert!(upcasters.has_step("MemberAdded", 2));
+        assert!(!upcasters.has_step("MemberAdded", 3));
+        assert!(!Upcasters::new().has_step("MemberAdded", 1));
     }
 }

@@ -6,6 +6,10 @@ use std::sync::RwLock;
 
 use crate::ProjectionError;
 
+mod paged;
+
+pub use paged::{PagedTree, PAGE_BYTES_MAX};
+
 /// A change to one row: `None` deletes it.
 pub type Change = (Vec<u8>, Option<Vec<u8>>);
 

@@ -4,20 +4,27 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use roster_domain::{
-    Email, Event, KindUsage, Principal, ResourceId, RoleName, StreamId, Timestamp,
-};
+use roster_domain::{Email, KindUsage, Principal, ResourceId, RoleName};
 use roster_eventstore::{Envelope, EventStore, Upcasters};
 
-use crate::kv::{decode, prefix, Batch, MemoryTree, Row, Tree, CHECKPOINT_KEY, VERSION_KEY};
+use crate::kv::{
+    decode, prefix, MemoryTree, PagedTree, Row, Tree, CHECKPOINT_KEY, PAGE_BYTES_MAX, VERSION_KEY,
+};
 use crate::models::{
-    number_key, Fact, History, Identity, Invitations, Members, Projection, Resources, Webhooks,
+    number_key, History, Identity, Invitations, Members, Projection, Resources, Webhooks,
 };
 use crate::records::{
     ApiKeyRow, HistoryEntry, InvitationRecord, InviteRecord, LinkRecord, MemberRecord,
     MembershipRecord, ResourceRecord, WebhookDeliveryRow, WebhookRow,
 };
 use crate::ProjectionError;
+
+mod fold;
+
+use fold::{Decoded, Fold};
+
+/// A page of the log with its events decoded.
+type DecodedPage = (Vec<Envelope>, Vec<Decoded>);
 
 struct Model {
     projection: Box<dyn Projection>,
@@ -37,6 +44,14 @@ pub struct ReadModels {
     models: Vec<Model>,
     upcasters: Upcasters,
 }
+
+/// Events read from the log at a time.
+const PAGE_EVENTS: usize = 4096;
+/// Pages read and decoded ahead of the fold.
+const PAGES_AHEAD: usize = 2;
+/// Events folded into one batch per model during a catch-up: the open batches hold about a
+/// kilobyte per event until they are written.
+const CHUNK_EVENTS: usize = 65536;
 
 const RESOURCES: usize = 0;
 const MEMBERS: usize = 1;
@@ -60,8 +75,18 @@ impl ReadModels {
     /// The read models in trees of `db` named `{prefix}{model}`; a model whose stored version
     /// differs from its code's is emptied, to be rebuilt from the log by catching up.
     pub fn open_sled(db: &sled::Db, tree_prefix: &str) -> Result<ReadModels, ProjectionError> {
+        ReadModels::open_sled_paged(db, tree_prefix, PAGE_BYTES_MAX)
+    }
+
+    /// `open_sled` with pages of `page_bytes_max` bytes (tests use tiny ones, to split often).
+    pub fn open_sled_paged(
+        db: &sled::Db,
+        tree_prefix: &str,
+        page_bytes_max: usize,
+    ) -> Result<ReadModels, ProjectionError> {
         ReadModels::open(|name| {
-            Ok(Arc::new(db.open_tree(format!("{tree_prefix}{name}"))?) as Arc<dyn Tree>)
+            let tree = db.open_tree(format!("{tree_prefix}{name}"))?;
+            Ok(Arc::new(PagedTree::open(tree, page_bytes_max)?) as Arc<dyn Tree>)
         })
     }
 
@@ -122,54 +147,17 @@ impl ReadModels {
     /// Applies events in log order; each model skips what its checkpoint already holds, so an
     /// event is never applied twice, even after a crash between two models' batches.
     pub fn apply(&self, envelopes: &[Envelope]) -> Result<(), ProjectionError> {
-        let Some(last) = envelopes.last() else {
-            return Ok(());
-        };
-        let decoded = envelopes
-            .iter()
-            .map(|e| self.decode(e))
-            .collect::<Result<Vec<_>, _>>()?;
-        for model in &self.models {
-            let checkpoint = model.checkpoint.load(Ordering::Acquire);
-            if checkpoint >= last.position {
-                continue;
-            }
-            let mut batch = Batch::new(model.tree.as_ref());
-            for (envelope, (event, resource)) in envelopes.iter().zip(&decoded) {
-                if envelope.position <= checkpoint {
-                    continue;
-                }
-                let at = Timestamp::from_unix_ms(envelope.occurred_at.unix_ms()).map_err(|e| {
-                    ProjectionError::Corrupt(format!("position {}: {e}", envelope.position))
-                })?;
-                let fact = Fact {
-                    envelope,
-                    event,
-                    resource: resource.as_ref(),
-                    at,
-                };
-                model.projection.apply(&mut batch, &fact)?;
-            }
-            batch.commit(last.position)?;
-            model.checkpoint.store(last.position, Ordering::Release);
-        }
-        Ok(())
+        let decoded = self.decode(envelopes)?;
+        let mut fold = Fold::new(&self.models);
+        fold.add(envelopes, &decoded)?;
+        fold.commit()
     }
 
-    fn decode(&self, envelope: &Envelope) -> Result<(Event, Option<ResourceId>), ProjectionError> {
-        let bad = |reason: String| {
-            ProjectionError::Corrupt(format!("position {}: {reason}", envelope.position))
-        };
-        let (schema, data) =
-            self.upcasters
-                .upcast(&envelope.event_type, envelope.schema, envelope.data.clone());
-        let event = Event::from_parts(&envelope.event_type, schema, data)
-            .map_err(|e| bad(e.to_string()))?;
-        let resource = match StreamId::parse(&envelope.stream).map_err(|e| bad(e.to_string()))? {
-            StreamId::Resource(resource) => Some(resource),
-            _ => None,
-        };
-        Ok((event, resource))
+    fn decode(&self, envelopes: &[Envelope]) -> Result<Vec<Decoded>, ProjectionError> {
+        envelopes
+            .iter()
+            .map(|e| fold::decode(&self.upcasters, e))
+            .collect()
     }
 
     /// Empties every model and applies the whole log again, calling `progress` per page.
@@ -198,13 +186,89 @@ impl ReadModels {
         store: &dyn EventStore,
         progress: &mut (dyn FnMut(u64) + Send),
     ) -> Result<u64, ProjectionError> {
-        loop {
-            let page = store.read_all(self.checkpoint(), 4096).await?;
-            if page.is_empty() {
-                return Ok(self.checkpoint());
+        self.catch_up_in_chunks(store, CHUNK_EVENTS, progress).await
+    }
+
+    /// `catch_up`, writing each model's changes and checkpoint once per `chunk_events` events
+    /// (read in pages of at most that many): the chunk bounds the memory the open batches
+    /// hold, and tests make it tiny to reach every chunk boundary.
+    ///
+    /// Reading and decoding run on a thread of their own, a few pages ahead of the fold, so
+    /// the two take two cores. That thread drives the store's reads with the caller's runtime
+    /// handle (or a runtime of its own outside one) while this one blocks: the log's reads
+    /// never wait on the runtime, and a catch-up is blocking work anyway (sled writes).
+    pub async fn catch_up_in_chunks(
+        &self,
+        store: &dyn EventStore,
+        chunk_events: usize,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<u64, ProjectionError> {
+        let handle = tokio::runtime::Handle::try_current().ok();
+        let from = self.checkpoint();
+        std::thread::scope(|scope| {
+            let (pages, received) = std::sync::mpsc::sync_channel(PAGES_AHEAD);
+            let page_events = PAGE_EVENTS.min(chunk_events.max(1));
+            scope.spawn(move || self.read_pages(handle, store, from, page_events, &pages));
+            let mut fold = Fold::new(&self.models);
+            // On an error the receiver is dropped here, which stops the reader.
+            for page in received {
+                let (page, decoded) = page?;
+                fold.add(&page, &decoded)?;
+                if fold.events() >= chunk_events {
+                    std::mem::replace(&mut fold, Fold::new(&self.models)).commit()?;
+                    progress(self.checkpoint());
+                }
             }
-            self.apply(&page)?;
-            progress(self.checkpoint());
+            if fold.events() > 0 {
+                fold.commit()?;
+                progress(self.checkpoint());
+            }
+            Ok(self.checkpoint())
+        })
+    }
+
+    /// Sends the log's pages after `from`, decoded, until the log ends, an error (which it
+    /// sends too), or the receiver is gone.
+    fn read_pages(
+        &self,
+        handle: Option<tokio::runtime::Handle>,
+        store: &dyn EventStore,
+        from: u64,
+        page_events: usize,
+        pages: &std::sync::mpsc::SyncSender<Result<DecodedPage, ProjectionError>>,
+    ) {
+        let own;
+        let handle = match handle {
+            Some(handle) => handle,
+            None => match tokio::runtime::Builder::new_current_thread().build() {
+                Ok(runtime) => {
+                    own = runtime;
+                    own.handle().clone()
+                }
+                Err(error) => {
+                    let _ = pages.send(Err(ProjectionError::Io(error.to_string())));
+                    return;
+                }
+            },
+        };
+        let mut read = from;
+        loop {
+            let page = match handle.block_on(store.read_all(read, page_events)) {
+                Ok(page) => page,
+                Err(error) => {
+                    let _ = pages.send(Err(error.into()));
+                    return;
+                }
+            };
+            let Some(last) = page.last() else {
+                return;
+            };
+            read = last.position;
+            let decoded = self.decode(&page).map(|decoded| (page, decoded));
+            let failed = decoded.is_err();
+            if pages.send(decoded).is_err() || failed {
+                return;
+            }
         }
     }
 
