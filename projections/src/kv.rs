@@ -163,11 +163,11 @@ enum Pending {
 }
 
 /// The changes one call to `apply` makes to one read model, with an overlay so later events
-/// in the same batch read what earlier ones wrote.
+/// in the same batch read what earlier ones wrote. Each key holds its last change only, so
+/// the order changes are written in does not matter.
 pub struct Batch<'t> {
     tree: &'t dyn Tree,
     overlay: HashMap<Vec<u8>, Pending>,
-    order: Vec<Vec<u8>>,
 }
 
 impl<'t> Batch<'t> {
@@ -175,7 +175,6 @@ impl<'t> Batch<'t> {
         Batch {
             tree,
             overlay: HashMap::new(),
-            order: Vec::new(),
         }
     }
 
@@ -208,7 +207,12 @@ impl<'t> Batch<'t> {
         key: Vec<u8>,
         value: &T,
     ) {
-        self.record(key, Pending::Typed(Box::new(value.clone())));
+        self.put_owned(key, value.clone());
+    }
+
+    /// `put_json` of a record made for this row, without a copy.
+    pub fn put_owned<T: serde::Serialize + Send + 'static>(&mut self, key: Vec<u8>, value: T) {
+        self.record(key, Pending::Typed(Box::new(value)));
     }
 
     pub fn delete(&mut self, key: Vec<u8>) {
@@ -216,19 +220,16 @@ impl<'t> Batch<'t> {
     }
 
     fn record(&mut self, key: Vec<u8>, value: Pending) {
-        if self.overlay.insert(key.clone(), value).is_none() {
-            self.order.push(key);
-        }
+        self.overlay.insert(key, value);
     }
 
     /// Writes the changes and the checkpoint together.
-    pub fn commit(mut self, checkpoint: u64) -> Result<(), ProjectionError> {
-        let mut changes: Vec<Change> = Vec::with_capacity(self.order.len() + 1);
-        for key in self.order.drain(..) {
-            let value = match self.overlay.remove(&key) {
-                Some(Pending::Bytes(value)) => value,
-                Some(Pending::Typed(record)) => Some(record.to_bytes()),
-                None => None,
+    pub fn commit(self, checkpoint: u64) -> Result<(), ProjectionError> {
+        let mut changes: Vec<Change> = Vec::with_capacity(self.overlay.len() + 1);
+        for (key, pending) in self.overlay {
+            let value = match pending {
+                Pending::Bytes(value) => value,
+                Pending::Typed(record) => Some(record.to_bytes()),
             };
             changes.push((key, value));
         }

@@ -168,11 +168,11 @@ impl Members {
             since: record.since,
             granted_by: record.granted_by.clone(),
         };
-        batch.put_json(
+        batch.put_owned(
             Members::by_principal(&record.principal, resource),
-            &membership,
+            membership,
         );
-        batch.put_json(Members::by_resource(resource, &record.principal), &record);
+        batch.put_owned(Members::by_resource(resource, &record.principal), record);
     }
 }
 
@@ -502,7 +502,6 @@ impl Projection for History {
             resource: Some(resource.clone()),
             summary: crate::summary::summarize(fact.event, resource),
         };
-        batch.put_json(History::by_resource(resource, entry.position), &entry);
         let principal = match fact.event {
             Event::ResourceRegistered { owner, .. } => Some(owner),
             Event::MemberAdded { principal, .. }
@@ -513,6 +512,7 @@ impl Projection for History {
         if let Some(principal) = principal {
             batch.put_json(History::by_principal(principal, entry.position), &entry);
         }
+        batch.put_owned(History::by_resource(resource, entry.position), entry);
         Ok(())
     }
 }

@@ -193,10 +193,13 @@ impl ReadModels {
     /// (read in pages of at most that many): the chunk bounds the memory the open batches
     /// hold, and tests make it tiny to reach every chunk boundary.
     ///
-    /// Reading and decoding run on a thread of their own, a few pages ahead of the fold, so
-    /// the two take two cores. That thread drives the store's reads with the caller's runtime
-    /// handle (or a runtime of its own outside one) while this one blocks: the log's reads
-    /// never wait on the runtime, and a catch-up is blocking work anyway (sled writes).
+    /// Three threads share the work, so a rebuild takes both cores: one reads and decodes the
+    /// log a few pages ahead, one folds the history model, and this one folds the others
+    /// (about as much work). The models are independent, each with its own checkpoint, so
+    /// they may commit their chunks at different moments. The reader drives the store's reads
+    /// with the caller's runtime handle (or a runtime of its own outside one) while this
+    /// thread blocks: the log's reads never wait on the runtime, and a catch-up is blocking
+    /// work anyway (sled writes).
     pub async fn catch_up_in_chunks(
         &self,
         store: &dyn EventStore,
@@ -205,38 +208,68 @@ impl ReadModels {
     ) -> Result<u64, ProjectionError> {
         let handle = tokio::runtime::Handle::try_current().ok();
         let from = self.checkpoint();
+        let page_events = PAGE_EVENTS.min(chunk_events.max(1));
         std::thread::scope(|scope| {
-            let (pages, received) = std::sync::mpsc::sync_channel(PAGES_AHEAD);
-            let page_events = PAGE_EVENTS.min(chunk_events.max(1));
-            scope.spawn(move || self.read_pages(handle, store, from, page_events, &pages));
-            let mut fold = Fold::new(&self.models);
-            // On an error the receiver is dropped here, which stops the reader.
-            for page in received {
-                let (page, decoded) = page?;
-                fold.add(&page, &decoded)?;
-                if fold.events() >= chunk_events {
-                    std::mem::replace(&mut fold, Fold::new(&self.models)).commit()?;
-                    progress(self.checkpoint());
-                }
-            }
-            if fold.events() > 0 {
-                fold.commit()?;
-                progress(self.checkpoint());
-            }
+            let (to_history, history_pages) = std::sync::mpsc::sync_channel(PAGES_AHEAD);
+            let (to_others, other_pages) = std::sync::mpsc::sync_channel(PAGES_AHEAD);
+            scope.spawn(move || {
+                self.read_pages(handle, store, from, page_events, &[to_history, to_others]);
+            });
+            let history = scope.spawn(move || {
+                self.fold_pages(&[HISTORY], history_pages, chunk_events, &mut |_| {})
+            });
+            let others = self.fold_pages(
+                &[RESOURCES, MEMBERS, INVITATIONS, IDENTITY, WEBHOOKS],
+                other_pages,
+                chunk_events,
+                progress,
+            );
+            let history = history
+                .join()
+                .unwrap_or_else(|_| Err(ProjectionError::Io("the history fold panicked".into())));
+            others.and(history)?;
+            progress(self.checkpoint());
             Ok(self.checkpoint())
         })
     }
 
-    /// Sends the log's pages after `from`, decoded, until the log ends, an error (which it
-    /// sends too), or the receiver is gone.
+    /// Folds the pages received into the models of `group`, committing every `chunk_events`
+    /// events and at the end. On an error it returns, dropping the receiver, which stops the
+    /// reader and so the other fold, which commits what it folded (each model's batch is
+    /// consistent on its own).
+    fn fold_pages(
+        &self,
+        group: &[usize],
+        pages: std::sync::mpsc::Receiver<Result<Arc<DecodedPage>, ProjectionError>>,
+        chunk_events: usize,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<(), ProjectionError> {
+        let models = || group.iter().map(|index| &self.models[*index]);
+        let mut fold = Fold::new(models());
+        for page in pages {
+            let page = page?;
+            fold.add(&page.0, &page.1)?;
+            if fold.events() >= chunk_events {
+                std::mem::replace(&mut fold, Fold::new(models())).commit()?;
+                progress(self.checkpoint());
+            }
+        }
+        fold.commit()
+    }
+
+    /// Sends the log's pages after `from`, decoded, to every fold, until the log ends, an
+    /// error (which it sends too), or a fold is gone.
     fn read_pages(
         &self,
         handle: Option<tokio::runtime::Handle>,
         store: &dyn EventStore,
         from: u64,
         page_events: usize,
-        pages: &std::sync::mpsc::SyncSender<Result<DecodedPage, ProjectionError>>,
+        folds: &[std::sync::mpsc::SyncSender<Result<Arc<DecodedPage>, ProjectionError>>],
     ) {
+        let send = |page: Result<Arc<DecodedPage>, ProjectionError>| {
+            folds.iter().all(|fold| fold.send(page.clone()).is_ok())
+        };
         let own;
         let handle = match handle {
             Some(handle) => handle,
@@ -246,7 +279,7 @@ impl ReadModels {
                     own.handle().clone()
                 }
                 Err(error) => {
-                    let _ = pages.send(Err(ProjectionError::Io(error.to_string())));
+                    send(Err(ProjectionError::Io(error.to_string())));
                     return;
                 }
             },
@@ -256,7 +289,7 @@ impl ReadModels {
             let page = match handle.block_on(store.read_all(read, page_events)) {
                 Ok(page) => page,
                 Err(error) => {
-                    let _ = pages.send(Err(error.into()));
+                    send(Err(error.into()));
                     return;
                 }
             };
@@ -264,9 +297,9 @@ impl ReadModels {
                 return;
             };
             read = last.position;
-            let decoded = self.decode(&page).map(|decoded| (page, decoded));
+            let decoded = self.decode(&page).map(|decoded| Arc::new((page, decoded)));
             let failed = decoded.is_err();
-            if pages.send(decoded).is_err() || failed {
+            if !send(decoded) || failed {
                 return;
             }
         }

@@ -69,11 +69,11 @@ impl PagedTree {
     }
 }
 
+/// A row borrowed from a page: key and value.
+type RowRef<'p> = (&'p [u8], &'p [u8]);
+
 /// The rows of a page, in order, borrowed from its bytes.
-fn rows_of<'p>(
-    page_key: &[u8],
-    page: &'p [u8],
-) -> Result<Vec<(&'p [u8], &'p [u8])>, ProjectionError> {
+fn rows_of<'p>(page_key: &[u8], page: &'p [u8]) -> Result<Vec<RowRef<'p>>, ProjectionError> {
     let corrupt = || {
         ProjectionError::Corrupt(format!(
             "read model page {} is cut short",
@@ -113,7 +113,7 @@ fn push_part(page: &mut Vec<u8>, part: &[u8]) {
 /// Writes `rows` (ascending) into pages of about `page_bytes_max` bytes, into `batch`.
 fn write_pages<'r>(
     batch: &mut sled::Batch,
-    rows: impl Iterator<Item = (&'r [u8], &'r [u8])>,
+    rows: impl Iterator<Item = RowRef<'r>>,
     page_bytes_max: usize,
 ) {
     let mut page: Vec<u8> = Vec::with_capacity(page_bytes_max + 512);
@@ -218,7 +218,7 @@ impl Tree for PagedTree {
                 mine.push(change);
             }
             // Merge the page's rows with its changes, both ascending.
-            let mut merged: Vec<(&[u8], &[u8])> = Vec::with_capacity(old_rows.len() + mine.len());
+            let mut merged: Vec<RowRef<'_>> = Vec::with_capacity(old_rows.len() + mine.len());
             let (mut old, mut new) = (old_rows.into_iter().peekable(), mine.into_iter().peekable());
             loop {
                 match (old.peek(), new.peek()) {
@@ -308,7 +308,7 @@ mod tests {
                 paged.apply(changes).expect("applies");
                 let probe = key(&mut random);
                 assert_eq!(paged.get(&probe).expect("gets"), model.get(&probe).cloned());
-                for prefix in [&b""[..], b"a\0", b"b\0", b"p\0", b"p\0001", b"q"] {
+                for prefix in [&b""[..], b"a\0", b"b\0", b"p\0", b"p\x0001", b"q"] {
                     let from = key(&mut random);
                     let limit = usize::try_from(random.below(40)).unwrap_or(0);
                     let start = if from.as_slice() > prefix {

@@ -116,22 +116,21 @@ fn event_from_data(event_type: &str, data: &Value) -> Result<Event, serde_json::
 
 /// One open batch per model that still needs the events being folded.
 pub(super) struct Fold<'m> {
-    models: &'m [Model],
-    /// Per model: its checkpoint when the fold began (it skips events at or below it), and
-    /// its batch.
-    batches: Vec<(u64, Batch<'m>)>,
+    /// Per model: the model, its checkpoint when the fold began (it skips events at or below
+    /// it), and its batch.
+    batches: Vec<(&'m Model, u64, Batch<'m>)>,
     last: Option<u64>,
     events: usize,
 }
 
 impl<'m> Fold<'m> {
-    pub(super) fn new(models: &'m [Model]) -> Fold<'m> {
+    pub(super) fn new(models: impl IntoIterator<Item = &'m Model>) -> Fold<'m> {
         Fold {
-            models,
             batches: models
-                .iter()
+                .into_iter()
                 .map(|m| {
                     (
+                        m,
                         m.checkpoint.load(Ordering::Acquire),
                         Batch::new(m.tree.as_ref()),
                     )
@@ -168,7 +167,7 @@ impl<'m> Fold<'m> {
                 resource: decoded.resource.as_ref(),
                 at: decoded.at,
             };
-            for (model, (checkpoint, batch)) in self.models.iter().zip(&mut self.batches) {
+            for (model, checkpoint, batch) in &mut self.batches {
                 if envelope.position > *checkpoint {
                     model.projection.apply(batch, &fact)?;
                 }
@@ -184,7 +183,7 @@ impl<'m> Fold<'m> {
         let Some(last) = self.last else {
             return Ok(());
         };
-        for (model, (checkpoint, batch)) in self.models.iter().zip(self.batches) {
+        for (model, checkpoint, batch) in self.batches {
             if checkpoint >= last {
                 continue;
             }
