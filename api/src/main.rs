@@ -222,8 +222,9 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Verify { quiet } => {
             let store = roster_api::log_tools::open(&cli.data)?;
             let report = runtime.block_on(roster_api::log_tools::verify_log(&store, quiet))?;
-            let resources =
-                runtime.block_on(roster_api::log_tools::verify_domain(&store, quiet))?;
+            let resources = runtime.block_on(roster_api::log_tools::verify_domain(
+                &cli.data, &store, quiet,
+            ))?;
             println!(
                 "ok: {} events in {} streams, {resources} resources, head hash {}",
                 report.events, report.streams, report.head_hash

@@ -226,3 +226,66 @@ async fn audit_shows_the_history_and_the_rolemap_as_of_a_time() {
         text(&bad.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_compares_every_snapshot_with_the_log_and_reports_an_edited_one() {
+    use roster_domain::{Event, ResourceState, Timestamp, Via};
+    use roster_eventstore::EventStore;
+    use roster_projections::{Snapshot, Snapshots};
+
+    let dir = tempfile::tempdir().expect("temporary directory");
+    populate(dir.path()).await;
+    let stream = "resource:space/spc_42";
+    // The state after each version, folded from the log, as the engine would snapshot it.
+    let folded = {
+        let store = SledStore::open(dir.path(), SledOptions::default()).expect("opens");
+        let mut state = ResourceState::default();
+        let mut latest_ms = i64::MIN;
+        let mut folded = Vec::new();
+        for envelope in store.read_stream(stream, 1, 100).await.expect("reads") {
+            let event = Event::from_parts(&envelope.event_type, envelope.schema, envelope.data)
+                .expect("decodes");
+            state = state.evolve(&event);
+            latest_ms = latest_ms.max(envelope.occurred_at.0);
+            folded.push(Snapshot {
+                version: envelope.version,
+                position: envelope.position,
+                latest_ms,
+                hash: envelope.hash,
+                state: state.clone(),
+            });
+        }
+        folded
+    };
+    assert!(folded.len() >= 3, "the resource has a few events");
+    let snapshots = Snapshots::in_dir(&dir.path().join("snapshots"));
+    for snapshot in &folded {
+        snapshots.save(stream, snapshot).expect("saves");
+    }
+    let verified = roster(dir.path(), &["verify", "--quiet"]);
+    assert!(verified.status.success(), "{}", text(&verified.stderr));
+
+    // Mallory made an owner in the snapshot of version 2, behind the log's back: `as_of`
+    // would start from it, so verify must refuse it.
+    let mut edited = folded[1].clone();
+    edited.state = edited.state.evolve(&Event::MemberAdded {
+        principal: Principal::parse("mallory").expect("valid"),
+        role: RoleName::parse("owner").expect("valid"),
+        granted_by: None,
+        via: Via::Direct,
+        at: Timestamp::from_unix_ms(edited.latest_ms).expect("in range"),
+    });
+    snapshots.save(stream, &edited).expect("saves");
+    let verified = roster(dir.path(), &["verify", "--quiet"]);
+    assert_eq!(verified.status.code(), Some(1));
+    let said = text(&verified.stderr);
+    assert!(
+        said.contains(&format!("position {}", edited.position))
+            && said.contains("snapshot of space/spc_42 at version 2 differs from the log"),
+        "{said}"
+    );
+
+    std::fs::remove_dir_all(dir.path().join("snapshots")).expect("removes");
+    let verified = roster(dir.path(), &["verify", "--quiet"]);
+    assert!(verified.status.success(), "{}", text(&verified.stderr));
+}

@@ -208,23 +208,50 @@ impl Snapshots {
             if !holds_it {
                 continue;
             }
-            let Some(data) = self.data(stream, &entry)? else {
-                continue;
-            };
-            let state = match data.split_first() {
-                Some((&FORMAT, json)) => serde_json::from_slice::<ResourceState>(json).ok(),
-                _ => None,
-            };
-            if let Some(state) = state {
-                return Ok(Some(Snapshot {
-                    version: entry.version,
-                    position: entry.position,
-                    latest_ms: entry.latest_ms,
-                    hash: entry.hash,
-                    state,
-                }));
+            if let Some(snapshot) = self.read(stream, &entry)? {
+                return Ok(Some(snapshot));
             }
         }
         Ok(None)
+    }
+
+    /// The versions of `stream` that have a snapshot, oldest first, whether or not the log
+    /// backs them: for `roster verify`, which compares each with the state folded from the log.
+    pub fn versions(&self, stream: &str) -> Result<Vec<u64>, ProjectionError> {
+        let mut versions: Vec<u64> = self.index(stream)?.iter().map(|e| e.version).collect();
+        versions.reverse();
+        Ok(versions)
+    }
+
+    /// The snapshot of `stream` at `version`, unchecked against the log; `None` when there is
+    /// none this code can read.
+    pub fn at(&self, stream: &str, version: u64) -> Result<Option<Snapshot>, ProjectionError> {
+        match self
+            .index(stream)?
+            .into_iter()
+            .find(|e| e.version == version)
+        {
+            Some(entry) => self.read(stream, &entry),
+            None => Ok(None),
+        }
+    }
+
+    /// The snapshot an index entry names; `None` when its file is gone, torn, or in a format
+    /// this code does not read.
+    fn read(&self, stream: &str, entry: &IndexEntry) -> Result<Option<Snapshot>, ProjectionError> {
+        let Some(data) = self.data(stream, entry)? else {
+            return Ok(None);
+        };
+        let state = match data.split_first() {
+            Some((&FORMAT, json)) => serde_json::from_slice::<ResourceState>(json).ok(),
+            _ => None,
+        };
+        Ok(state.map(|state| Snapshot {
+            version: entry.version,
+            position: entry.position,
+            latest_ms: entry.latest_ms,
+            hash: entry.hash,
+            state,
+        }))
     }
 }
