@@ -115,11 +115,13 @@ pub async fn verify_domain(data_dir: &Path, store: &SledStore, quiet: bool) -> R
     use roster_projections::Snapshots;
     use std::collections::HashMap;
 
-    /// A resource's state as the fold reaches it, and the snapshot versions still ahead.
+    /// A resource's state as the fold reaches it, the count of its kind's schema changes it
+    /// was last checked under, and the snapshot versions still ahead.
     #[derive(Default)]
     struct Folded {
         state: ResourceState,
         latest_ms: i64,
+        checked_under: u64,
         snapshots_ahead: std::collections::VecDeque<u64>,
     }
 
@@ -128,6 +130,9 @@ pub async fn verify_domain(data_dir: &Path, store: &SledStore, quiet: bool) -> R
     let bar = progress_bar(store.head(), quiet);
     bar.set_message("checking invariants");
     let mut schemas: HashMap<String, SchemaState> = HashMap::new();
+    // How many schema events each kind has seen: a resource is checked again at its next
+    // event after its kind's schema changed (the highest role may have changed with it).
+    let mut schema_changes: HashMap<String, u64> = HashMap::new();
     let mut resources: HashMap<String, Folded> = HashMap::new();
     let mut position = 0;
     loop {
@@ -146,6 +151,7 @@ pub async fn verify_domain(data_dir: &Path, store: &SledStore, quiet: bool) -> R
                     StreamId::RoleSchema(kind) => {
                         let state = schemas.remove(kind.as_str()).unwrap_or_default();
                         schemas.insert(kind.to_string(), state.evolve(&event));
+                        *schema_changes.entry(kind.to_string()).or_default() += 1;
                         continue;
                     }
                     StreamId::Resource(resource) => resource,
@@ -164,14 +170,22 @@ pub async fn verify_domain(data_dir: &Path, store: &SledStore, quiet: bool) -> R
             };
             folded.state = std::mem::take(&mut folded.state).evolve(&event);
             folded.latest_ms = folded.latest_ms.max(envelope.occurred_at.0);
-            // Only these events can take the highest role from its last holder; checking
-            // every event would scan every member of a large resource per event.
-            let may_lose_owner = matches!(
-                event,
-                Event::ResourceRegistered { .. }
-                    | Event::MemberRoleChanged { .. }
-                    | Event::MemberRemoved { .. }
-            );
+            // Only membership events (`MemberAdded` overwrites a member too) and a change of
+            // the kind's schema can take the highest role from its last holder; checking
+            // after every event would scan every member of a large resource per event.
+            let schema_changed = schema_changes
+                .get(resource.kind().as_str())
+                .copied()
+                .unwrap_or(0);
+            let may_lose_owner = folded.checked_under != schema_changed
+                || matches!(
+                    event,
+                    Event::ResourceRegistered { .. }
+                        | Event::MemberAdded { .. }
+                        | Event::MemberRoleChanged { .. }
+                        | Event::MemberRemoved { .. }
+                );
+            folded.checked_under = schema_changed;
             if may_lose_owner && folded.state.registered().is_some() {
                 let schema = schemas
                     .get(resource.kind().as_str())

@@ -289,3 +289,48 @@ async fn verify_compares_every_snapshot_with_the_log_and_reports_an_edited_one()
     let verified = roster(dir.path(), &["verify", "--quiet"]);
     assert!(verified.status.success(), "{}", text(&verified.stderr));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_finds_a_last_owner_demoted_by_an_event_the_domain_never_decides() {
+    use roster_domain::{Event, Timestamp, Via};
+    use roster_eventstore::{AppendRequest, EventStore, ExpectedVersion, NewEvent};
+
+    let dir = tempfile::tempdir().expect("temporary directory");
+    populate(dir.path()).await;
+    // A chain-valid event no decision would make: alice, the only owner, "added" again as a
+    // viewer (a `MemberAdded` overwrites the member).
+    {
+        let store = SledStore::open(dir.path(), SledOptions::default()).expect("opens");
+        let event = Event::MemberAdded {
+            principal: Principal::parse("alice").expect("valid"),
+            role: RoleName::parse("viewer").expect("valid"),
+            granted_by: None,
+            via: Via::Direct,
+            at: Timestamp::from_unix_ms(1_790_000_000_000).expect("in range"),
+        };
+        let new = NewEvent {
+            event_id: "forged".into(),
+            event_type: event.event_type().to_string(),
+            schema: event.schema(),
+            data: event.to_data(),
+        };
+        let appended = store
+            .append(AppendRequest::new(
+                "resource:space/spc_42",
+                ExpectedVersion::Any,
+                vec![new],
+            ))
+            .await
+            .expect("appends");
+        store.close();
+        drop(store);
+        let verified = roster(dir.path(), &["verify", "--quiet"]);
+        assert_eq!(verified.status.code(), Some(1));
+        let said = text(&verified.stderr);
+        assert!(
+            said.contains(&format!("position {}", appended.position))
+                && said.contains("space/spc_42 has no owner left"),
+            "{said}"
+        );
+    }
+}

@@ -25,7 +25,9 @@ use roster_eventstore::{EventStore, Hash};
 use crate::as_of::AsOf;
 use crate::ProjectionError;
 
-/// Bumped whenever `ResourceState`'s serialised form changes; older snapshots are skipped.
+/// Bumped whenever `ResourceState`'s serialised form changes, or what `evolve` makes of an event
+/// does (a snapshot holds the old meaning, and the log's hash still backs it); older snapshots
+/// are skipped.
 const FORMAT: u8 = 2;
 
 /// A resource's state after the event at `version` of its stream.
@@ -114,8 +116,9 @@ impl Snapshots {
         root.join(hex::encode(Sha256::digest(stream.as_bytes())))
     }
 
-    /// Keeps a snapshot: written to a temporary name and renamed, so a crash leaves either no
-    /// file or a whole one (and a torn one would not parse, and would be passed over).
+    /// Keeps a snapshot: written to a temporary name and renamed, not synced (a snapshot is a
+    /// cache): after a crash its file may be missing, empty or torn, which does not parse and
+    /// is passed over.
     pub fn save(&self, stream: &str, snapshot: &Snapshot) -> Result<(), ProjectionError> {
         let entry = IndexEntry {
             version: snapshot.version,
@@ -208,7 +211,7 @@ impl Snapshots {
             if !holds_it {
                 continue;
             }
-            if let Some(snapshot) = self.read(stream, &entry)? {
+            if let Some(snapshot) = self.read_off_runtime(stream, entry).await? {
                 return Ok(Some(snapshot));
             }
         }
@@ -239,19 +242,43 @@ impl Snapshots {
     /// The snapshot an index entry names; `None` when its file is gone, torn, or in a format
     /// this code does not read.
     fn read(&self, stream: &str, entry: &IndexEntry) -> Result<Option<Snapshot>, ProjectionError> {
-        let Some(data) = self.data(stream, entry)? else {
-            return Ok(None);
-        };
-        let state = match data.split_first() {
-            Some((&FORMAT, json)) => serde_json::from_slice::<ResourceState>(json).ok(),
-            _ => None,
-        };
-        Ok(state.map(|state| Snapshot {
-            version: entry.version,
-            position: entry.position,
-            latest_ms: entry.latest_ms,
-            hash: entry.hash,
-            state,
-        }))
+        let data = self.data(stream, entry)?;
+        Ok(data.and_then(|data| parse(&data, entry)))
     }
+
+    /// `read` on a blocking thread: a snapshot of a large resource is megabytes to read and
+    /// parse, which must not hold up the runtime's workers (they serve the HTTP requests).
+    async fn read_off_runtime(
+        &self,
+        stream: &str,
+        entry: IndexEntry,
+    ) -> Result<Option<Snapshot>, ProjectionError> {
+        let Storage::Files(root) = &self.storage else {
+            return self.read(stream, &entry);
+        };
+        let path = Snapshots::stream_dir(root, stream).join(entry.file_name());
+        tokio::task::spawn_blocking(move || match std::fs::read(path) {
+            Ok(data) => Ok(parse(&data, &entry)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_error(e)),
+        })
+        .await
+        .map_err(|e| ProjectionError::Io(format!("snapshots: {e}")))?
+    }
+}
+
+/// A snapshot file's bytes as the snapshot its name describes; `None` when torn or in a
+/// format this code does not read.
+fn parse(data: &[u8], entry: &IndexEntry) -> Option<Snapshot> {
+    let state = match data.split_first() {
+        Some((&FORMAT, json)) => serde_json::from_slice::<ResourceState>(json).ok(),
+        _ => None,
+    };
+    state.map(|state| Snapshot {
+        version: entry.version,
+        position: entry.position,
+        latest_ms: entry.latest_ms,
+        hash: entry.hash,
+        state,
+    })
 }

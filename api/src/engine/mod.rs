@@ -41,7 +41,7 @@ pub struct EngineConfig {
     /// Stream states kept in memory between commands.
     pub cached_streams_max: usize,
     /// The fewest events between two snapshots of a resource's state; the spacing grows with
-    /// the state (a quarter of its members), so snapshots cost O(1) per event amortised.
+    /// the state (an eighth of its members), so snapshots cost O(1) per event amortised.
     pub snapshot_events_min: u64,
 }
 

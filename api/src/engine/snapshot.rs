@@ -14,7 +14,7 @@ use super::Engine;
 
 impl Engine {
     /// Starts a snapshot of `stream`'s cached state if enough events have passed since the
-    /// last one: `snapshot_events_min`, or a quarter of the members, whichever is more, so the
+    /// last one: `snapshot_events_min`, or an eighth of the members, whichever is more, so the
     /// bytes written stay proportional to the events.
     pub(super) fn snapshot_if_due(&self, stream: String, entry: Entry) {
         {

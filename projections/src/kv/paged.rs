@@ -52,6 +52,17 @@ impl PagedTree {
         }
     }
 
+    /// Whether no page precedes the one at `page_key`.
+    fn is_first(&self, page_key: &[u8]) -> Result<bool, ProjectionError> {
+        let before = (Bound::Excluded(LAYOUT_KEY), Bound::Excluded(page_key));
+        Ok(self
+            .tree
+            .range::<&[u8], _>(before)
+            .next()
+            .transpose()?
+            .is_none())
+    }
+
     /// The first page after `key`, or the first page of all with `None`.
     fn page_after(
         &self,
@@ -156,14 +167,17 @@ impl Tree for PagedTree {
         if limit == 0 {
             return Ok(rows);
         }
+        // Only the tree's first page can move below its key (a row before every page joins
+        // it): a scan started at that key while such a write lands would miss the page, so
+        // a scan that begins in the first page starts before every page instead.
         let first_page = match self.page_at(start)? {
-            Some((page_key, _)) => page_key,
-            None => match self.page_after(None)? {
-                Some((page_key, _)) => page_key,
-                None => return Ok(rows),
-            },
+            Some((page_key, _)) if !self.is_first(&page_key)? => Bound::Included(page_key),
+            _ => Bound::Excluded(sled::IVec::from(LAYOUT_KEY)),
         };
-        for page in self.tree.range(first_page..) {
+        for page in self
+            .tree
+            .range::<sled::IVec, _>((first_page, Bound::Unbounded))
+        {
             let (page_key, page) = page?;
             // A page split by a concurrent write can show rows already returned: skip them,
             // so a scan is ascending without repeats, as sled's own scans are.
