@@ -131,7 +131,8 @@ struct ServeArgs {
     /// and from the first byte of each later request on it.
     #[arg(long, env = "ROSTER_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
     header_timeout_ms: u64,
-    /// Time a kept-alive connection may wait for its next request, in milliseconds.
+    /// Time a kept-alive connection may wait for its next request, and an answer may wait for
+    /// a client that reads none of it, in milliseconds.
     #[arg(long, env = "ROSTER_IDLE_TIMEOUT_MS", default_value_t = 60_000)]
     idle_timeout_ms: u64,
     /// The SMTP server invitations are mailed through, e.g. `smtp://127.0.0.1:2525` or

@@ -72,6 +72,8 @@ impl axum::serve::Listener for Capped {
                 _permit: permit,
                 activity,
                 timer: Box::pin(tokio::time::sleep_until(deadline)),
+                write_deadline: None,
+                write_timer: Box::pin(tokio::time::sleep_until(deadline)),
             },
             address,
         )
@@ -182,11 +184,44 @@ pub struct CappedStream {
     activity: Arc<Activity>,
     /// Set to the deadline of the read that waits; boxed since `Sleep` is not `Unpin`.
     timer: Pin<Box<Sleep>>,
+    /// While a write cannot proceed (the client reads nothing and the socket's buffers are
+    /// full): when the connection is closed unless the client takes some of the answer.
+    write_deadline: Option<Instant>,
+    write_timer: Pin<Box<Sleep>>,
 }
 
 impl CappedStream {
     pub fn activity(&self) -> &Arc<Activity> {
         &self.activity
+    }
+
+    /// Bounds how long a write may wait for the client to read: a client that takes none of
+    /// an answer for the idle limit is closed, as one that sends nothing is, so it cannot hold
+    /// its place under the cap (or a request's resources) by never reading. Any progress
+    /// starts the wait again.
+    fn stall_limited<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        written: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if !written.is_pending() {
+            self.write_deadline = None;
+            return written;
+        }
+        let deadline = *self
+            .write_deadline
+            .get_or_insert_with(|| Instant::now() + self.activity.timeouts.idle);
+        if self.write_timer.deadline() != deadline {
+            self.write_timer.as_mut().reset(deadline);
+        }
+        match self.write_timer.as_mut().poll(cx) {
+            // hyper closes the connection on a write error.
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client read none of the answer in time",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
@@ -234,11 +269,15 @@ impl AsyncWrite for CappedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.stall_limited(cx, written)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+        let this = self.get_mut();
+        let flushed = Pin::new(&mut this.stream).poll_flush(cx);
+        this.stall_limited(cx, flushed)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -250,7 +289,9 @@ impl AsyncWrite for CappedStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.stall_limited(cx, written)
     }
 
     fn is_write_vectored(&self) -> bool {

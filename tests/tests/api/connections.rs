@@ -413,3 +413,49 @@ async fn silent_clients_holding_every_place_are_closed_and_a_waiting_client_is_t
         assert!(answered.is_empty(), "a silent client gets no answer");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_reads_none_of_its_answers_is_closed_and_its_place_freed() {
+    let mut app = spawn_app_with(|c| {
+        c.connections_max = 1;
+        c.header_timeout_ms = NEVER_MS;
+        c.idle_timeout_ms = 1_000;
+    })
+    .await;
+    let document = app.get("/openapi.json", &As::Nobody).await;
+    assert_eq!(document.status(), 200);
+    let document_bytes = document.bytes().await.expect("reads").len();
+    let address = socket_address(&app);
+    app.client = reqwest::Client::new();
+    until(&address, "closed the pooled connections", |s| s.open == 0).await;
+    // Asks for far more than the socket buffers hold at once, then reads nothing: the
+    // server's writes wait on it, with a request in flight all along.
+    let asked = 256;
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket
+        .set_recv_buffer_size(4096)
+        .expect("a small receive buffer");
+    let mut greedy = socket
+        .connect(address.parse().expect("an address"))
+        .await
+        .expect("connects");
+    greedy
+        .write_all(get("/openapi.json").repeat(asked).as_bytes())
+        .await
+        .expect("sends");
+    // The only place is the greedy client's: the next one is served once the server lets
+    // the greedy one go.
+    let mut next = TcpStream::connect(&address).await.expect("connects");
+    next.write_all(get("/healthz").as_bytes())
+        .await
+        .expect("sends");
+    let answer = read_answer(&mut next).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let taken = until_closed(&mut greedy).await;
+    assert!(
+        taken.len() < asked * document_bytes,
+        "the greedy client got {} bytes of {} asked",
+        taken.len(),
+        asked * document_bytes
+    );
+}
