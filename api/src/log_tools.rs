@@ -163,7 +163,7 @@ pub async fn verify_domain(data_dir: &Path, store: &SledStore, quiet: bool) -> R
                     latest_ms: i64::MIN,
                     snapshots_ahead: snapshots
                         .versions(&envelope.stream)
-                        .map_err(|e| e.to_string())?
+                        .map_err(|e| failed(at, e.to_string()))?
                         .into(),
                     ..Folded::default()
                 }),
@@ -213,12 +213,12 @@ pub async fn verify_domain(data_dir: &Path, store: &SledStore, quiet: bool) -> R
                 if version != envelope.version {
                     continue;
                 }
-                let snapshot = snapshots
+                let found = snapshots
                     .at(&envelope.stream, version)
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| failed(at, e.to_string()))?;
                 // A snapshot of an event a crash took back names another hash: passed over
                 // when read, so not an error here either.
-                let Some(snapshot) = snapshot.filter(|s| s.hash == envelope.hash) else {
+                let Some(snapshot) = found.into_iter().find(|s| s.hash == envelope.hash) else {
                     continue;
                 };
                 if snapshot.position != at

@@ -223,20 +223,18 @@ impl Snapshots {
     pub fn versions(&self, stream: &str) -> Result<Vec<u64>, ProjectionError> {
         let mut versions: Vec<u64> = self.index(stream)?.iter().map(|e| e.version).collect();
         versions.reverse();
+        versions.dedup();
         Ok(versions)
     }
 
-    /// The snapshot of `stream` at `version`, unchecked against the log; `None` when there is
-    /// none this code can read.
-    pub fn at(&self, stream: &str, version: u64) -> Result<Option<Snapshot>, ProjectionError> {
-        match self
-            .index(stream)?
-            .into_iter()
-            .find(|e| e.version == version)
-        {
-            Some(entry) => self.read(stream, &entry),
-            None => Ok(None),
+    /// The snapshots of `stream` at `version` this code can read, unchecked against the log:
+    /// usually one, but a crash can leave one of an event the log lost beside a newer one.
+    pub fn at(&self, stream: &str, version: u64) -> Result<Vec<Snapshot>, ProjectionError> {
+        let mut found = Vec::new();
+        for entry in self.index(stream)?.iter().filter(|e| e.version == version) {
+            found.extend(self.read(stream, entry)?);
         }
+        Ok(found)
     }
 
     /// The snapshot an index entry names; `None` when its file is gone, torn, or in a format
