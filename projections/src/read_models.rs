@@ -571,7 +571,27 @@ impl ReadModels {
         after: u64,
         limit: usize,
     ) -> Result<Vec<HistoryEntry>, ProjectionError> {
-        self.history_page(prefix(&[b"p", principal.as_str().as_bytes()]), after, limit)
+        let under = prefix(&[b"p", principal.as_str().as_bytes()]);
+        let mut from = under.clone();
+        from.extend_from_slice(&after.saturating_add(1).to_be_bytes());
+        let mut entries = Vec::new();
+        for (key, resource) in self.tree(HISTORY).scan_prefix(&under, &from, limit)? {
+            let corrupt = || ProjectionError::Corrupt(format!("history row {key:?}"));
+            let position = key
+                .get(under.len()..)
+                .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(corrupt)?;
+            let resource = std::str::from_utf8(&resource)
+                .ok()
+                .and_then(|r| ResourceId::parse(r).ok())
+                .ok_or_else(corrupt)?;
+            let entry = self
+                .row::<HistoryEntry>(HISTORY, &History::by_resource(&resource, position))?
+                .ok_or_else(corrupt)?;
+            entries.push(entry);
+        }
+        Ok(entries)
     }
 
     /// The live API key with this digest (lowercase hex).
