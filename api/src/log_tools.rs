@@ -122,7 +122,7 @@ pub async fn verify_domain(data_dir: &Path, store: &SledStore, quiet: bool) -> R
         state: ResourceState,
         latest_ms: i64,
         checked_under: u64,
-        snapshots_ahead: std::collections::VecDeque<u64>,
+        snapshots_ahead: std::collections::VecDeque<roster_projections::SnapshotName>,
     }
 
     let snapshots = Snapshots::in_dir(&data_dir.join("snapshots"));
@@ -162,7 +162,7 @@ pub async fn verify_domain(data_dir: &Path, store: &SledStore, quiet: bool) -> R
                 std::collections::hash_map::Entry::Vacant(entry) => entry.insert(Folded {
                     latest_ms: i64::MIN,
                     snapshots_ahead: snapshots
-                        .versions(&envelope.stream)
+                        .names(&envelope.stream)
                         .map_err(|e| failed(at, e.to_string()))?
                         .into(),
                     ..Folded::default()
@@ -207,18 +207,21 @@ pub async fn verify_domain(data_dir: &Path, store: &SledStore, quiet: bool) -> R
             while folded
                 .snapshots_ahead
                 .front()
-                .is_some_and(|v| *v <= envelope.version)
+                .is_some_and(|name| name.version() <= envelope.version)
             {
-                let version = folded.snapshots_ahead.pop_front().unwrap_or_default();
-                if version != envelope.version {
+                let name = folded.snapshots_ahead.pop_front();
+                // A snapshot of an event a crash took back names another hash (or an older
+                // version was passed): passed over when read, so not an error here either.
+                let Some(name) =
+                    name.filter(|n| n.version() == envelope.version && n.hash() == envelope.hash)
+                else {
                     continue;
-                }
-                let found = snapshots
-                    .at(&envelope.stream, version)
+                };
+                let version = name.version();
+                let snapshot = snapshots
+                    .read_named(&envelope.stream, &name)
                     .map_err(|e| failed(at, e.to_string()))?;
-                // A snapshot of an event a crash took back names another hash: passed over
-                // when read, so not an error here either.
-                let Some(snapshot) = found.into_iter().find(|s| s.hash == envelope.hash) else {
+                let Some(snapshot) = snapshot else {
                     continue;
                 };
                 if snapshot.position != at

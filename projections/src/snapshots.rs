@@ -60,7 +60,7 @@ pub struct Snapshots {
 
 /// What a snapshot's name says: its event and time, without its state.
 #[derive(Debug, Clone)]
-struct IndexEntry {
+pub struct IndexEntry {
     version: u64,
     position: u64,
     latest_ms: i64,
@@ -68,6 +68,15 @@ struct IndexEntry {
 }
 
 impl IndexEntry {
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The hash of the event the snapshot was taken after.
+    pub fn hash(&self) -> Hash {
+        self.hash
+    }
+
     fn file_name(&self) -> String {
         format!(
             "{:020}.{:020}.{}.{}",
@@ -176,12 +185,7 @@ impl Snapshots {
     fn data(&self, stream: &str, entry: &IndexEntry) -> Result<Option<Vec<u8>>, ProjectionError> {
         Ok(match &self.storage {
             Storage::Files(root) => {
-                let path = Snapshots::stream_dir(root, stream).join(entry.file_name());
-                match std::fs::read(path) {
-                    Ok(data) => Some(data),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-                    Err(e) => return Err(io_error(e)),
-                }
+                read_file(&Snapshots::stream_dir(root, stream).join(entry.file_name()))?
             }
             Storage::Memory(map) => map
                 .lock()
@@ -218,23 +222,23 @@ impl Snapshots {
         Ok(None)
     }
 
-    /// The versions of `stream` that have a snapshot, oldest first, whether or not the log
-    /// backs them: for `roster verify`, which compares each with the state folded from the log.
-    pub fn versions(&self, stream: &str) -> Result<Vec<u64>, ProjectionError> {
-        let mut versions: Vec<u64> = self.index(stream)?.iter().map(|e| e.version).collect();
-        versions.reverse();
-        versions.dedup();
-        Ok(versions)
+    /// What every snapshot of `stream` names, oldest first, whether or not the log backs it:
+    /// for `roster verify`, which reads those whose event the log holds (`read_named`) and
+    /// compares each with the state folded from the log.
+    pub fn names(&self, stream: &str) -> Result<Vec<IndexEntry>, ProjectionError> {
+        let mut entries = self.index(stream)?;
+        entries.reverse();
+        Ok(entries)
     }
 
-    /// The snapshots of `stream` at `version` this code can read, unchecked against the log:
-    /// usually one, but a crash can leave one of an event the log lost beside a newer one.
-    pub fn at(&self, stream: &str, version: u64) -> Result<Vec<Snapshot>, ProjectionError> {
-        let mut found = Vec::new();
-        for entry in self.index(stream)?.iter().filter(|e| e.version == version) {
-            found.extend(self.read(stream, entry)?);
-        }
-        Ok(found)
+    /// The snapshot `entry` names; `None` when its file is gone, torn, or in a format this
+    /// code does not read.
+    pub fn read_named(
+        &self,
+        stream: &str,
+        entry: &IndexEntry,
+    ) -> Result<Option<Snapshot>, ProjectionError> {
+        self.read(stream, entry)
     }
 
     /// The snapshot an index entry names; `None` when its file is gone, torn, or in a format
@@ -255,13 +259,18 @@ impl Snapshots {
             return self.read(stream, &entry);
         };
         let path = Snapshots::stream_dir(root, stream).join(entry.file_name());
-        tokio::task::spawn_blocking(move || match std::fs::read(path) {
-            Ok(data) => Ok(parse(&data, &entry)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_error(e)),
-        })
-        .await
-        .map_err(|e| ProjectionError::Io(format!("snapshots: {e}")))?
+        tokio::task::spawn_blocking(move || Ok(read_file(&path)?.and_then(|d| parse(&d, &entry))))
+            .await
+            .map_err(|e| ProjectionError::Io(format!("snapshots: {e}")))?
+    }
+}
+
+/// A snapshot file's bytes; `None` when it is gone.
+fn read_file(path: &Path) -> Result<Option<Vec<u8>>, ProjectionError> {
+    match std::fs::read(path) {
+        Ok(data) => Ok(Some(data)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_error(e)),
     }
 }
 
