@@ -1,8 +1,12 @@
 //! Runs the README's walk-through as written against the real `roster serve`, and checks that
 //! every command prints what the README says it prints.
 
+mod support;
+
 use std::io::Write;
 use std::process::{Command, Stdio};
+
+use support::Served;
 
 /// The walk-through's blocks: shell code, each followed by its expected output (if any).
 fn walkthrough() -> Vec<(String, Option<String>)> {
@@ -34,11 +38,6 @@ fn the_readme_walk_through_prints_what_it_says() {
     let blocks = walkthrough();
     assert!(blocks.len() >= 7, "the walk-through has its steps");
     let dir = tempfile::tempdir().expect("temporary directory");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let address = format!("127.0.0.1:{port}");
     // The first block starts the server; the test starts the same binary with the same
     // settings, on a port of its own.
     assert!(blocks[0].0.contains("cargo run --release -- serve"));
@@ -48,31 +47,8 @@ fn the_readme_walk_through_prints_what_it_says() {
         .find_map(|l| l.strip_prefix("export ROSTER_ADMIN_TOKEN="))
         .expect("a token")
         .to_string();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_roster"))
-        .args([
-            "--data",
-            dir.path().to_str().expect("utf-8"),
-            "serve",
-            "--listen",
-            &address,
-        ])
-        .env("ROSTER_ADMIN_TOKEN", &token)
-        .env("ROSTER_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the server starts");
-    // Ready once it says it listens; the rest of its log is drained so it never blocks.
-    let mut log = std::io::BufReader::new(server.stderr.take().expect("piped"));
-    let mut line = String::new();
-    while !line.contains("roster is listening") {
-        line.clear();
-        let read =
-            std::io::BufRead::read_line(&mut log, &mut line).expect("reads the server's log");
-        assert!(read > 0, "the server stopped before listening");
-    }
-    std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
+    let served = Served::start(dir.path(), Some(&token));
+    let (mut server, address) = (served.child, served.address);
 
     // One shell runs every other block in order (they share variables), printing a marker
     // before each so its output can be told apart.

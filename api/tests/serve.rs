@@ -2,48 +2,19 @@
 //! (mode 0600, the token printed once), and a graceful stop on SIGTERM that exits 0 with the
 //! log intact.
 
-use std::io::{BufRead, BufReader};
-use std::os::unix::fs::PermissionsExt;
-use std::process::{Child, Command, Stdio};
+mod support;
 
-/// Starts `roster serve` on a free port and waits until it says it listens. Returns the
-/// process, its address, and what it wrote before listening.
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Child, Command};
+
+use support::Served;
+
+/// Starts `roster serve` without an admin token (so it makes one at first start). Returns the
+/// process, its address, and what it has written so far.
 fn start(dir: &std::path::Path) -> (Child, String, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let address = format!("127.0.0.1:{port}");
-    let mut server = Command::new(env!("CARGO_BIN_EXE_roster"))
-        .args([
-            "--data",
-            dir.to_str().expect("utf-8"),
-            "serve",
-            "--listen",
-            &address,
-        ])
-        .env_remove("ROSTER_ADMIN_TOKEN")
-        .env("ROSTER_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the server starts");
-    let mut log = BufReader::new(server.stderr.take().expect("piped"));
-    let mut before = String::new();
-    loop {
-        let mut line = String::new();
-        assert!(
-            log.read_line(&mut line).expect("reads") > 0,
-            "stopped before listening: {before}"
-        );
-        before.push_str(&line);
-        if line.contains("roster is listening") {
-            break;
-        }
-    }
-    std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
-    (server, address, before)
+    let served = Served::start(dir, None);
+    let said = served.log();
+    (served.child, served.address, said)
 }
 
 fn curl(args: &[&str]) -> String {

@@ -6,12 +6,16 @@
 //! size=…`, then `mount -o remount,ro`). Mounting needs root (CAP_SYS_ADMIN): without it these
 //! two tests fail with a message saying so rather than pass without having tested anything.
 
-use std::io::{BufRead, BufReader, Write};
+mod support;
+
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use support::Served;
 
 const TOKEN: &str = "storage-test-admin-token-0123";
 
@@ -83,51 +87,15 @@ struct Server {
 
 impl Server {
     fn start(data: &Path) -> Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let address = format!("127.0.0.1:{port}");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_roster"))
-            .arg("--data")
-            .arg(data)
-            .args(["serve", "--listen", &address])
-            .env("ROSTER_ADMIN_TOKEN", TOKEN)
-            .env("ROSTER_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the server starts");
-        let mut log = BufReader::new(child.stderr.take().expect("piped"));
-        let mut said = String::new();
-        loop {
-            let mut line = String::new();
-            assert!(
-                log.read_line(&mut line).expect("reads") > 0,
-                "stopped before listening: {said}"
-            );
-            said.push_str(&line);
-            if line.contains("roster is listening") {
-                break;
-            }
-        }
-        let kept = Arc::new(Mutex::new(said));
-        let keeping = Arc::clone(&kept);
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            while log.read_line(&mut line).is_ok_and(|n| n > 0) {
-                keeping
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .push_str(&line);
-                line.clear();
-            }
-        });
+        let Served {
+            child,
+            address,
+            log,
+        } = Served::start(data, Some(TOKEN));
         Server {
             child,
             address,
-            log: kept,
+            log,
         }
     }
 
