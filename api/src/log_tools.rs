@@ -168,40 +168,44 @@ pub async fn verify_domain(data_dir: &Path, store: &SledStore, quiet: bool) -> R
                     ..Folded::default()
                 }),
             };
+            // The member the event changes, and the role it held before.
+            let touched = match &event {
+                Event::MemberAdded { principal, .. }
+                | Event::MemberRoleChanged { principal, .. }
+                | Event::MemberRemoved { principal, .. } => Some(principal),
+                _ => None,
+            };
+            let role_before = touched
+                .and_then(|p| folded.state.member(p))
+                .map(|m| m.role.clone());
             folded.state = std::mem::take(&mut folded.state).evolve(&event);
             folded.latest_ms = folded.latest_ms.max(envelope.occurred_at.0);
-            // Only membership events (`MemberAdded` overwrites a member too) and a change of
-            // the kind's schema can take the highest role from its last holder; checking
-            // after every event would scan every member of a large resource per event.
+            // The highest role can lose its last holder only when a holder's role changes
+            // (`MemberAdded` overwrites a member too), at registration, or when the kind's
+            // schema changed: only then are the members scanned, not after every event.
             let schema_changed = schema_changes
                 .get(resource.kind().as_str())
                 .copied()
                 .unwrap_or(0);
-            let may_lose_owner = folded.checked_under != schema_changed
-                || matches!(
-                    event,
-                    Event::ResourceRegistered { .. }
-                        | Event::MemberAdded { .. }
-                        | Event::MemberRoleChanged { .. }
-                        | Event::MemberRemoved { .. }
-                );
+            let whole = folded.checked_under != schema_changed
+                || matches!(event, Event::ResourceRegistered { .. });
             folded.checked_under = schema_changed;
-            if may_lose_owner && folded.state.registered().is_some() {
+            if folded.state.registered().is_some() && (whole || role_before.is_some()) {
                 let schema = schemas
                     .get(resource.kind().as_str())
                     .cloned()
                     .unwrap_or_default()
                     .in_force(resource.kind());
-                if !folded
-                    .state
-                    .members()
-                    .values()
-                    .any(|m| &m.role == schema.highest())
+                let highest = schema.highest();
+                let demoted = role_before.as_ref() == Some(highest)
+                    && touched
+                        .and_then(|p| folded.state.member(p))
+                        .map(|m| &m.role)
+                        != Some(highest);
+                if (whole || demoted)
+                    && !folded.state.members().values().any(|m| &m.role == highest)
                 {
-                    return Err(failed(
-                        at,
-                        format!("{resource} has no {} left", schema.highest()),
-                    ));
+                    return Err(failed(at, format!("{resource} has no {highest} left")));
                 }
             }
             while folded
