@@ -6,8 +6,10 @@ use std::sync::RwLock;
 
 use crate::ProjectionError;
 
+mod buffered;
 mod paged;
 
+pub use buffered::{Buffered, BUFFERED_ROWS_MAX};
 pub use paged::{PagedTree, PAGE_BYTES_MAX};
 
 /// A change to one row: `None` deletes it.
@@ -29,6 +31,10 @@ pub trait Tree: Send + Sync {
     /// Every change at once, or none.
     fn apply(&self, changes: Vec<Change>) -> Result<(), ProjectionError>;
     fn clear(&self) -> Result<(), ProjectionError>;
+    /// Writes through whatever waits in memory (see `Buffered`); returns once it is written.
+    fn flush(&self) -> Result<(), ProjectionError> {
+        Ok(())
+    }
 }
 
 impl Tree for sled::Tree {

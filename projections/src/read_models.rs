@@ -8,7 +8,8 @@ use roster_domain::{Email, KindUsage, Principal, ResourceId, RoleName};
 use roster_eventstore::{Envelope, EventStore, Upcasters};
 
 use crate::kv::{
-    decode, prefix, MemoryTree, PagedTree, Row, Tree, CHECKPOINT_KEY, PAGE_BYTES_MAX, VERSION_KEY,
+    decode, prefix, Buffered, MemoryTree, PagedTree, Row, Tree, BUFFERED_ROWS_MAX, CHECKPOINT_KEY,
+    PAGE_BYTES_MAX, VERSION_KEY,
 };
 use crate::models::{
     number_key, History, Identity, Invitations, Members, Projection, Resources, Webhooks,
@@ -86,7 +87,8 @@ impl ReadModels {
     ) -> Result<ReadModels, ProjectionError> {
         ReadModels::open(|name| {
             let tree = db.open_tree(format!("{tree_prefix}{name}"))?;
-            Ok(Arc::new(PagedTree::open(tree, page_bytes_max)?) as Arc<dyn Tree>)
+            let paged = Arc::new(PagedTree::open(tree, page_bytes_max)?);
+            Ok(Arc::new(Buffered::new(paged, BUFFERED_ROWS_MAX)?) as Arc<dyn Tree>)
         })
     }
 
@@ -133,6 +135,12 @@ impl ReadModels {
             models,
             upcasters: Upcasters::new(),
         })
+    }
+
+    /// Writes through the rows that wait in memory, so the trees on disk hold every applied
+    /// event (a clean stop, and before reading the trees from another handle).
+    pub fn flush(&self) -> Result<(), ProjectionError> {
+        self.models.iter().try_for_each(|m| m.tree.flush())
     }
 
     /// The position every read model has applied.
@@ -186,7 +194,12 @@ impl ReadModels {
         store: &dyn EventStore,
         progress: &mut (dyn FnMut(u64) + Send),
     ) -> Result<u64, ProjectionError> {
-        self.catch_up_in_chunks(store, CHUNK_EVENTS, progress).await
+        let applied = self
+            .catch_up_in_chunks(store, CHUNK_EVENTS, progress)
+            .await?;
+        // Done means written: the last chunk may be waiting in memory.
+        self.flush()?;
+        Ok(applied)
     }
 
     /// `catch_up`, writing each model's changes and checkpoint once per `chunk_events` events

@@ -284,7 +284,17 @@ impl Engine {
             .take();
         if let Some(projector) = projector {
             match projector.await {
-                Ok(Ok(())) => {}
+                Ok(Ok(())) => {
+                    // The rows still waiting in memory, so the next open has nothing to do.
+                    let models = Arc::clone(&self.inner.models);
+                    match tokio::task::spawn_blocking(move || models.flush()).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(error)) => {
+                            tracing::error!(%error, "the read models were not written")
+                        }
+                        Err(error) => tracing::error!(%error, "the read models' writer failed"),
+                    }
+                }
                 Ok(Err(error)) => tracing::error!(%error, "the projector stopped with an error"),
                 Err(error) => tracing::error!(%error, "the projector task failed"),
             }
@@ -513,6 +523,11 @@ impl Engine {
             .await
             .map(|_| ())
             .map_err(|_| {
+                // The projector stopped: a read model's write failed (a full disk, say), or
+                // the engine is closing. Either way this engine is done; `serve` reopens it.
+                self.inner
+                    .store_failed
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 EngineError::Unavailable("the read models stopped following the log".into())
             })
     }
