@@ -199,12 +199,9 @@ impl Tree for PagedTree {
         Ok(rows)
     }
 
-    fn apply(&self, changes: Vec<Change>) -> Result<(), ProjectionError> {
-        // Key order, the last change of a key winning, as it would applied one by one.
-        let mut changes = changes;
-        changes.reverse();
-        changes.sort_by(|a, b| a.0.cmp(&b.0));
-        changes.dedup_by(|later, earlier| later.0 == earlier.0);
+    fn apply(&self, changes: &[Change<'_>]) -> Result<(), ProjectionError> {
+        // Paired with `Batch::commit`, which hands over one change per key, ascending.
+        debug_assert!(changes.windows(2).all(|pair| pair[0].0 < pair[1].0));
         let mut batch = sled::Batch::default();
         let mut pending = changes.iter().peekable();
         while let Some((key, _)) = pending.peek() {
@@ -227,22 +224,22 @@ impl Tree for PagedTree {
             };
             let mut mine = Vec::new();
             while let Some(change) =
-                pending.next_if(|(k, _)| next.as_ref().is_none_or(|n| k.as_slice() < n.as_ref()))
+                pending.next_if(|(k, _)| next.as_ref().is_none_or(|n| *k < n.as_ref()))
             {
-                mine.push(change);
+                mine.push(*change);
             }
             // Merge the page's rows with its changes, both ascending.
             let mut merged: Vec<RowRef<'_>> = Vec::with_capacity(old_rows.len() + mine.len());
             let (mut old, mut new) = (old_rows.into_iter().peekable(), mine.into_iter().peekable());
             loop {
                 match (old.peek(), new.peek()) {
-                    (Some(o), Some(n)) if o.0 < n.0.as_slice() => merged.extend(old.next()),
-                    (Some(o), Some(n)) if o.0 == n.0.as_slice() => {
+                    (Some(o), Some(n)) if o.0 < n.0 => merged.extend(old.next()),
+                    (Some(o), Some(n)) if o.0 == n.0 => {
                         old.next();
                     }
                     (_, Some(_)) => {
                         if let Some((k, Some(v))) = new.next() {
-                            merged.push((k.as_slice(), v.as_slice()));
+                            merged.push((k, v));
                         }
                     }
                     (Some(_), None) => merged.extend(old.next()),
@@ -290,6 +287,15 @@ mod tests {
         key
     }
 
+    /// Changes as `Batch::commit` hands them over: ascending, the last change of a key only.
+    fn sorted(changes: &[(Vec<u8>, Option<Vec<u8>>)]) -> Vec<Change<'_>> {
+        let mut last: BTreeMap<&[u8], Option<&[u8]>> = BTreeMap::new();
+        for (key, value) in changes {
+            last.insert(key, value.as_deref());
+        }
+        last.into_iter().collect()
+    }
+
     fn temporary() -> (tempfile::TempDir, sled::Db) {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = sled::Config::new().path(dir.path()).open().expect("opens");
@@ -319,7 +325,7 @@ mod tests {
                         None => model.remove(&key),
                     };
                 }
-                paged.apply(changes).expect("applies");
+                paged.apply(&sorted(&changes)).expect("applies");
                 let probe = key(&mut random);
                 assert_eq!(paged.get(&probe).expect("gets"), model.get(&probe).cloned());
                 for prefix in [&b""[..], b"a\0", b"b\0", b"p\0", b"p\x0001", b"q"] {
@@ -370,7 +376,7 @@ mod tests {
         assert_eq!(paged.get(b"\xffversion").expect("gets"), None);
         assert_eq!(tree.len(), 1, "only the layout marker is left");
         paged
-            .apply(vec![(b"r\0space/a".to_vec(), Some(b"{}".to_vec()))])
+            .apply(&[(&b"r\0space/a"[..], Some(&b"{}"[..]))])
             .expect("applies");
         assert_eq!(
             paged.get(b"r\0space/a").expect("gets"),
@@ -384,7 +390,7 @@ mod tests {
         let tree = db.open_tree("cut").expect("tree");
         let paged = PagedTree::open(tree.clone(), PAGE_BYTES_MAX).expect("opens");
         paged
-            .apply(vec![(b"k".to_vec(), Some(b"value".to_vec()))])
+            .apply(&[(&b"k"[..], Some(&b"value"[..]))])
             .expect("applies");
         let page = tree.get(b"k").expect("reads").expect("a page");
         tree.insert(b"k", &page[..page.len() - 1]).expect("inserts");
