@@ -328,6 +328,7 @@ impl ReadModels {
                 let wanted = stripe.page_events - page.len();
                 match handle.block_on(store.read_all(read, wanted)) {
                     Ok(events) if events.is_empty() => break,
+                    Ok(events) if page.is_empty() => page = events,
                     Ok(events) => page.extend(events),
                     Err(error) => {
                         send(Err(error.into()));
