@@ -58,8 +58,8 @@ const PAGES_AHEAD: usize = 2;
 /// reading (the store's parse of each envelope) and decoding take longer than folding and
 /// writing every model, so one reader kept a core busy while the folds waited.
 const READERS: usize = 2;
-/// Events folded into one batch per model during a catch-up: the open batches hold about a
-/// kilobyte per event until they are written.
+/// Events folded into one batch per model during a catch-up: the open batches hold a few
+/// hundred bytes per event (encoded rows, and the typed hot rows) until they are written.
 const CHUNK_EVENTS: usize = 65536;
 
 const RESOURCES: usize = 0;
