@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod as_of;
+mod codec;
 mod kv;
 mod models;
 mod projector;

@@ -4,11 +4,13 @@
 use roster_domain::{Event, Principal, ResourceId, RoleName, Timestamp, Via};
 use roster_eventstore::Envelope;
 
+use crate::codec;
 use crate::kv::{key, Batch};
 use crate::records::{
-    ApiKeyRow, Closure, DeliveryRecord, HistoryEntry, InvitationRecord, InviteRecord, LinkRecord,
-    MemberRecord, MembershipRecord, ResourceRecord, WebhookDeliveryRow, WebhookRow,
+    ApiKeyRow, Closure, DeliveryRecord, InvitationRecord, InviteRecord, LinkRecord, ResourceRecord,
+    WebhookDeliveryRow, WebhookRow,
 };
+use crate::summary::write_summary;
 use crate::ProjectionError;
 
 /// One event, decoded once and handed to every projection.
@@ -37,6 +39,29 @@ fn resource_of<'a>(fact: &Fact<'a>) -> Result<&'a ResourceId, ProjectionError> {
     })
 }
 
+/// `key` of a tag, a resource and more parts, without the resource's `String` first: a fold
+/// makes several such keys per event.
+fn resource_key(tag: &[u8], resource: &ResourceId, rest: &[&[u8]]) -> Vec<u8> {
+    let (kind, id) = (resource.kind().as_str(), resource.id());
+    let length =
+        tag.len() + kind.len() + id.len() + rest.iter().map(|p| p.len() + 1).sum::<usize>();
+    let mut key = Vec::with_capacity(length + 2);
+    key.extend_from_slice(tag);
+    key.push(0);
+    key.extend_from_slice(kind.as_bytes());
+    key.push(b'/');
+    key.extend_from_slice(id.as_bytes());
+    for part in rest {
+        key.push(0);
+        key.extend_from_slice(part);
+    }
+    debug_assert_eq!(
+        key,
+        crate::kv::key(&[&[tag, resource.to_string().as_bytes()], rest].concat())
+    );
+    key
+}
+
 pub(crate) fn number_key(tag: &[u8], number: u64) -> Vec<u8> {
     key(&[tag, &number.to_be_bytes()])
 }
@@ -46,7 +71,7 @@ pub struct Resources;
 
 impl Resources {
     pub(crate) fn row(resource: &ResourceId) -> Vec<u8> {
-        key(&[b"r", resource.to_string().as_bytes()])
+        resource_key(b"r", resource, &[])
     }
 
     pub(crate) fn usage_row(kind: &str, role: &RoleName) -> Vec<u8> {
@@ -54,12 +79,16 @@ impl Resources {
     }
 
     fn count(batch: &mut Batch<'_>, row: Vec<u8>, delta: i64) -> Result<(), ProjectionError> {
-        let count: i64 = batch.get_json(&row)?.unwrap_or(0);
-        let next = count + delta;
+        let mut next = delta;
+        let found = batch.update::<i64>(&row, |count| {
+            *count += delta;
+            next = *count;
+            Ok(())
+        })?;
         if next <= 0 {
             batch.delete(row);
-        } else {
-            batch.put_json(row, &next);
+        } else if !found {
+            batch.put_record(row, next);
         }
         Ok(())
     }
@@ -69,11 +98,10 @@ impl Resources {
         resource: &ResourceId,
         delta: i64,
     ) -> Result<(), ProjectionError> {
-        let row = Resources::row(resource);
-        if let Some(mut record) = batch.get_json::<ResourceRecord>(&row)? {
+        batch.update::<ResourceRecord>(&Resources::row(resource), |record| {
             record.member_count = record.member_count.saturating_add_signed(delta);
-            batch.put_json(row, &record);
-        }
+            Ok(())
+        })?;
         Ok(())
     }
 }
@@ -103,7 +131,7 @@ impl Projection for Resources {
                     registered_at: *at,
                     member_count: 1,
                 };
-                batch.put_json(Resources::row(resource), &record);
+                batch.put_record(Resources::row(resource), record);
                 Resources::count(
                     batch,
                     Resources::usage_row(resource.kind().as_str(), role),
@@ -146,33 +174,35 @@ pub struct Members;
 
 impl Members {
     pub(crate) fn by_resource(resource: &ResourceId, principal: &Principal) -> Vec<u8> {
-        key(&[
-            b"r",
-            resource.to_string().as_bytes(),
-            principal.as_str().as_bytes(),
-        ])
+        resource_key(b"r", resource, &[principal.as_str().as_bytes()])
     }
 
     pub(crate) fn by_principal(principal: &Principal, resource: &ResourceId) -> Vec<u8> {
-        key(&[
-            b"p",
-            principal.as_str().as_bytes(),
-            resource.to_string().as_bytes(),
-        ])
+        let mut key = key(&[b"p", principal.as_str().as_bytes()]);
+        key.push(0);
+        key.extend_from_slice(resource.kind().as_str().as_bytes());
+        key.push(b'/');
+        key.extend_from_slice(resource.id().as_bytes());
+        key
     }
 
-    fn set(batch: &mut Batch<'_>, resource: &ResourceId, record: MemberRecord) {
-        let membership = MembershipRecord {
-            resource: resource.clone(),
-            role: record.role.clone(),
-            since: record.since,
-            granted_by: record.granted_by.clone(),
-        };
-        batch.put_owned(
-            Members::by_principal(&record.principal, resource),
-            membership,
-        );
-        batch.put_owned(Members::by_resource(resource, &record.principal), record);
+    /// Writes both rows of a membership: a `MemberRecord` and a `MembershipRecord`, each
+    /// encoded from the event's fields in place (the keys hold the principal and resource).
+    fn set(
+        batch: &mut Batch<'_>,
+        resource: &ResourceId,
+        principal: &Principal,
+        role: &RoleName,
+        since: Timestamp,
+        granted_by: Option<&Principal>,
+        via: Via,
+    ) {
+        batch.write(&Members::by_principal(principal, resource), |out| {
+            codec::put_membership(out, role, since, granted_by);
+        });
+        batch.write(&Members::by_resource(resource, principal), |out| {
+            codec::put_member(out, role, since, granted_by, via);
+        });
     }
 }
 
@@ -181,8 +211,9 @@ impl Projection for Members {
         "members"
     }
 
+    /// 2: rows in the binary form of `codec.rs`, not JSON.
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn apply(&self, batch: &mut Batch<'_>, fact: &Fact<'_>) -> Result<(), ProjectionError> {
@@ -194,14 +225,7 @@ impl Projection for Members {
                 at,
                 ..
             } => {
-                let record = MemberRecord {
-                    principal: owner.clone(),
-                    role: role.clone(),
-                    since: *at,
-                    granted_by: None,
-                    via: Via::Direct,
-                };
-                Members::set(batch, resource, record);
+                Members::set(batch, resource, owner, role, *at, None, Via::Direct);
             }
             Event::MemberAdded {
                 principal,
@@ -218,19 +242,21 @@ impl Projection for Members {
                 at,
                 ..
             } => {
-                let record = MemberRecord {
-                    principal: principal.clone(),
-                    role: role.clone(),
-                    since: *at,
-                    granted_by: granted_by.clone(),
-                    via: *via,
-                };
-                Members::set(batch, resource_of(fact)?, record);
+                let resource = resource_of(fact)?;
+                Members::set(
+                    batch,
+                    resource,
+                    principal,
+                    role,
+                    *at,
+                    granted_by.as_ref(),
+                    *via,
+                );
             }
             Event::MemberRemoved { principal, .. } => {
                 let resource = resource_of(fact)?;
-                batch.delete(Members::by_resource(resource, principal));
-                batch.delete(Members::by_principal(principal, resource));
+                batch.erase(&Members::by_resource(resource, principal));
+                batch.erase(&Members::by_principal(principal, resource));
             }
             _ => {}
         }
@@ -244,12 +270,7 @@ pub struct Invitations;
 
 impl Invitations {
     pub(crate) fn by_resource(resource: &ResourceId, tag: &[u8], number: u64) -> Vec<u8> {
-        key(&[
-            b"r",
-            resource.to_string().as_bytes(),
-            tag,
-            &number.to_be_bytes(),
-        ])
+        resource_key(b"r", resource, &[tag, &number.to_be_bytes()])
     }
 
     pub(crate) fn pending(email: &str, number: u64) -> Vec<u8> {
@@ -258,21 +279,34 @@ impl Invitations {
 
     pub(crate) const HIGHEST_NUMBER: &'static [u8] = b"m";
 
-    fn link(batch: &Batch<'_>, number: u64) -> Result<LinkRecord, ProjectionError> {
-        match batch.get_json::<InviteRecord>(&number_key(b"n", number))? {
-            Some(InviteRecord::Link(link)) => Ok(link),
-            _ => Err(ProjectionError::Corrupt(format!(
-                "an event of unknown link {number}"
-            ))),
-        }
-    }
-
     fn invitation(batch: &Batch<'_>, number: u64) -> Result<InvitationRecord, ProjectionError> {
-        match batch.get_json::<InviteRecord>(&number_key(b"n", number))? {
+        match batch.get_record::<InviteRecord>(&number_key(b"n", number))? {
             Some(InviteRecord::Email(invitation)) => Ok(invitation),
             _ => Err(ProjectionError::Corrupt(format!(
                 "an event of unknown invitation {number}"
             ))),
+        }
+    }
+
+    /// Changes a link's row in place.
+    fn change_link(
+        batch: &mut Batch<'_>,
+        number: u64,
+        change: impl FnOnce(&mut LinkRecord),
+    ) -> Result<(), ProjectionError> {
+        let unknown = || ProjectionError::Corrupt(format!("an event of unknown link {number}"));
+        let found =
+            batch.update::<InviteRecord>(&number_key(b"n", number), |record| match record {
+                InviteRecord::Link(link) => {
+                    change(link);
+                    Ok(())
+                }
+                InviteRecord::Email(_) => Err(unknown()),
+            })?;
+        if found {
+            Ok(())
+        } else {
+            Err(unknown())
         }
     }
 
@@ -281,7 +315,7 @@ impl Invitations {
             InviteRecord::Link(link) => link.number,
             InviteRecord::Email(invitation) => invitation.number,
         };
-        batch.put_json(number_key(b"n", number), &record);
+        batch.put_record(number_key(b"n", number), record);
     }
 
     fn close(batch: &mut Batch<'_>, number: u64, closure: Closure) -> Result<(), ProjectionError> {
@@ -293,9 +327,9 @@ impl Invitations {
     }
 
     fn note_number(batch: &mut Batch<'_>, number: u64) -> Result<(), ProjectionError> {
-        let highest: u64 = batch.get_json(Invitations::HIGHEST_NUMBER)?.unwrap_or(0);
+        let highest: u64 = batch.get_record(Invitations::HIGHEST_NUMBER)?.unwrap_or(0);
         if number > highest {
-            batch.put_json(Invitations::HIGHEST_NUMBER.to_vec(), &number);
+            batch.put_record(Invitations::HIGHEST_NUMBER.to_vec(), number);
         }
         Ok(())
     }
@@ -347,28 +381,22 @@ impl Projection for Invitations {
                 max_uses,
                 ..
             } => {
-                let mut link = Invitations::link(batch, *number)?;
-                link.role = role.clone();
-                link.expires_at = *expires_at;
-                link.max_uses = *max_uses;
-                Invitations::put(batch, InviteRecord::Link(link));
+                Invitations::change_link(batch, *number, |link| {
+                    link.role = role.clone();
+                    link.expires_at = *expires_at;
+                    link.max_uses = *max_uses;
+                })?;
             }
             Event::InviteLinkRotated {
                 number, generation, ..
             } => {
-                let mut link = Invitations::link(batch, *number)?;
-                link.generation = *generation;
-                Invitations::put(batch, InviteRecord::Link(link));
+                Invitations::change_link(batch, *number, |link| link.generation = *generation)?;
             }
             Event::InviteLinkRevoked { number, .. } => {
-                let mut link = Invitations::link(batch, *number)?;
-                link.revoked = true;
-                Invitations::put(batch, InviteRecord::Link(link));
+                Invitations::change_link(batch, *number, |link| link.revoked = true)?;
             }
             Event::InviteLinkUsed { number, uses, .. } => {
-                let mut link = Invitations::link(batch, *number)?;
-                link.uses = *uses;
-                Invitations::put(batch, InviteRecord::Link(link));
+                Invitations::change_link(batch, *number, |link| link.uses = *uses)?;
             }
             Event::InvitationCreated {
                 number,
@@ -469,11 +497,7 @@ pub struct History;
 
 impl History {
     pub(crate) fn by_resource(resource: &ResourceId, position: u64) -> Vec<u8> {
-        key(&[
-            b"r",
-            resource.to_string().as_bytes(),
-            &position.to_be_bytes(),
-        ])
+        resource_key(b"r", resource, &[&position.to_be_bytes()])
     }
 
     pub(crate) fn by_principal(principal: &Principal, position: u64) -> Vec<u8> {
@@ -487,22 +511,16 @@ impl Projection for History {
     }
 
     /// 2: a principal's rows name the resource whose row holds the entry, instead of a copy.
+    /// 3: entries in the binary form of `codec.rs`, not JSON.
     fn version(&self) -> u32 {
-        2
+        3
     }
 
     fn apply(&self, batch: &mut Batch<'_>, fact: &Fact<'_>) -> Result<(), ProjectionError> {
         let Some(resource) = fact.resource else {
             return Ok(());
         };
-        let entry = HistoryEntry {
-            position: fact.envelope.position,
-            occurred_at: fact.at,
-            actor: fact.envelope.actor.clone(),
-            event_type: fact.envelope.event_type.clone(),
-            resource: Some(resource.clone()),
-            summary: crate::summary::summarize(fact.event, resource),
-        };
+        let position = fact.envelope.position;
         let principal = match fact.event {
             Event::ResourceRegistered { owner, .. } => Some(owner),
             Event::MemberAdded { principal, .. }
@@ -514,10 +532,25 @@ impl Projection for History {
         // which resource (with the position in both keys, that finds it). Half the bytes a
         // rebuild writes were these copies.
         if let Some(principal) = principal {
-            let key = History::by_principal(principal, entry.position);
-            batch.put(key, resource.to_string().into_bytes());
+            batch.write(&History::by_principal(principal, position), |out| {
+                out.extend_from_slice(resource.kind().as_str().as_bytes());
+                out.push(b'/');
+                out.extend_from_slice(resource.id().as_bytes());
+            });
         }
-        batch.put_owned(History::by_resource(resource, entry.position), entry);
+        // Encoded straight from the event: no `HistoryEntry`, no summary `String`.
+        batch.write(&History::by_resource(resource, position), |out| {
+            codec::put_history_entry(
+                out,
+                fact.at,
+                &fact.envelope.actor,
+                &fact.envelope.event_type,
+                |out| {
+                    // Writing into memory cannot fail.
+                    let _ = write_summary(&mut codec::Text(out), fact.event, resource);
+                },
+            );
+        });
         Ok(())
     }
 }
@@ -574,7 +607,7 @@ impl Projection for Identity {
                     Identity::key_by_id(key_id.as_str()),
                     row.digest.clone().into_bytes(),
                 );
-                batch.put_json(Identity::key_by_digest(&row.digest), &row);
+                batch.put_record(Identity::key_by_digest(&row.digest), row);
                 if let Some(email) = email {
                     batch.put(
                         Identity::email(email.as_str()),
@@ -586,10 +619,10 @@ impl Projection for Identity {
                 if let Some(digest) = batch.get(&Identity::key_by_id(key_id.as_str()))? {
                     let digest = String::from_utf8_lossy(&digest).into_owned();
                     if let Some(mut row) =
-                        batch.get_json::<ApiKeyRow>(&Identity::key_by_digest(&digest))?
+                        batch.get_record::<ApiKeyRow>(&Identity::key_by_digest(&digest))?
                     {
                         row.revoked = true;
-                        batch.put_json(Identity::key_by_digest(&digest), &row);
+                        batch.put_record(Identity::key_by_digest(&digest), row);
                     }
                 }
             }
@@ -625,9 +658,9 @@ impl Webhooks {
     }
 
     fn settle(batch: &mut Batch<'_>, webhook: u64, position: u64) -> Result<(), ProjectionError> {
-        if let Some(mut row) = batch.get_json::<WebhookRow>(&Webhooks::row(webhook))? {
+        if let Some(mut row) = batch.get_record::<WebhookRow>(&Webhooks::row(webhook))? {
             row.settled_position = row.settled_position.max(position);
-            batch.put_json(Webhooks::row(webhook), &row);
+            batch.put_record(Webhooks::row(webhook), row);
         }
         Ok(())
     }
@@ -658,12 +691,12 @@ impl Projection for Webhooks {
                     settled_position: fact.envelope.position,
                     removed: false,
                 };
-                batch.put_json(Webhooks::row(*webhook), &row);
+                batch.put_record(Webhooks::row(*webhook), row);
             }
             Event::WebhookRemoved { webhook } => {
-                if let Some(mut row) = batch.get_json::<WebhookRow>(&Webhooks::row(*webhook))? {
+                if let Some(mut row) = batch.get_record::<WebhookRow>(&Webhooks::row(*webhook))? {
                     row.removed = true;
-                    batch.put_json(Webhooks::row(*webhook), &row);
+                    batch.put_record(Webhooks::row(*webhook), row);
                 }
             }
             Event::WebhookDelivered {
@@ -681,7 +714,7 @@ impl Projection for Webhooks {
                     gave_up: false,
                     at: fact.at,
                 };
-                batch.put_json(Webhooks::delivery(*webhook, *position, *attempt), &row);
+                batch.put_record(Webhooks::delivery(*webhook, *position, *attempt), row);
                 Webhooks::settle(batch, *webhook, *position)?;
             }
             Event::WebhookDeliveryFailed {
@@ -701,7 +734,7 @@ impl Projection for Webhooks {
                     gave_up: *gave_up,
                     at: fact.at,
                 };
-                batch.put_json(Webhooks::delivery(*webhook, *position, *attempt), &row);
+                batch.put_record(Webhooks::delivery(*webhook, *position, *attempt), row);
                 if *gave_up {
                     Webhooks::settle(batch, *webhook, *position)?;
                 }

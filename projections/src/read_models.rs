@@ -3,12 +3,14 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use roster_domain::{Email, KindUsage, Principal, ResourceId, RoleName};
 use roster_eventstore::{Envelope, EventStore, Upcasters};
 
+use crate::codec::Record;
 use crate::kv::{
-    decode, prefix, Buffered, MemoryTree, PagedTree, Row, Tree, BUFFERED_ROWS_MAX, CHECKPOINT_KEY,
+    prefix, Buffered, MemoryTree, PagedTree, Row, Tree, BUFFERED_ROWS_MAX, CHECKPOINT_KEY,
     PAGE_BYTES_MAX, VERSION_KEY,
 };
 use crate::models::{
@@ -26,6 +28,9 @@ use fold::{Decoded, Fold};
 
 /// A page of the log with its events decoded.
 type DecodedPage = (Vec<Envelope>, Vec<Decoded>);
+
+/// What a reader hands each fold: a page, or why it could not read one.
+type PageSent = Result<Arc<DecodedPage>, ProjectionError>;
 
 struct Model {
     projection: Box<dyn Projection>,
@@ -48,10 +53,14 @@ pub struct ReadModels {
 
 /// Events read from the log at a time.
 const PAGE_EVENTS: usize = 4096;
-/// Pages read and decoded ahead of the fold.
+/// Pages each reader reads and decodes ahead of the folds.
 const PAGES_AHEAD: usize = 2;
-/// Events folded into one batch per model during a catch-up: the open batches hold about a
-/// kilobyte per event until they are written.
+/// Threads reading and decoding the log during a catch-up, each every `READERS`th page:
+/// reading (the store's parse of each envelope) and decoding take longer than folding and
+/// writing every model, so one reader kept a core busy while the folds waited.
+const READERS: usize = 2;
+/// Events folded into one batch per model during a catch-up: the open batches hold a few
+/// hundred bytes per event (encoded rows, and the typed hot rows) until they are written.
 const CHUNK_EVENTS: usize = 65536;
 
 const RESOURCES: usize = 0;
@@ -116,13 +125,7 @@ impl ReadModels {
                     );
                 }
                 tree.clear()?;
-                tree.apply(vec![
-                    (
-                        VERSION_KEY.to_vec(),
-                        Some(projection.version().to_be_bytes().to_vec()),
-                    ),
-                    (CHECKPOINT_KEY.to_vec(), Some(0u64.to_be_bytes().to_vec())),
-                ])?;
+                start(tree.as_ref(), projection.version())?;
             }
             let checkpoint = read_checkpoint(tree.as_ref())?;
             models.push(Model {
@@ -176,13 +179,7 @@ impl ReadModels {
     ) -> Result<u64, ProjectionError> {
         for model in &self.models {
             model.tree.clear()?;
-            model.tree.apply(vec![
-                (
-                    VERSION_KEY.to_vec(),
-                    Some(model.projection.version().to_be_bytes().to_vec()),
-                ),
-                (CHECKPOINT_KEY.to_vec(), Some(0u64.to_be_bytes().to_vec())),
-            ])?;
+            start(model.tree.as_ref(), model.projection.version())?;
             model.checkpoint.store(0, Ordering::Release);
         }
         self.catch_up(store, progress).await
@@ -206,13 +203,13 @@ impl ReadModels {
     /// (read in pages of at most that many): the chunk bounds the memory the open batches
     /// hold, and tests make it tiny to reach every chunk boundary.
     ///
-    /// Three threads share the work, so a rebuild takes both cores: one reads and decodes the
-    /// log a few pages ahead, one folds the history model, and this one folds the others
-    /// (about as much work). The models are independent, each with its own checkpoint, so
-    /// they may commit their chunks at different moments. The reader drives the store's reads
-    /// with the caller's runtime handle (or a runtime of its own outside one) while this
-    /// thread blocks: the log's reads never wait on the runtime, and a catch-up is blocking
-    /// work anyway (sled writes).
+    /// Four threads share the work, so a rebuild takes both cores: two read and decode the
+    /// log a few pages ahead (alternate pages), one folds the history model, and this one
+    /// folds the others (about as much work). The models are independent, each with its own
+    /// checkpoint, so they may commit their chunks at different moments. The readers drive
+    /// the store's reads with the caller's runtime handle (or a runtime of their own outside
+    /// one) while this thread blocks: the log's reads never wait on the runtime, and a
+    /// catch-up is blocking work anyway (sled writes).
     pub async fn catch_up_in_chunks(
         &self,
         store: &dyn EventStore,
@@ -223,11 +220,25 @@ impl ReadModels {
         let from = self.checkpoint();
         let page_events = PAGE_EVENTS.min(chunk_events.max(1));
         std::thread::scope(|scope| {
-            let (to_history, history_pages) = std::sync::mpsc::sync_channel(PAGES_AHEAD);
-            let (to_others, other_pages) = std::sync::mpsc::sync_channel(PAGES_AHEAD);
-            scope.spawn(move || {
-                self.read_pages(handle, store, from, page_events, &[to_history, to_others]);
-            });
+            let (mut history_pages, mut other_pages) = (Vec::new(), Vec::new());
+            for reader in 0..READERS {
+                let (to_history, from_reader) = std::sync::mpsc::sync_channel(PAGES_AHEAD);
+                history_pages.push(from_reader);
+                let (to_others, from_reader) = std::sync::mpsc::sync_channel(PAGES_AHEAD);
+                other_pages.push(from_reader);
+                let handle = handle.clone();
+                let stripe = Stripe {
+                    from,
+                    page_events,
+                    first: reader,
+                    every: READERS,
+                };
+                scope.spawn(move || {
+                    self.read_pages(handle, store, stripe, &[to_history, to_others]);
+                });
+            }
+            let history_pages = Pages::new(history_pages, from, page_events);
+            let other_pages = Pages::new(other_pages, from, page_events);
             let history = scope.spawn(move || {
                 self.fold_pages(&[HISTORY], history_pages, chunk_events, &mut |_| {})
             });
@@ -253,36 +264,53 @@ impl ReadModels {
     fn fold_pages(
         &self,
         group: &[usize],
-        pages: std::sync::mpsc::Receiver<Result<Arc<DecodedPage>, ProjectionError>>,
+        pages: Pages,
         chunk_events: usize,
         progress: &mut (dyn FnMut(u64) + Send),
     ) -> Result<(), ProjectionError> {
         let models = || group.iter().map(|index| &self.models[*index]);
         let mut fold = Fold::new(models());
+        // Where this thread's time goes, for `RUST_LOG=roster_projections=debug`: the folds
+        // either wait for pages (the reader is the slower) or hold the reader up.
+        let (mut folding, mut writing, mut waiting) =
+            (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+        let mut since = Instant::now();
+        let mut lap = |total: &mut Duration| {
+            *total += std::mem::replace(&mut since, Instant::now()).elapsed()
+        };
         for page in pages {
+            lap(&mut waiting);
             let page = page?;
             fold.add(&page.0, &page.1)?;
+            lap(&mut folding);
             if fold.events() >= chunk_events {
                 std::mem::replace(&mut fold, Fold::new(models())).commit()?;
                 progress(self.checkpoint());
+                lap(&mut writing);
             }
         }
-        fold.commit()
+        fold.commit()?;
+        lap(&mut writing);
+        tracing::debug!(
+            models = ?group.iter().map(|index| self.models[*index].projection.name()).collect::<Vec<_>>(),
+            folding_ms = folding.as_millis(),
+            writing_ms = writing.as_millis(),
+            waiting_ms = waiting.as_millis(),
+            "catch-up folded"
+        );
+        Ok(())
     }
 
-    /// Sends the log's pages after `from`, decoded, to every fold, until the log ends, an
-    /// error (which it sends too), or a fold is gone.
+    /// Sends the pages of `stripe`, decoded, to every fold, until the log ends (a page short
+    /// of `page_events`, or none), an error (which it sends too), or a fold is gone.
     fn read_pages(
         &self,
         handle: Option<tokio::runtime::Handle>,
         store: &dyn EventStore,
-        from: u64,
-        page_events: usize,
-        folds: &[std::sync::mpsc::SyncSender<Result<Arc<DecodedPage>, ProjectionError>>],
+        stripe: Stripe,
+        folds: &[std::sync::mpsc::SyncSender<PageSent>],
     ) {
-        let send = |page: Result<Arc<DecodedPage>, ProjectionError>| {
-            folds.iter().all(|fold| fold.send(page.clone()).is_ok())
-        };
+        let send = |page: PageSent| folds.iter().all(|fold| fold.send(page.clone()).is_ok());
         let own;
         let handle = match handle {
             Some(handle) => handle,
@@ -297,25 +325,50 @@ impl ReadModels {
                 }
             },
         };
-        let mut read = from;
-        loop {
-            let page = match handle.block_on(store.read_all(read, page_events)) {
-                Ok(page) => page,
-                Err(error) => {
-                    send(Err(error.into()));
-                    return;
+        let (mut reading, mut decoding, mut sending) =
+            (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+        let mut since = Instant::now();
+        let mut lap = |total: &mut Duration| {
+            *total += std::mem::replace(&mut since, Instant::now()).elapsed()
+        };
+        for index in (stripe.first..).step_by(stripe.every) {
+            let after = stripe.page_after(index);
+            // A store may answer a read with fewer events than asked (it has a limit of its
+            // own): read until the page is whole or the log ends.
+            let mut page: Vec<Envelope> = Vec::new();
+            while page.len() < stripe.page_events {
+                let read = after.saturating_add(u64::try_from(page.len()).unwrap_or(u64::MAX));
+                let wanted = stripe.page_events - page.len();
+                match handle.block_on(store.read_all(read, wanted)) {
+                    Ok(events) if events.is_empty() => break,
+                    Ok(events) if page.is_empty() => page = events,
+                    Ok(events) => page.extend(events),
+                    Err(error) => {
+                        send(Err(error.into()));
+                        return;
+                    }
                 }
-            };
-            let Some(last) = page.last() else {
-                return;
-            };
-            read = last.position;
+            }
+            lap(&mut reading);
+            if page.is_empty() {
+                break;
+            }
+            let last = page.len() < stripe.page_events;
             let decoded = self.decode(&page).map(|decoded| Arc::new((page, decoded)));
             let failed = decoded.is_err();
-            if !send(decoded) || failed {
-                return;
+            lap(&mut decoding);
+            let sent = send(decoded);
+            lap(&mut sending);
+            if !sent || failed || last {
+                break;
             }
         }
+        tracing::debug!(
+            reading_ms = reading.as_millis(),
+            decoding_ms = decoding.as_millis(),
+            sending_ms = sending.as_millis(),
+            "catch-up read the log"
+        );
     }
 
     /// Every row of every model, by model name: for comparing two sets of read models.
@@ -335,7 +388,7 @@ impl ReadModels {
         self.models[index].tree.as_ref()
     }
 
-    fn rows<T: serde::de::DeserializeOwned>(
+    fn rows<T: Record>(
         &self,
         index: usize,
         prefix: &[u8],
@@ -346,20 +399,16 @@ impl ReadModels {
             .scan_prefix(prefix, from, limit)?
             .into_iter()
             .map(|(k, v)| {
-                let value = decode(&k, &v)?;
+                let value = T::decode(&k, &v)?;
                 Ok((k, value))
             })
             .collect()
     }
 
-    fn row<T: serde::de::DeserializeOwned>(
-        &self,
-        index: usize,
-        key: &[u8],
-    ) -> Result<Option<T>, ProjectionError> {
+    fn row<T: Record>(&self, index: usize, key: &[u8]) -> Result<Option<T>, ProjectionError> {
         self.tree(index)
             .get(key)?
-            .map(|bytes| decode(key, &bytes))
+            .map(|bytes| T::decode(key, &bytes))
             .transpose()
     }
 
@@ -675,9 +724,101 @@ impl ReadModels {
     }
 }
 
+/// Marks an emptied tree as holding nothing of the log, in the model's version.
+fn start(tree: &dyn Tree, version: u32) -> Result<(), ProjectionError> {
+    // Ascending, as `Tree::apply` takes them: "checkpoint" sorts before "version".
+    tree.apply(&[
+        (CHECKPOINT_KEY, Some(&0u64.to_be_bytes())),
+        (VERSION_KEY, Some(&version.to_be_bytes())),
+    ])
+}
+
 fn read_checkpoint(tree: &dyn Tree) -> Result<u64, ProjectionError> {
     Ok(tree
         .get(CHECKPOINT_KEY)?
         .and_then(|v| Some(u64::from_be_bytes(v.get(..8)?.try_into().ok()?)))
         .unwrap_or(0))
+}
+
+/// The pages one reader reads: pages `first`, `first + every`, ... of `page_events` events
+/// each, after position `from`.
+#[derive(Clone, Copy)]
+struct Stripe {
+    from: u64,
+    page_events: usize,
+    first: usize,
+    every: usize,
+}
+
+impl Stripe {
+    /// The position page `index` starts after.
+    fn page_after(&self, index: usize) -> u64 {
+        let events = index.saturating_mul(self.page_events);
+        self.from
+            .saturating_add(u64::try_from(events).unwrap_or(u64::MAX))
+    }
+}
+
+/// The readers' pages to one fold, in log order: page `i` comes from reader `i % readers`.
+/// The pages end at the first page short of `page_events` (the log's end when it was read),
+/// or when the reader of the next page has stopped, so a page read later, after more events
+/// were appended, is never folded after a gap.
+struct Pages {
+    readers: Vec<std::sync::mpsc::Receiver<PageSent>>,
+    next: usize,
+    /// The position the next page must start at.
+    expected: u64,
+    page_events: usize,
+    ended: bool,
+}
+
+impl Pages {
+    fn new(
+        readers: Vec<std::sync::mpsc::Receiver<PageSent>>,
+        from: u64,
+        page_events: usize,
+    ) -> Pages {
+        Pages {
+            readers,
+            next: 0,
+            expected: from.saturating_add(1),
+            page_events,
+            ended: false,
+        }
+    }
+}
+
+impl Iterator for Pages {
+    type Item = PageSent;
+
+    fn next(&mut self) -> Option<PageSent> {
+        if self.ended {
+            return None;
+        }
+        let reader = self.readers.get(self.next % self.readers.len().max(1))?;
+        self.next = self.next.wrapping_add(1);
+        let Ok(page) = reader.recv() else {
+            self.ended = true;
+            return None;
+        };
+        let Ok(page) = page else {
+            self.ended = true;
+            return Some(page);
+        };
+        // Paired with the readers' striping: each page starts where the one before ended.
+        let first = page.0.first().map(|e| e.position);
+        if first != Some(self.expected) {
+            self.ended = true;
+            return Some(Err(ProjectionError::Corrupt(format!(
+                "a catch-up page starts at {first:?}, not at {}",
+                self.expected
+            ))));
+        }
+        self.expected = page
+            .0
+            .last()
+            .map_or(self.expected, |e| e.position.saturating_add(1));
+        self.ended = page.0.len() < self.page_events;
+        Some(Ok(page))
+    }
 }

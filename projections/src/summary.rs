@@ -1,26 +1,60 @@
 //! One-line summaries of events for histories: what happened, in the words of the domain.
 
+use std::fmt::{self, Display, Write};
+
 use roster_domain::{Event, Principal, ResourceId, Via};
 
-fn who(principal: &Option<Principal>) -> String {
-    principal
-        .as_ref()
-        .map_or_else(|| "the admin".to_string(), |p| p.to_string())
+/// Who acted, in words.
+struct Who<'a>(&'a Option<Principal>);
+
+impl Display for Who<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(principal) => f.write_str(principal.as_str()),
+            None => f.write_str("the admin"),
+        }
+    }
 }
 
-fn via(via: &Via) -> String {
-    match via {
-        Via::Direct => "directly".to_string(),
-        Via::Link { number } => format!("through link {number}"),
-        Via::Invitation { number } => format!("through invitation {number}"),
+fn who(principal: &Option<Principal>) -> Who<'_> {
+    Who(principal)
+}
+
+/// How a member came by a role, in words.
+struct How<'a>(&'a Via);
+
+impl Display for How<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Via::Direct => f.write_str("directly"),
+            Via::Link { number } => write!(f, "through link {number}"),
+            Via::Invitation { number } => write!(f, "through invitation {number}"),
+        }
     }
+}
+
+fn via(via: &Via) -> How<'_> {
+    How(via)
 }
 
 /// "bob joined space/spc_42 as editor through link 3", and so on.
 pub fn summarize(event: &Event, resource: &ResourceId) -> String {
+    let mut summary = String::new();
+    // Writing into a `String` cannot fail.
+    let _ = write_summary(&mut summary, event, resource);
+    summary
+}
+
+/// `summarize`, written straight into `out`: the history model writes it into its row,
+/// without a `String` (and the `String`s of its parts) per event.
+pub(crate) fn write_summary(
+    out: &mut impl Write,
+    event: &Event,
+    resource: &ResourceId,
+) -> fmt::Result {
     match event {
         Event::ResourceRegistered { owner, role, .. } => {
-            format!("{resource} registered with {owner} as {role}")
+            write!(out, "{resource} registered with {owner} as {role}")
         }
         Event::MemberAdded {
             principal,
@@ -29,8 +63,9 @@ pub fn summarize(event: &Event, resource: &ResourceId) -> String {
             via: how,
             ..
         } => match how {
-            Via::Direct => format!("{} added {principal} as {role}", who(granted_by)),
-            _ => format!(
+            Via::Direct => write!(out, "{} added {principal} as {role}", who(granted_by)),
+            _ => write!(
+                out,
                 "{principal} joined as {role} {}, granted by {}",
                 via(how),
                 who(granted_by)
@@ -44,7 +79,8 @@ pub fn summarize(event: &Event, resource: &ResourceId) -> String {
             via: how,
             ..
         } => {
-            format!(
+            write!(
+                out,
                 "{} changed {principal} from {from_role} to {role} {}",
                 who(changed_by),
                 via(how)
@@ -57,9 +93,9 @@ pub fn summarize(event: &Event, resource: &ResourceId) -> String {
             left,
         } => {
             if *left {
-                format!("{principal} left ({role})")
+                write!(out, "{principal} left ({role})")
             } else {
-                format!("{} removed {principal} ({role})", who(removed_by))
+                write!(out, "{} removed {principal} ({role})", who(removed_by))
             }
         }
         Event::InviteLinkCreated {
@@ -68,7 +104,7 @@ pub fn summarize(event: &Event, resource: &ResourceId) -> String {
             created_by,
             ..
         } => {
-            format!("{} created link {number} for {role}", who(created_by))
+            write!(out, "{} created link {number} for {role}", who(created_by))
         }
         Event::InviteLinkChanged {
             number,
@@ -76,20 +112,24 @@ pub fn summarize(event: &Event, resource: &ResourceId) -> String {
             changed_by,
             ..
         } => {
-            format!("{} changed link {number} (role {role})", who(changed_by))
+            write!(
+                out,
+                "{} changed link {number} (role {role})",
+                who(changed_by)
+            )
         }
         Event::InviteLinkRotated {
             number, rotated_by, ..
-        } => format!("{} rotated link {number}", who(rotated_by)),
+        } => write!(out, "{} rotated link {number}", who(rotated_by)),
         Event::InviteLinkRevoked { number, revoked_by } => {
-            format!("{} revoked link {number}", who(revoked_by))
+            write!(out, "{} revoked link {number}", who(revoked_by))
         }
         Event::InviteLinkUsed {
             number,
             used_by,
             uses,
             ..
-        } => format!("{used_by} used link {number} (use {uses})"),
+        } => write!(out, "{used_by} used link {number} (use {uses})"),
         Event::InvitationCreated {
             number,
             email,
@@ -97,56 +137,63 @@ pub fn summarize(event: &Event, resource: &ResourceId) -> String {
             invited_by,
             ..
         } => {
-            format!(
+            write!(
+                out,
                 "{} invited {email} as {role} (invitation {number})",
                 who(invited_by)
             )
         }
         Event::InvitationResent {
             number, resent_by, ..
-        } => format!("{} resent invitation {number}", who(resent_by)),
+        } => write!(out, "{} resent invitation {number}", who(resent_by)),
         Event::InvitationAccepted {
             number,
             email,
             accepted_by,
             ..
         } => {
-            format!("{accepted_by} accepted invitation {number} for {email}")
+            write!(
+                out,
+                "{accepted_by} accepted invitation {number} for {email}"
+            )
         }
         Event::InvitationDeclined {
             number,
             declined_by,
-        } => format!("{} declined invitation {number}", who(declined_by)),
+        } => write!(out, "{} declined invitation {number}", who(declined_by)),
         Event::InvitationRevoked { number, revoked_by } => {
-            format!("{} revoked invitation {number}", who(revoked_by))
+            write!(out, "{} revoked invitation {number}", who(revoked_by))
         }
         Event::InvitationDelivered {
             number, attempt, ..
-        } => format!("invitation {number} delivered (attempt {attempt})"),
+        } => write!(out, "invitation {number} delivered (attempt {attempt})"),
         Event::InvitationDeliveryFailed {
             number,
             attempt,
             error,
             ..
         } => {
-            format!("invitation {number} not delivered (attempt {attempt}): {error}")
+            write!(
+                out,
+                "invitation {number} not delivered (attempt {attempt}): {error}"
+            )
         }
-        Event::RoleSchemaDefined { kind, .. } => format!("role schema of {kind} defined"),
+        Event::RoleSchemaDefined { kind, .. } => write!(out, "role schema of {kind} defined"),
         Event::ApiKeyIssued {
             key_id, principal, ..
-        } => format!("API key {key_id} issued to {principal}"),
-        Event::ApiKeyRevoked { key_id } => format!("API key {key_id} revoked"),
+        } => write!(out, "API key {key_id} issued to {principal}"),
+        Event::ApiKeyRevoked { key_id } => write!(out, "API key {key_id} revoked"),
         Event::WebhookSubscribed { webhook, url, .. } => {
-            format!("webhook {webhook} subscribed for {url}")
+            write!(out, "webhook {webhook} subscribed for {url}")
         }
-        Event::WebhookRemoved { webhook } => format!("webhook {webhook} removed"),
+        Event::WebhookRemoved { webhook } => write!(out, "webhook {webhook} removed"),
         Event::WebhookDelivered {
             webhook,
             position,
             attempt,
             status,
         } => {
-            format!("event {position} delivered to webhook {webhook} (attempt {attempt}, status {status})")
+            write!(out, "event {position} delivered to webhook {webhook} (attempt {attempt}, status {status})")
         }
         Event::WebhookDeliveryFailed {
             webhook,
@@ -157,7 +204,7 @@ pub fn summarize(event: &Event, resource: &ResourceId) -> String {
             ..
         } => {
             let last = if *gave_up { ", gave up" } else { "" };
-            format!("event {position} not delivered to webhook {webhook} (attempt {attempt}{last}): {error}")
+            write!(out, "event {position} not delivered to webhook {webhook} (attempt {attempt}{last}): {error}")
         }
     }
 }

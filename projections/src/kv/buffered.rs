@@ -101,8 +101,12 @@ impl Shared {
                 continue;
             };
             drop(layers);
-            let changes: Vec<Change> = batch.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-            let written = self.inner.apply(changes);
+            // A map's order is the trait's: ascending, one change per key.
+            let changes: Vec<Change<'_>> = batch
+                .iter()
+                .map(|(k, v)| (k.as_slice(), v.as_deref()))
+                .collect();
+            let written = self.inner.apply(&changes);
             layers = self.layers();
             if let Err(error) = written {
                 tracing::error!(%error, "a read model's batch was not written");
@@ -202,7 +206,7 @@ impl Tree for Buffered {
             .collect())
     }
 
-    fn apply(&self, changes: Vec<Change>) -> Result<(), ProjectionError> {
+    fn apply(&self, changes: &[Change<'_>]) -> Result<(), ProjectionError> {
         let mut layers = self.shared.layers();
         if let Some(error) = &layers.failed {
             return Err(ProjectionError::Io(error.clone()));
@@ -216,7 +220,9 @@ impl Tree for Buffered {
             return self.shared.inner.apply(changes);
         }
         for (key, value) in changes {
-            layers.pending.insert(key, value);
+            layers
+                .pending
+                .insert(key.to_vec(), value.map(<[u8]>::to_vec));
         }
         if layers.pending.len() >= self.rows_max {
             drop(self.shared.hand_over(layers)?);
@@ -259,9 +265,21 @@ mod tests {
     use super::*;
     use crate::kv::MemoryTree;
 
+    type Owned = (Vec<u8>, Option<Vec<u8>>);
+
+    /// Changes as the trait takes them: ascending, the last change of a key winning.
+    fn apply_owned(tree: &dyn Tree, changes: &[Owned]) -> Result<(), ProjectionError> {
+        let mut last: BTreeMap<&[u8], Option<&[u8]>> = BTreeMap::new();
+        for (key, value) in changes {
+            last.insert(key, value.as_deref());
+        }
+        let changes: Vec<Change<'_>> = last.into_iter().collect();
+        tree.apply(&changes)
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
-        Apply(Vec<Change>),
+        Apply(Vec<Owned>),
         Get(Vec<u8>),
         Scan(Vec<u8>, Vec<u8>, usize),
         Flush,
@@ -308,8 +326,8 @@ mod tests {
             for op in ops {
                 match op {
                     Op::Apply(changes) => {
-                        model.apply(changes.clone()).unwrap();
-                        tree.apply(changes).unwrap();
+                        apply_owned(&model, &changes).unwrap();
+                        apply_owned(&tree, &changes).unwrap();
                     }
                     Op::Get(key) => prop_assert_eq!(tree.get(&key).unwrap(), model.get(&key).unwrap()),
                     Op::Scan(prefix, from, limit) => prop_assert_eq!(
@@ -364,10 +382,13 @@ mod tests {
         };
         for n in 1..=2000u64 {
             let row = format!("r{:05}", n % 500).into_bytes();
-            tree.apply(vec![
-                (b"counter".to_vec(), Some(n.to_be_bytes().to_vec())),
-                (row, Some(vec![0; 40])),
-            ])
+            apply_owned(
+                tree.as_ref(),
+                &[
+                    (b"counter".to_vec(), Some(n.to_be_bytes().to_vec())),
+                    (row, Some(vec![0; 40])),
+                ],
+            )
             .expect("applies");
         }
         done.store(true, Ordering::Relaxed);
@@ -384,7 +405,7 @@ mod tests {
         fn scan_prefix(&self, _: &[u8], _: &[u8], _: usize) -> Result<Vec<Row>, ProjectionError> {
             Ok(Vec::new())
         }
-        fn apply(&self, _: Vec<Change>) -> Result<(), ProjectionError> {
+        fn apply(&self, _: &[Change<'_>]) -> Result<(), ProjectionError> {
             Err(ProjectionError::Io("No space left on device".into()))
         }
         fn clear(&self) -> Result<(), ProjectionError> {
@@ -395,13 +416,12 @@ mod tests {
     #[test]
     fn a_failed_write_is_reported_to_the_next_caller() {
         let tree = Buffered::new(Arc::new(Failing), 2).expect("buffered");
-        tree.apply(vec![(b"a".to_vec(), Some(vec![1]))])
-            .expect("waits in memory");
+        tree.apply(&[(b"a", Some(&[1]))]).expect("waits in memory");
         // The second change hands the batch over; its failure reaches the flush, and every
         // later apply.
-        let _ = tree.apply(vec![(b"b".to_vec(), Some(vec![2]))]);
+        let _ = tree.apply(&[(b"b", Some(&[2]))]);
         let flushed = tree.flush();
         assert!(matches!(flushed, Err(ProjectionError::Io(ref e)) if e.contains("No space")));
-        assert!(tree.apply(vec![(b"c".to_vec(), None)]).is_err());
+        assert!(tree.apply(&[(b"c", None)]).is_err());
     }
 }

@@ -3,10 +3,11 @@
 //! its time in sled; pages of a few KiB write the same rows with a tenth of the keys.
 //!
 //! Layout: each sled key is the first row key of its page, and its value is the page's rows in
-//! key order, each `u32 key length ‖ key ‖ u32 value length ‖ value` (big-endian). Pages hold
-//! disjoint, ascending ranges, so the page of a row is the last page whose key is at or before
-//! it. The empty sled key holds the layout marker, so a tree of the earlier one-row-per-key
-//! layout is recognised (and emptied, to be rebuilt from the log) on open.
+//! key order, each `key length ‖ key ‖ value length ‖ value`, the lengths as LEB128 varints
+//! (a byte or two: rows are small). Pages hold disjoint, ascending ranges, so the page of a
+//! row is the last page whose key is at or before it. The empty sled key holds the layout
+//! marker, so a tree of an earlier layout (one row per key, or 32-bit lengths) is recognised
+//! (and emptied, to be rebuilt from the log) on open.
 
 use std::ops::Bound;
 
@@ -15,7 +16,8 @@ use crate::ProjectionError;
 
 /// The sled key of the layout marker: empty, so it sorts before every page.
 const LAYOUT_KEY: &[u8] = b"";
-const LAYOUT: &[u8] = b"paged-1";
+/// `paged-1` framed each part with a 32-bit length: six bytes more per row than varints.
+const LAYOUT: &[u8] = b"paged-2";
 
 /// A page is closed once its rows reach this many bytes: small enough that a read decodes
 /// little and a live write rewrites little, large enough that a rebuild writes few keys.
@@ -33,7 +35,7 @@ impl PagedTree {
     pub fn open(tree: sled::Tree, page_bytes_max: usize) -> Result<PagedTree, ProjectionError> {
         if tree.get(LAYOUT_KEY)?.as_deref() != Some(LAYOUT) {
             if !tree.is_empty() {
-                tracing::info!("read model in the one-row-per-key layout: emptied to rebuild");
+                tracing::info!("read model in an earlier layout: emptied to rebuild");
             }
             tree.clear()?;
             tree.insert(LAYOUT_KEY, LAYOUT)?;
@@ -94,14 +96,23 @@ fn rows_of<'p>(page_key: &[u8], page: &'p [u8]) -> Result<Vec<RowRef<'p>>, Proje
     let mut rows = Vec::new();
     let mut rest = page;
     let take = |rest: &mut &'p [u8]| -> Result<&'p [u8], ProjectionError> {
-        let (length, tail) = rest.split_first_chunk::<4>().ok_or_else(corrupt)?;
-        let length = usize::try_from(u32::from_be_bytes(*length)).map_err(|_| corrupt())?;
-        if tail.len() < length {
-            return Err(corrupt());
+        let mut length = 0usize;
+        for shift in (0..usize::BITS).step_by(7) {
+            let (byte, tail) = rest.split_first().ok_or_else(corrupt)?;
+            *rest = tail;
+            length |= usize::from(byte & 0x7f)
+                .checked_shl(shift)
+                .ok_or_else(corrupt)?;
+            if byte & 0x80 == 0 {
+                if rest.len() < length {
+                    return Err(corrupt());
+                }
+                let (part, tail) = rest.split_at(length);
+                *rest = tail;
+                return Ok(part);
+            }
         }
-        let (part, tail) = tail.split_at(length);
-        *rest = tail;
-        Ok(part)
+        Err(corrupt())
     };
     while !rest.is_empty() {
         let key = take(&mut rest)?;
@@ -115,9 +126,7 @@ fn rows_of<'p>(page_key: &[u8], page: &'p [u8]) -> Result<Vec<RowRef<'p>>, Proje
 }
 
 fn push_part(page: &mut Vec<u8>, part: &[u8]) {
-    // Keys and values are records of a few hundred bytes; a part over 4 GiB cannot be made.
-    let length = u32::try_from(part.len()).unwrap_or(u32::MAX);
-    page.extend_from_slice(&length.to_be_bytes());
+    crate::codec::put_varint(page, u64::try_from(part.len()).unwrap_or(u64::MAX));
     page.extend_from_slice(part);
 }
 
@@ -127,6 +136,7 @@ fn write_pages<'r>(
     rows: impl Iterator<Item = RowRef<'r>>,
     page_bytes_max: usize,
 ) {
+    // One buffer for every page: sled copies each into a value of its own anyway.
     let mut page: Vec<u8> = Vec::with_capacity(page_bytes_max + 512);
     let mut first: Option<&[u8]> = None;
     for (key, value) in rows {
@@ -135,12 +145,13 @@ fn write_pages<'r>(
         push_part(&mut page, value);
         if page.len() >= page_bytes_max {
             if let Some(first) = first.take() {
-                batch.insert(first, std::mem::take(&mut page));
+                batch.insert(first, page.as_slice());
+                page.clear();
             }
         }
     }
     if let Some(first) = first {
-        batch.insert(first, page);
+        batch.insert(first, page.as_slice());
     }
 }
 
@@ -199,12 +210,9 @@ impl Tree for PagedTree {
         Ok(rows)
     }
 
-    fn apply(&self, changes: Vec<Change>) -> Result<(), ProjectionError> {
-        // Key order, the last change of a key winning, as it would applied one by one.
-        let mut changes = changes;
-        changes.reverse();
-        changes.sort_by(|a, b| a.0.cmp(&b.0));
-        changes.dedup_by(|later, earlier| later.0 == earlier.0);
+    fn apply(&self, changes: &[Change<'_>]) -> Result<(), ProjectionError> {
+        // Paired with `Batch::commit`, which hands over one change per key, ascending.
+        debug_assert!(changes.windows(2).all(|pair| pair[0].0 < pair[1].0));
         let mut batch = sled::Batch::default();
         let mut pending = changes.iter().peekable();
         while let Some((key, _)) = pending.peek() {
@@ -227,22 +235,22 @@ impl Tree for PagedTree {
             };
             let mut mine = Vec::new();
             while let Some(change) =
-                pending.next_if(|(k, _)| next.as_ref().is_none_or(|n| k.as_slice() < n.as_ref()))
+                pending.next_if(|(k, _)| next.as_ref().is_none_or(|n| *k < n.as_ref()))
             {
-                mine.push(change);
+                mine.push(*change);
             }
             // Merge the page's rows with its changes, both ascending.
             let mut merged: Vec<RowRef<'_>> = Vec::with_capacity(old_rows.len() + mine.len());
             let (mut old, mut new) = (old_rows.into_iter().peekable(), mine.into_iter().peekable());
             loop {
                 match (old.peek(), new.peek()) {
-                    (Some(o), Some(n)) if o.0 < n.0.as_slice() => merged.extend(old.next()),
-                    (Some(o), Some(n)) if o.0 == n.0.as_slice() => {
+                    (Some(o), Some(n)) if o.0 < n.0 => merged.extend(old.next()),
+                    (Some(o), Some(n)) if o.0 == n.0 => {
                         old.next();
                     }
                     (_, Some(_)) => {
                         if let Some((k, Some(v))) = new.next() {
-                            merged.push((k.as_slice(), v.as_slice()));
+                            merged.push((k, v));
                         }
                     }
                     (Some(_), None) => merged.extend(old.next()),
@@ -290,6 +298,15 @@ mod tests {
         key
     }
 
+    /// Changes as `Batch::commit` hands them over: ascending, the last change of a key only.
+    fn sorted(changes: &[(Vec<u8>, Option<Vec<u8>>)]) -> Vec<Change<'_>> {
+        let mut last: BTreeMap<&[u8], Option<&[u8]>> = BTreeMap::new();
+        for (key, value) in changes {
+            last.insert(key, value.as_deref());
+        }
+        last.into_iter().collect()
+    }
+
     fn temporary() -> (tempfile::TempDir, sled::Db) {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = sled::Config::new().path(dir.path()).open().expect("opens");
@@ -319,7 +336,7 @@ mod tests {
                         None => model.remove(&key),
                     };
                 }
-                paged.apply(changes).expect("applies");
+                paged.apply(&sorted(&changes)).expect("applies");
                 let probe = key(&mut random);
                 assert_eq!(paged.get(&probe).expect("gets"), model.get(&probe).cloned());
                 for prefix in [&b""[..], b"a\0", b"b\0", b"p\0", b"p\x0001", b"q"] {
@@ -370,7 +387,7 @@ mod tests {
         assert_eq!(paged.get(b"\xffversion").expect("gets"), None);
         assert_eq!(tree.len(), 1, "only the layout marker is left");
         paged
-            .apply(vec![(b"r\0space/a".to_vec(), Some(b"{}".to_vec()))])
+            .apply(&[(&b"r\0space/a"[..], Some(&b"{}"[..]))])
             .expect("applies");
         assert_eq!(
             paged.get(b"r\0space/a").expect("gets"),
@@ -379,12 +396,28 @@ mod tests {
     }
 
     #[test]
+    fn a_tree_of_32_bit_lengths_is_emptied_on_open() {
+        let (_dir, db) = temporary();
+        let tree = db.open_tree("paged-1").expect("tree");
+        tree.insert(LAYOUT_KEY, b"paged-1".to_vec())
+            .expect("inserts");
+        let mut page = 1u32.to_be_bytes().to_vec();
+        page.extend_from_slice(b"k");
+        page.extend_from_slice(&1u32.to_be_bytes());
+        page.extend_from_slice(b"v");
+        tree.insert(b"k", page).expect("inserts");
+        let paged = PagedTree::open(tree.clone(), PAGE_BYTES_MAX).expect("opens");
+        assert_eq!(paged.get(b"k").expect("gets"), None);
+        assert_eq!(tree.len(), 1, "only the layout marker is left");
+    }
+
+    #[test]
     fn a_cut_page_is_an_error() {
         let (_dir, db) = temporary();
         let tree = db.open_tree("cut").expect("tree");
         let paged = PagedTree::open(tree.clone(), PAGE_BYTES_MAX).expect("opens");
         paged
-            .apply(vec![(b"k".to_vec(), Some(b"value".to_vec()))])
+            .apply(&[(&b"k"[..], Some(&b"value"[..]))])
             .expect("applies");
         let page = tree.get(b"k").expect("reads").expect("a page");
         tree.insert(b"k", &page[..page.len() - 1]).expect("inserts");
