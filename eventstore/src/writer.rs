@@ -15,6 +15,7 @@ use crate::backend::{keys, Backend, Entry};
 use crate::envelope::{Envelope, Hash, NewEvent};
 use crate::error::{AppendError, StoreError};
 use crate::log::{ChainHead, Limits, Shared};
+use crate::stored;
 
 pub(crate) struct Job {
     pub request: AppendRequest,
@@ -114,7 +115,12 @@ fn apply_group<B: Backend>(
     let mut writes = std::mem::take(&mut group.writes);
     let stream_heads = std::mem::take(&mut group.stream_heads);
     let mut failed = None;
-    if !writes.is_empty() {
+    if let Some(first) = envelopes.first() {
+        // The group's positions are contiguous: its events go in as a few runs.
+        writes.extend(stored::pack(
+            first.position,
+            std::mem::take(&mut group.stored),
+        ));
         writes.push((keys::CHAIN_HEAD.to_vec(), head.to_bytes()));
         match shared.backend.apply(writes) {
             Ok(()) => heads.remember(stream_heads),
@@ -222,8 +228,11 @@ struct Group<'a, B: Backend> {
     limits: &'a Limits,
     heads: &'a StreamHeads,
     chain: ChainHead,
+    /// The index entries and command outcomes; the events themselves are in `stored`.
     writes: Vec<Entry>,
     envelopes: Vec<Envelope>,
+    /// The stored JSON of each of `envelopes`, packed into runs when the group is applied.
+    stored: Vec<Vec<u8>>,
     stream_heads: HashMap<String, u64>,
     /// Indices into `envelopes` of each stream's events in this group.
     uncommitted: HashMap<String, Vec<usize>>,
@@ -245,6 +254,7 @@ impl<'a, B: Backend> Group<'a, B> {
             chain,
             writes: Vec::new(),
             envelopes: Vec::new(),
+            stored: Vec::new(),
             stream_heads: HashMap::new(),
             uncommitted: HashMap::new(),
             commands: HashMap::new(),
@@ -332,7 +342,7 @@ impl<'a, B: Backend> Group<'a, B> {
             duplicate: false,
         };
         for (envelope, bytes) in built {
-            self.writes.push((keys::event(envelope.position), bytes));
+            self.stored.push(bytes);
             self.writes.push((
                 keys::stream_version(&envelope.stream, envelope.version),
                 envelope.position.to_be_bytes().to_vec(),
@@ -436,11 +446,7 @@ pub(crate) fn decode_outcome<B: Backend>(
         .and_then(|raw| <[u8; 4]>::try_from(raw).ok())
         .map(u32::from_be_bytes)
         .ok_or_else(|| corrupt("its event count"))?;
-    let bytes = backend
-        .get(&keys::event(position))?
-        .ok_or_else(|| StoreError::corrupt(position, "missing event"))?;
-    let envelope: Envelope = serde_json::from_slice(&bytes)
-        .map_err(|e| StoreError::corrupt(position, format!("undecodable envelope: {e}")))?;
+    let envelope = stored::read_event(backend, position)?;
     if envelope.command_id != command_id || envelope.version != version {
         return Err(StoreError::corrupt(
             position,
