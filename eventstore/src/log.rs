@@ -91,15 +91,21 @@ pub(crate) struct Shared<B> {
     pub visible_head: AtomicU64,
     pub groups_committed: AtomicU64,
     pub appends_committed: AtomicU64,
+    pub syncs_committed: AtomicU64,
+    /// Whether the syncer is writing the backend's buffers out, which an apply would wait for.
+    pub flushing: writer::FlushGate,
 }
 
 /// Counters of the writer's work, for metrics and benchmarks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LogStats {
-    /// Groups written, each one batch and one sync.
+    /// Groups written, each one atomic batch.
     pub groups: u64,
     /// Appends that wrote events, over all groups.
     pub appends: u64,
+    /// Syncs that made groups durable; one covers every group applied while the one before
+    /// it ran.
+    pub syncs: u64,
 }
 
 /// The event log: one writer, any number of readers. Generic over where the bytes live.
@@ -175,6 +181,8 @@ impl<B: Backend> Log<B> {
             visible_head: AtomicU64::new(chain.position),
             groups_committed: AtomicU64::new(0),
             appends_committed: AtomicU64::new(0),
+            syncs_committed: AtomicU64::new(0),
+            flushing: writer::FlushGate::default(),
         });
         let writer_shared = Arc::clone(&shared);
         let writer_tail = tail.clone();
@@ -220,6 +228,7 @@ impl<B: Backend> Log<B> {
         LogStats {
             groups: self.shared.groups_committed.load(Ordering::Relaxed),
             appends: self.shared.appends_committed.load(Ordering::Relaxed),
+            syncs: self.shared.syncs_committed.load(Ordering::Relaxed),
         }
     }
 
