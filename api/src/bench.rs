@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use roster_eventstore::{
-    AppendRequest, EventStore, ExpectedVersion, NewEvent, SledOptions, SledStore,
+    AppendRequest, EventStore, ExpectedVersion, NewEvent, SledOptions, SledStore, RUN_BYTES_MAX,
 };
 use serde::Serialize;
 use serde_json::json;
@@ -17,14 +17,18 @@ use serde_json::json;
 pub struct AppendFigure {
     pub writers: usize,
     pub appends_per_s: f64,
-    /// Appends that shared one group commit (one batch, one sync), on average.
+    /// Appends applied in one atomic batch, on average.
     pub appends_per_group: f64,
-    /// Raw sled: batches of the same size, each `apply_batch` then `flush`.
+    /// Appends made durable by one sync (one sled flush and one `fdatasync`), on average: a
+    /// sync covers every group applied while the one before it ran.
+    pub appends_per_sync: f64,
+    /// Raw sled: batches of as many events as one of Roster's syncs covers, each
+    /// `apply_batch` then `flush`.
     pub raw_sled_per_s: f64,
     /// Raw sled as above plus the `fdatasync` that makes it as durable as Roster's `sync`.
     pub raw_sled_fdatasync_per_s: f64,
-    /// Raw sled writing, per append, exactly the key-value pairs Roster writes (the event,
-    /// its stream index entry and its command's outcome, and the chain head once per batch),
+    /// Raw sled writing exactly the key-value pairs Roster writes (per append its stream index
+    /// entry and its command's outcome; per batch its events in runs and the chain head),
     /// in batches of the same size, each followed by a flush and an `fdatasync`: what sled
     /// itself costs for Roster's layout, with nothing of Roster's own work.
     pub raw_sled_roster_keys_per_s: f64,
@@ -90,7 +94,13 @@ pub fn append_scenario(
         } else {
             to_f64(stats.appends) / to_f64(stats.groups)
         };
-        let batch = appends_per_group.round().max(1.0);
+        let appends_per_sync = if stats.syncs == 0 {
+            1.0
+        } else {
+            to_f64(stats.appends) / to_f64(stats.syncs)
+        };
+        // A raw batch stands for what Roster makes durable with one flush: a sync's appends.
+        let batch = appends_per_sync.round().max(1.0);
         let raw = raw_sled(
             scratch,
             batch,
@@ -114,6 +124,7 @@ pub fn append_scenario(
             writers,
             appends_per_s: to_f64(appends) / elapsed.as_secs_f64(),
             appends_per_group,
+            appends_per_sync,
             raw_sled_per_s: raw,
             raw_sled_fdatasync_per_s: raw_synced,
             raw_sled_roster_keys_per_s: raw_roster_keys,
@@ -163,7 +174,8 @@ async fn drive_appends(
 enum Layout {
     /// One value under a sequential key: sled at its simplest.
     OneKey,
-    /// Roster's keys (see `roster_eventstore`'s key layout): `e ‖ position` → the envelope,
+    /// Roster's keys (see `roster_eventstore`'s key layout): `e ‖ position` → a run of the
+    /// batch's envelopes of at most `RUN_BYTES_MAX` bytes,
     /// `s ‖ stream ‖ 0 ‖ version` → the position, over `streams` streams in turn,
     /// `c ‖ command id` → a 21-byte outcome, and `m` → the chain head once per batch.
     RosterKeys { streams: usize },
@@ -192,18 +204,28 @@ fn raw_sled(
     let data_file = std::fs::File::open(dir.path().join("db")).map_err(|e| e.to_string())?;
     let value = vec![b'x'; value_bytes];
     let per_batch = batch_size(batch);
+    // As many events as Roster puts in one run, and a run's bytes (its header, a length per
+    // event, the events) to cut values from.
+    let run_events = u64::try_from((RUN_BYTES_MAX / value_bytes.max(1)).max(1)).unwrap_or(1);
+    let run = vec![b'x'; usize::try_from(run_events).unwrap_or(1) * (value_bytes + 4) + 5];
     let mut key = 0u64;
     let started = Instant::now();
     while started.elapsed() < duration {
         let mut writes = sled::Batch::default();
+        let first_key = key + 1;
         for _ in 0..per_batch {
             key += 1;
             match layout {
                 Layout::OneKey => writes.insert(&key.to_be_bytes(), value.as_slice()),
                 Layout::RosterKeys { streams } => {
-                    let mut event = vec![b'e'];
-                    event.extend_from_slice(&key.to_be_bytes());
-                    writes.insert(event, value.as_slice());
+                    // A batch's events go in as runs under the first one's position.
+                    if (key - first_key).is_multiple_of(run_events) {
+                        let mut event = vec![b'e'];
+                        event.extend_from_slice(&key.to_be_bytes());
+                        let in_run = run_events.min(first_key + per_batch - key);
+                        let run_len = usize::try_from(in_run).unwrap_or(1);
+                        writes.insert(event, &run[..run_len * (value_bytes + 4) + 5]);
+                    }
                     let streams = u64::try_from(streams.max(1)).unwrap_or(1);
                     let mut index = format!("sresource:space/bench-{}", key % streams).into_bytes();
                     index.push(0);
@@ -247,7 +269,7 @@ pub(crate) fn to_f64(count: u64) -> f64 {
 pub fn append_table(figures: &[AppendFigure]) -> String {
     let mut out = String::from(
         "durable append (sync)\n\
-         writers  appends/s  per group  raw sled/s  ratio  raw sled+fdatasync/s  ratio  \
+         writers  appends/s  per group  per sync  raw sled/s  ratio  raw sled+fdatasync/s  ratio  \
          raw sled, roster keys+fdatasync/s  ratio\n",
     );
     let single = figures
@@ -256,10 +278,11 @@ pub fn append_table(figures: &[AppendFigure]) -> String {
         .map(|f| f.appends_per_s);
     for f in figures {
         out.push_str(&format!(
-            "{:>7}  {:>9.0}  {:>9.1}  {:>10.0}  {:>5.2}  {:>20.0}  {:>5.2}  {:>33.0}  {:>5.2}\n",
+            "{:>7}  {:>9.0}  {:>9.1}  {:>8.1}  {:>10.0}  {:>5.2}  {:>20.0}  {:>5.2}  {:>33.0}  {:>5.2}\n",
             f.writers,
             f.appends_per_s,
             f.appends_per_group,
+            f.appends_per_sync,
             f.raw_sled_per_s,
             f.versus_raw(),
             f.raw_sled_fdatasync_per_s,

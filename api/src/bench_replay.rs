@@ -108,13 +108,14 @@ pub fn replay_scenario(scratch: &Path, events: u64) -> Result<ReplayFigure, Stri
     let total = store.head();
 
     let started = Instant::now();
-    let tree = store.db().open_tree("log").map_err(error)?;
     let mut scanned = 0u64;
-    for row in tree.scan_prefix(b"e") {
-        let (_, value) = row.map_err(error)?;
-        let parsed: serde_json::Value = serde_json::from_slice(&value).map_err(error)?;
-        scanned += u64::from(parsed.is_object());
-    }
+    store
+        .scan_stored_json(&mut |json| {
+            let parsed: serde_json::Value = serde_json::from_slice(json).map_err(error)?;
+            scanned += u64::from(parsed.is_object());
+            Ok(())
+        })
+        .map_err(error)?;
     let raw = to_f64(scanned) / started.elapsed().as_secs_f64();
 
     let models = ReadModels::open_sled(store.db(), "bench.rm.").map_err(error)?;

@@ -26,6 +26,8 @@ pub(crate) fn import_into<B: Backend>(
     }
     let mut checker = ChainChecker::new();
     let mut writes: Vec<Entry> = Vec::new();
+    // The stored JSON of the events since the last batch, packed into runs as the writer does.
+    let mut stored: Vec<Vec<u8>> = Vec::new();
     let mut command: Option<Appended> = None;
     let mut command_id = String::new();
     let mut last_hash = crate::envelope::Hash::GENESIS;
@@ -64,12 +66,13 @@ pub(crate) fn import_into<B: Backend>(
             keys::stream_version(&envelope.stream, envelope.version),
             envelope.position.to_be_bytes().to_vec(),
         ));
-        writes.push((keys::event(envelope.position), bytes));
+        stored.push(bytes);
         last_hash = envelope.hash;
-        if writes.len() >= BATCH_EVENTS * 2 {
+        if stored.len() >= BATCH_EVENTS {
             flush(
                 backend,
                 &mut writes,
+                &mut stored,
                 ChainHead {
                     position: checker.position(),
                     hash: last_hash,
@@ -84,6 +87,7 @@ pub(crate) fn import_into<B: Backend>(
     flush(
         backend,
         &mut writes,
+        &mut stored,
         ChainHead {
             position: checker.position(),
             hash: last_hash,
@@ -98,15 +102,20 @@ fn command_record(command_id: &str, outcome: &Appended) -> Result<Entry, StoreEr
     Ok((keys::command(command_id), encode_outcome(outcome)?))
 }
 
+/// Writes the batch so far; `stored` holds the events up to and including `head`.
 fn flush<B: Backend>(
     backend: &B,
     writes: &mut Vec<Entry>,
+    stored: &mut Vec<Vec<u8>>,
     head: ChainHead,
 ) -> Result<(), StoreError> {
     if head.position == 0 {
         return Ok(());
     }
     let mut batch = std::mem::take(writes);
+    let events = std::mem::take(stored);
+    let count = u64::try_from(events.len()).unwrap_or(u64::MAX);
+    batch.extend(crate::stored::pack(head.position + 1 - count, events));
     // Each batch moves the chain head with it, so an interrupted import leaves a consistent
     // (shorter) log, never one whose head names a missing event.
     batch.push((keys::CHAIN_HEAD.to_vec(), head.to_bytes()));

@@ -11,6 +11,7 @@ mod envelope;
 mod error;
 mod import;
 mod log;
+mod stored;
 mod subscription;
 mod verify;
 mod writer;
@@ -22,6 +23,7 @@ pub use backend::{Backend, Durability, Entry, MemoryBackend, SledBackend, SledOp
 pub use envelope::{Envelope, Hash, NewEvent, Timestamp, UpcastFn, Upcasters};
 pub use error::{AppendError, ExpectedVersion, Rejection, StoreError};
 pub use log::{Limits, Log, LogStats, MemoryStore, SledStore};
+pub use stored::RUN_BYTES_MAX;
 pub use subscription::{ReadAll, Subscription};
 pub use verify::{verify, verify_with_progress, ChainChecker, VerifyError, VerifyReport};
 

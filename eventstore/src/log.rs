@@ -13,6 +13,7 @@ use crate::append::{AppendRequest, Appended};
 use crate::backend::{keys, Backend, MemoryBackend, SledBackend, SledOptions};
 use crate::envelope::{Envelope, Hash};
 use crate::error::{AppendError, StoreError};
+use crate::stored;
 use crate::subscription::{ReadAll, Subscription};
 use crate::writer::{self, validate_name, Job};
 use crate::EventStore;
@@ -90,15 +91,21 @@ pub(crate) struct Shared<B> {
     pub visible_head: AtomicU64,
     pub groups_committed: AtomicU64,
     pub appends_committed: AtomicU64,
+    pub syncs_committed: AtomicU64,
+    /// Whether the syncer is writing the backend's buffers out, which an apply would wait for.
+    pub flushing: writer::FlushGate,
 }
 
 /// Counters of the writer's work, for metrics and benchmarks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LogStats {
-    /// Groups written, each one batch and one sync.
+    /// Groups written, each one atomic batch.
     pub groups: u64,
     /// Appends that wrote events, over all groups.
     pub appends: u64,
+    /// Syncs that made groups durable; one covers every group applied while the one before
+    /// it ran.
+    pub syncs: u64,
 }
 
 /// The event log: one writer, any number of readers. Generic over where the bytes live.
@@ -174,6 +181,8 @@ impl<B: Backend> Log<B> {
             visible_head: AtomicU64::new(chain.position),
             groups_committed: AtomicU64::new(0),
             appends_committed: AtomicU64::new(0),
+            syncs_committed: AtomicU64::new(0),
+            flushing: writer::FlushGate::default(),
         });
         let writer_shared = Arc::clone(&shared);
         let writer_tail = tail.clone();
@@ -219,6 +228,38 @@ impl<B: Backend> Log<B> {
         LogStats {
             groups: self.shared.groups_committed.load(Ordering::Relaxed),
             appends: self.shared.appends_committed.load(Ordering::Relaxed),
+            syncs: self.shared.syncs_committed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Hands the stored JSON of every event in the store to `visit`, in log order, parsing
+    /// nothing and checking nothing: the raw scan that `roster bench replay` measures replay
+    /// against. Returns the events visited.
+    pub fn scan_stored_json(
+        &self,
+        visit: &mut dyn FnMut(&[u8]) -> Result<(), String>,
+    ) -> Result<u64, StoreError> {
+        const PAGE_ENTRIES: usize = 1024;
+        let mut start = keys::event(0);
+        let mut visited = 0u64;
+        loop {
+            let page = self
+                .shared
+                .backend
+                .scan(&start, &[keys::EVENT + 1], PAGE_ENTRIES, false)?;
+            for (key, value) in &page {
+                for (_, bytes) in stored::unpack(key, value)? {
+                    visit(bytes).map_err(StoreError::Invalid)?;
+                    visited += 1;
+                }
+            }
+            match page.last() {
+                Some((key, _)) if page.len() == PAGE_ENTRIES => {
+                    start = key.clone();
+                    start.push(0);
+                }
+                _ => return Ok(visited),
+            }
         }
     }
 
@@ -242,6 +283,7 @@ impl<B: Backend> Log<B> {
         let start = keys::stream_version(stream, from_version.max(1));
         let end = keys::stream_version(stream, u64::MAX);
         let mut events = Vec::new();
+        let mut reader = stored::EventReader::default();
         for (key, value) in self.shared.backend.scan(&start, &end, limit, false)? {
             let position = keys::decode_u64(&value)
                 .ok_or_else(|| StoreError::corrupt(0, "a stream index entry"))?;
@@ -250,7 +292,7 @@ impl<B: Backend> Log<B> {
             }
             let version = keys::stream_version_of(&key)
                 .ok_or_else(|| StoreError::corrupt(position, "a stream index key"))?;
-            let envelope = read_event(&self.shared.backend, position)?;
+            let envelope = reader.read(&self.shared.backend, position)?;
             let expected_version = events
                 .last()
                 .map_or(from_version.max(1), |e: &Envelope| e.version + 1);
@@ -304,21 +346,18 @@ impl<B: Backend> Drop for Log<B> {
 
 /// On open: the stored chain head must name the last event, and nothing may follow it.
 fn check_head<B: Backend>(backend: &B, chain: ChainHead) -> Result<(), StoreError> {
-    let after = backend.scan(
-        &keys::event(chain.position.saturating_add(1)),
-        &[keys::EVENT + 1],
-        1,
-        false,
-    )?;
-    if let Some((key, _)) = after.first() {
-        let position = keys::decode_u64(&key[1..]).unwrap_or(0);
+    let last = stored::last_event(backend)?;
+    let last_position = last.as_ref().map_or(0, |e| e.position);
+    if last_position > chain.position {
         return Err(StoreError::corrupt(
-            position,
+            chain.position + 1,
             "an event after the chain head",
         ));
     }
     if chain.position > 0 {
-        let last = read_event(backend, chain.position)?;
+        let Some(last) = last.filter(|e| e.position == chain.position) else {
+            return Err(StoreError::corrupt(chain.position, "missing event"));
+        };
         if last.hash != chain.hash {
             return Err(StoreError::corrupt(
                 chain.position,
@@ -327,25 +366,6 @@ fn check_head<B: Backend>(backend: &B, chain: ChainHead) -> Result<(), StoreErro
         }
     }
     Ok(())
-}
-
-fn read_event<B: Backend>(backend: &B, position: u64) -> Result<Envelope, StoreError> {
-    let bytes = backend
-        .get(&keys::event(position))?
-        .ok_or_else(|| StoreError::corrupt(position, "missing event"))?;
-    decode(position, &bytes)
-}
-
-fn decode(position: u64, bytes: &[u8]) -> Result<Envelope, StoreError> {
-    let envelope: Envelope = serde_json::from_slice(bytes)
-        .map_err(|e| StoreError::corrupt(position, format!("undecodable envelope: {e}")))?;
-    if envelope.position != position {
-        return Err(StoreError::corrupt(
-            position,
-            format!("the envelope says position {}", envelope.position),
-        ));
-    }
-    Ok(envelope)
 }
 
 /// Reads events after `after`, checking on the way that positions are gap-free and each
@@ -361,15 +381,13 @@ fn read_all<B: Backend>(
     if last <= after {
         return Ok(Vec::new());
     }
-    let entries = shared.backend.scan(
-        &keys::event(after + 1),
-        &keys::event(last.saturating_add(1)),
-        limit,
-        false,
-    )?;
+    let entries = stored::scan_events(&shared.backend, after + 1, last)?;
     let mut events: Vec<Envelope> = Vec::with_capacity(entries.len());
-    for (expected, (_, bytes)) in (after + 1..).zip(&entries) {
-        let envelope = decode(expected, bytes)?;
+    for (expected, (position, bytes)) in (after + 1..).zip(&entries) {
+        if *position != expected {
+            return Err(StoreError::corrupt(expected, "missing event"));
+        }
+        let envelope = stored::decode(expected, bytes)?;
         if let Some(previous) = events.last() {
             if envelope.prev_hash != previous.hash {
                 return Err(StoreError::corrupt(

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -15,6 +15,7 @@ use crate::backend::{keys, Backend, Entry};
 use crate::envelope::{Envelope, Hash, NewEvent};
 use crate::error::{AppendError, StoreError};
 use crate::log::{ChainHead, Limits, Shared};
+use crate::stored;
 
 pub(crate) struct Job {
     pub request: AppendRequest,
@@ -38,6 +39,94 @@ struct Applied {
 
 /// Groups the writer may apply while the syncer is still syncing earlier ones.
 const PIPELINE_GROUPS_MAX: usize = 8;
+
+/// Where the writer and the syncer are, so that each group reaches the earliest sync it can.
+///
+/// sled 0.34's `apply_batch` takes a process-wide lock exclusively that its `flush` holds
+/// shared until the log is written. A group applied during a flush therefore only waits for
+/// it, and misses it; so while the syncer flushes, the writer goes on taking commands and
+/// applies them all as one group when the flush is over (one `apply_batch` instead of
+/// several, each of which hands two log buffers to sled's I/O threads). And a flush started
+/// while the writer is assembling a group would leave that group to the next sync: so the
+/// syncer lets a group being assembled be applied first. A lone command finds neither
+/// waiting, so one writer's appends are never held back.
+#[derive(Default)]
+pub(crate) struct FlushGate {
+    state: Mutex<GateState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct GateState {
+    flushing: bool,
+    assembling: bool,
+}
+
+impl FlushGate {
+    fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
+        // Two flags written whole: a panic while holding the lock cannot leave them torn.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn update(&self, change: impl FnOnce(&mut GateState)) {
+        change(&mut self.lock());
+        self.changed.notify_all();
+    }
+
+    /// Waits for the group being assembled, if any, then marks a flush begun; it ends when
+    /// the guard drops, whatever happens in between.
+    fn begin_flush(&self) -> FlushOpen<'_> {
+        let mut state = self
+            .changed
+            .wait_while(self.lock(), |state| state.assembling)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.flushing = true;
+        drop(state);
+        FlushOpen(self)
+    }
+
+    fn is_flushing(&self) -> bool {
+        self.lock().flushing
+    }
+
+    fn wait_until_flushed(&self) {
+        let _flushed = self
+            .changed
+            .wait_while(self.lock(), |state| state.flushing)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+    }
+
+    /// Marks a group being assembled until the guard drops (also if the writer panics, so the
+    /// syncer is never left waiting for a group that will not come).
+    fn assembling(&self) -> Assembling<'_> {
+        self.update(|state| state.assembling = true);
+        Assembling(self)
+    }
+}
+
+struct Assembling<'a>(&'a FlushGate);
+
+impl Drop for Assembling<'_> {
+    fn drop(&mut self) {
+        self.0.update(|state| state.assembling = false);
+    }
+}
+
+struct FlushOpen<'a>(&'a FlushGate);
+
+impl FlushOpen<'_> {
+    fn end(&self) {
+        self.0.update(|state| state.flushing = false);
+    }
+}
+
+impl Drop for FlushOpen<'_> {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
 
 /// Runs until every sender is dropped, then makes everything durable and returns.
 ///
@@ -65,16 +154,25 @@ pub(crate) fn run<B: Backend>(
     };
     let batch_max = shared.limits.group_commands_max.max(1);
     let mut heads = StreamHeads::new(shared.limits.stream_heads_cached_max);
-    let mut group_jobs = Vec::with_capacity(batch_max);
     while let Some(first) = jobs.blocking_recv() {
-        group_jobs.push(first);
-        while group_jobs.len() < batch_max {
-            match jobs.try_recv() {
-                Ok(job) => group_jobs.push(job),
-                Err(_) => break,
+        let assembling = shared.flushing.assembling();
+        let mut group = Group::new(&shared.backend, &shared.limits, &heads, chain);
+        group.admit_job(first);
+        loop {
+            while group.replies.len() < batch_max {
+                match jobs.try_recv() {
+                    Ok(job) => group.admit_job(job),
+                    Err(_) => break,
+                }
             }
+            // Applying now would only wait for the flush: take what arrives meanwhile too.
+            if group.replies.len() >= batch_max || !shared.flushing.is_flushing() {
+                break;
+            }
+            shared.flushing.wait_until_flushed();
         }
-        let group = apply_group(&shared, &mut heads, chain, group_jobs.drain(..));
+        let admitted = group.finish();
+        let group = apply_group(&shared, &mut heads, admitted);
         chain = if group.failed.is_some() {
             // The batch is atomic, so the store holds exactly what it held before it: start
             // again from the stored head, with no cached stream version.
@@ -83,8 +181,18 @@ pub(crate) fn run<B: Backend>(
         } else {
             group.head
         };
-        if to_syncer.send(group).is_err() {
-            break;
+        // Done assembling once the group is in the channel, so a flush starting now takes it;
+        // but not while waiting for room in a full channel, which the syncer empties only
+        // after flushing.
+        match to_syncer.try_send(group) {
+            Ok(()) => drop(assembling),
+            Err(std::sync::mpsc::TrySendError::Full(group)) => {
+                drop(assembling);
+                if to_syncer.send(group).is_err() {
+                    break;
+                }
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => break,
         }
     }
     drop(to_syncer);
@@ -96,25 +204,36 @@ pub(crate) fn run<B: Backend>(
     }
 }
 
-/// Decides a group's commands and applies its writes as one atomic batch.
+/// What an admitted group writes and answers, no longer borrowing the writer's state.
+struct Admitted {
+    replies: Vec<Reply>,
+    envelopes: Vec<Envelope>,
+    stored: Vec<Vec<u8>>,
+    writes: Vec<Entry>,
+    stream_heads: HashMap<String, u64>,
+    head: ChainHead,
+    appends: u64,
+}
+
+/// Applies a group's writes as one atomic batch.
 fn apply_group<B: Backend>(
     shared: &Shared<B>,
     heads: &mut StreamHeads,
-    chain: ChainHead,
-    jobs: impl Iterator<Item = Job>,
+    group: Admitted,
 ) -> Applied {
-    let mut group = Group::new(&shared.backend, &shared.limits, heads, chain);
-    let mut replies = Vec::new();
-    for job in jobs {
-        let outcome = group.admit(job.request);
-        replies.push((job.reply, outcome));
-    }
-    let (head, appends) = (group.chain, group.appends);
-    let envelopes = std::mem::take(&mut group.envelopes);
-    let mut writes = std::mem::take(&mut group.writes);
-    let stream_heads = std::mem::take(&mut group.stream_heads);
+    let Admitted {
+        replies,
+        envelopes,
+        stored,
+        mut writes,
+        stream_heads,
+        head,
+        appends,
+    } = group;
     let mut failed = None;
-    if !writes.is_empty() {
+    if let Some(first) = envelopes.first() {
+        // The group's positions are contiguous: its events go in as a few runs.
+        writes.extend(stored::pack(first.position, stored));
         writes.push((keys::CHAIN_HEAD.to_vec(), head.to_bytes()));
         match shared.backend.apply(writes) {
             Ok(()) => heads.remember(stream_heads),
@@ -138,13 +257,25 @@ fn sync_loop<B: Backend>(
 ) {
     while let Ok(first) = applied.recv() {
         let mut groups = vec![first];
+        let flush = shared.flushing.begin_flush();
         groups.extend(applied.try_iter());
         // Even a group that wrote nothing waits for the sync of the ones before it: its
         // answers (a conflict, a duplicate) were decided against them.
         let wrote = groups
             .iter()
             .any(|g| g.failed.is_none() && !g.envelopes.is_empty());
-        let synced = if wrote { shared.backend.sync() } else { Ok(()) };
+        let synced = if wrote {
+            shared.backend.sync_phased(&mut || flush.end())
+        } else {
+            Ok(())
+        };
+        drop(flush);
+        if wrote && synced.is_ok() {
+            shared.syncs_committed.fetch_add(1, Ordering::Relaxed);
+        }
+        // Answers first, every group's: the subscribers' copies (and freeing the envelopes
+        // when nobody listens) can wait until the callers are on their way.
+        let mut published = Vec::with_capacity(groups.len());
         for group in groups {
             let failure = group.failed.or_else(|| synced.as_ref().err().cloned());
             match failure {
@@ -160,8 +291,7 @@ fn sync_loop<B: Backend>(
                     }
                     answer(group.replies);
                     if !group.envelopes.is_empty() {
-                        // Nobody listening is not an error: subscribers catch up from the store.
-                        let _ = tail.send(Arc::from(group.envelopes));
+                        published.push(group.envelopes);
                     }
                 }
                 Some(error) => {
@@ -173,6 +303,10 @@ fn sync_loop<B: Backend>(
                     }
                 }
             }
+        }
+        for envelopes in published {
+            // Nobody listening is not an error: subscribers catch up from the store.
+            let _ = tail.send(Arc::from(envelopes));
         }
     }
 }
@@ -222,13 +356,18 @@ struct Group<'a, B: Backend> {
     limits: &'a Limits,
     heads: &'a StreamHeads,
     chain: ChainHead,
+    /// The index entries and command outcomes; the events themselves are in `stored`.
     writes: Vec<Entry>,
     envelopes: Vec<Envelope>,
+    /// The stored JSON of each of `envelopes`, packed into runs when the group is applied.
+    stored: Vec<Vec<u8>>,
     stream_heads: HashMap<String, u64>,
     /// Indices into `envelopes` of each stream's events in this group.
     uncommitted: HashMap<String, Vec<usize>>,
     commands: HashMap<String, Appended>,
     appends: u64,
+    /// Each admitted command's caller and outcome, answered once the group is durable.
+    replies: Vec<Reply>,
 }
 
 impl<'a, B: Backend> Group<'a, B> {
@@ -245,11 +384,30 @@ impl<'a, B: Backend> Group<'a, B> {
             chain,
             writes: Vec::new(),
             envelopes: Vec::new(),
+            stored: Vec::new(),
             stream_heads: HashMap::new(),
             uncommitted: HashMap::new(),
             commands: HashMap::new(),
             appends: 0,
+            replies: Vec::new(),
         }
+    }
+
+    fn finish(self) -> Admitted {
+        Admitted {
+            replies: self.replies,
+            envelopes: self.envelopes,
+            stored: self.stored,
+            writes: self.writes,
+            stream_heads: self.stream_heads,
+            head: self.chain,
+            appends: self.appends,
+        }
+    }
+
+    fn admit_job(&mut self, job: Job) {
+        let outcome = self.admit(job.request);
+        self.replies.push((job.reply, outcome));
     }
 
     fn admit(&mut self, mut request: AppendRequest) -> Result<Appended, AppendError> {
@@ -332,7 +490,7 @@ impl<'a, B: Backend> Group<'a, B> {
             duplicate: false,
         };
         for (envelope, bytes) in built {
-            self.writes.push((keys::event(envelope.position), bytes));
+            self.stored.push(bytes);
             self.writes.push((
                 keys::stream_version(&envelope.stream, envelope.version),
                 envelope.position.to_be_bytes().to_vec(),
@@ -436,11 +594,7 @@ pub(crate) fn decode_outcome<B: Backend>(
         .and_then(|raw| <[u8; 4]>::try_from(raw).ok())
         .map(u32::from_be_bytes)
         .ok_or_else(|| corrupt("its event count"))?;
-    let bytes = backend
-        .get(&keys::event(position))?
-        .ok_or_else(|| StoreError::corrupt(position, "missing event"))?;
-    let envelope: Envelope = serde_json::from_slice(&bytes)
-        .map_err(|e| StoreError::corrupt(position, format!("undecodable envelope: {e}")))?;
+    let envelope = stored::read_event(backend, position)?;
     if envelope.command_id != command_id || envelope.version != version {
         return Err(StoreError::corrupt(
             position,

@@ -67,6 +67,82 @@ async fn everything_is_there_after_reopening() {
     assert_eq!(report.events, 21);
 }
 
+/// Rewrites the log as Roster wrote it before runs: every event under its own `e ‖ position`
+/// key as its JSON, whatever group it came in.
+fn rewrite_one_event_per_key(dir: &std::path::Path, events: &[roster_eventstore::Envelope]) {
+    let db = sled::open(dir).expect("opens raw");
+    let tree = db.open_tree("log").expect("log tree");
+    let stored: Vec<_> = tree
+        .scan_prefix(b"e")
+        .map(|row| row.expect("reads").0)
+        .collect();
+    assert!(
+        stored.len() < events.len(),
+        "the groups were stored as runs, {} keys for {} events",
+        stored.len(),
+        events.len()
+    );
+    let mut batch = sled::Batch::default();
+    for key in stored {
+        batch.remove(key);
+    }
+    for envelope in events {
+        let mut key = vec![b'e'];
+        key.extend_from_slice(&envelope.position.to_be_bytes());
+        batch.insert(key, serde_json::to_vec(envelope).expect("json"));
+    }
+    tree.apply_batch(batch).expect("writes");
+    db.flush().expect("flushes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_of_one_event_per_key_still_opens_reads_and_verifies() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = SledStore::open(dir.path(), SledOptions::default()).expect("opens");
+    let big = AppendRequest::new("s9", ExpectedVersion::Any, (0..30).map(event).collect())
+        .command_id("thirty");
+    store.append(big).await.expect("appends");
+    fill(&store, 5).await;
+    let before = store.read_all(0, 100).await.expect("reads");
+    let report = verify(&store).await.expect("verifies");
+    drop(store);
+
+    rewrite_one_event_per_key(dir.path(), &before);
+    let store = SledStore::open(dir.path(), SledOptions::default()).expect("reopens");
+    assert_eq!(store.head(), 35);
+    assert_eq!(store.read_all(0, 100).await.expect("reads"), before);
+    assert_eq!(store.read_all(12, 3).await.expect("reads"), before[12..15]);
+    let stream = store.read_stream("s9", 10, 5).await.expect("reads");
+    assert_eq!(
+        stream.iter().map(|e| e.version).collect::<Vec<_>>(),
+        vec![10, 11, 12, 13, 14]
+    );
+    assert_eq!(verify(&store).await.expect("verifies"), report);
+    let again = store
+        .append(AppendRequest::new("s1", ExpectedVersion::Any, vec![event(1)]).command_id("thirty"))
+        .await
+        .expect("first outcome");
+    assert!(again.duplicate);
+    assert_eq!(
+        (again.stream.as_str(), again.position, again.events),
+        ("s9", 30, 30)
+    );
+    // New groups go in as runs beside the old keys, and the whole reads and verifies.
+    store
+        .append(AppendRequest::new(
+            "s9",
+            ExpectedVersion::Exactly(30),
+            (0..10).map(event).collect(),
+        ))
+        .await
+        .expect("appends");
+    drop(store);
+    let store = SledStore::open(dir.path(), SledOptions::default()).expect("reopens");
+    assert_eq!(store.head(), 45);
+    assert_eq!(verify(&store).await.expect("verifies").events, 45);
+    assert_eq!(store.read_all(30, 100).await.expect("reads").len(), 15);
+}
+
 #[tokio::test]
 async fn verify_names_an_edited_event() {
     let dir = tempfile::tempdir().expect("temporary directory");

@@ -80,6 +80,7 @@ suite!(
     an_empty_append_is_a_no_op,
     subscription_catches_up_then_follows_concurrent_appends,
     subscription_from_the_middle_starts_after_that_position,
+    a_groups_events_read_back_from_any_position,
 );
 
 async fn expected_versions_are_enforced(f: Fixture) {
@@ -462,6 +463,55 @@ async fn subscription_from_the_middle_starts_after_that_position(f: Fixture) {
         .await
         .expect("appends");
     assert_eq!(pending.await.expect("joins").expect("delivers"), 11);
+}
+
+/// A group's events are stored as runs of several events under one key: every read must
+/// find an event wherever it sits in its run.
+async fn a_groups_events_read_back_from_any_position(f: Fixture) {
+    let s = &f.store;
+    // One command of many events (several runs), then many small ones at once (one group).
+    s.append(append("big", ExpectedVersion::NoStream, 40))
+        .await
+        .expect("appends");
+    let tasks = (0..40u64).map(|n| {
+        let s = Arc::clone(s);
+        tokio::spawn(async move {
+            s.append(append(
+                &format!("s{}", n % 5),
+                ExpectedVersion::Any,
+                1 + n % 3,
+            ))
+            .await
+        })
+    });
+    futures_join(tasks).await;
+    let head = s.head();
+    assert_eq!(head, 40 + (0..40u64).map(|n| 1 + n % 3).sum::<u64>());
+    let all = s.read_all(0, 1000).await.expect("reads");
+    assert_eq!(
+        all.iter().map(|e| e.position).collect::<Vec<_>>(),
+        (1..=head).collect::<Vec<_>>()
+    );
+    for after in 0..head {
+        let page = s.read_all(after, 7).await.expect("reads");
+        let from = usize::try_from(after).expect("small");
+        let to = (from + 7).min(all.len());
+        assert_eq!(page, all[from..to], "a page after {after}");
+    }
+    for version in 1..=40 {
+        let events = s.read_stream("big", version, 3).await.expect("reads");
+        assert_eq!(
+            events.iter().map(|e| e.version).collect::<Vec<_>>(),
+            (version..=(version + 2).min(40)).collect::<Vec<_>>()
+        );
+    }
+    let again = s
+        .append(append("elsewhere", ExpectedVersion::Any, 1).command_id(&all[20].command_id))
+        .await
+        .expect("first outcome");
+    assert!(again.duplicate);
+    assert_eq!((again.stream.as_str(), again.position), ("big", 40));
+    verify(s.as_ref()).await.expect("verifies");
 }
 
 async fn futures_join<T: Send + 'static>(
