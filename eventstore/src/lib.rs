@@ -47,6 +47,16 @@ pub trait EventStore: Send + Sync + 'static {
     /// The log's events after `after` (positions start at 1), at most `limit`.
     async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<Envelope>, StoreError>;
 
+    /// `read_all`'s events unparsed: each position with the JSON of its envelope as stored,
+    /// for a reader that parses them straight into types of its own in one pass (a rebuild
+    /// of the read models). Positions are checked gap-free; the link of each event's
+    /// `prev_hash` to the event before is the reader's to check, as `read_all` does.
+    async fn read_all_stored(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
+
     /// The stream's current version, 0 when it has no event.
     async fn stream_version(&self, stream: &str) -> Result<u64, StoreError>;
 

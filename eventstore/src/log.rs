@@ -370,11 +370,13 @@ fn check_head<B: Backend>(backend: &B, chain: ChainHead) -> Result<(), StoreErro
 
 /// Reads events after `after`, checking on the way that positions are gap-free and each
 /// event links to the one before it.
-fn read_all<B: Backend>(
+/// The stored JSON of the events after `after`, at most `limit` (and the store's own limit),
+/// never past the acknowledged head, with their positions checked gap-free.
+fn read_all_stored<B: Backend>(
     shared: &Shared<B>,
     after: u64,
     limit: usize,
-) -> Result<Vec<Envelope>, StoreError> {
+) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
     let visible = shared.visible_head.load(Ordering::Acquire);
     let limit = limit.min(shared.limits.read_events_max);
     let last = visible.min(after.saturating_add(u64::try_from(limit).unwrap_or(u64::MAX)));
@@ -382,27 +384,38 @@ fn read_all<B: Backend>(
         return Ok(Vec::new());
     }
     let entries = stored::scan_events(&shared.backend, after + 1, last)?;
-    let mut events: Vec<Envelope> = Vec::with_capacity(entries.len());
-    for (expected, (position, bytes)) in (after + 1..).zip(&entries) {
+    for (expected, (position, _)) in (after + 1..).zip(&entries) {
         if *position != expected {
             return Err(StoreError::corrupt(expected, "missing event"));
         }
-        let envelope = stored::decode(expected, bytes)?;
+    }
+    if u64::try_from(entries.len()).unwrap_or(u64::MAX) != last - after {
+        return Err(StoreError::corrupt(
+            after + 1 + u64::try_from(entries.len()).unwrap_or(0),
+            "missing event",
+        ));
+    }
+    Ok(entries)
+}
+
+fn read_all<B: Backend>(
+    shared: &Shared<B>,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<Envelope>, StoreError> {
+    let entries = read_all_stored(shared, after, limit)?;
+    let mut events: Vec<Envelope> = Vec::with_capacity(entries.len());
+    for (position, bytes) in &entries {
+        let envelope = stored::decode(*position, bytes)?;
         if let Some(previous) = events.last() {
             if envelope.prev_hash != previous.hash {
                 return Err(StoreError::corrupt(
-                    expected,
+                    *position,
                     "prev_hash does not match the previous event's hash",
                 ));
             }
         }
         events.push(envelope);
-    }
-    if u64::try_from(events.len()).unwrap_or(u64::MAX) != last - after {
-        return Err(StoreError::corrupt(
-            after + 1 + u64::try_from(events.len()).unwrap_or(0),
-            "missing event",
-        ));
     }
     Ok(events)
 }
@@ -440,6 +453,14 @@ impl<B: Backend> EventStore for Log<B> {
 
     async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<Envelope>, StoreError> {
         self.read_events(after, limit)
+    }
+
+    async fn read_all_stored(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        read_all_stored(&self.shared, after, limit)
     }
 
     async fn stream_version(&self, stream: &str) -> Result<u64, StoreError> {

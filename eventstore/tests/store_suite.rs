@@ -5,8 +5,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use roster_eventstore::{
-    verify, AppendError, AppendRequest, EventStore, ExpectedVersion, MemoryStore, NewEvent,
-    SledOptions, SledStore, StoreError, StreamView,
+    verify, AppendError, AppendRequest, Envelope, EventStore, ExpectedVersion, MemoryStore,
+    NewEvent, SledOptions, SledStore, StoreError, StreamView,
 };
 use serde_json::json;
 
@@ -497,7 +497,19 @@ async fn a_groups_events_read_back_from_any_position(f: Fixture) {
         let from = usize::try_from(after).expect("small");
         let to = (from + 7).min(all.len());
         assert_eq!(page, all[from..to], "a page after {after}");
+        // The same events unparsed: each stored JSON is its envelope's.
+        let stored = s.read_all_stored(after, 7).await.expect("reads");
+        let parsed: Vec<Envelope> = stored
+            .iter()
+            .map(|(position, bytes)| {
+                let envelope: Envelope = serde_json::from_slice(bytes).expect("an envelope");
+                assert_eq!(envelope.position, *position);
+                envelope
+            })
+            .collect();
+        assert_eq!(parsed, all[from..to], "stored events after {after}");
     }
+    assert!(s.read_all_stored(head, 7).await.expect("reads").is_empty());
     for version in 1..=40 {
         let events = s.read_stream("big", version, 3).await.expect("reads");
         assert_eq!(

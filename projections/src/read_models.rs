@@ -164,6 +164,27 @@ impl ReadModels {
         fold.commit()
     }
 
+    /// A page of stored events parsed and decoded in one pass, each linked to the one before
+    /// by its `prev_hash` (as `read_all` checks its pages).
+    fn decode_stored(&self, page: &[(u64, Vec<u8>)]) -> Result<DecodedPage, ProjectionError> {
+        let mut envelopes: Vec<Envelope> = Vec::with_capacity(page.len());
+        let mut decoded = Vec::with_capacity(page.len());
+        for (position, bytes) in page {
+            let (envelope, event) = fold::decode_stored(&self.upcasters, *position, bytes)?;
+            if envelopes
+                .last()
+                .is_some_and(|previous| previous.hash != envelope.prev_hash)
+            {
+                return Err(ProjectionError::Corrupt(format!(
+                    "position {position}: prev_hash does not match the previous event's hash"
+                )));
+            }
+            envelopes.push(envelope);
+            decoded.push(event);
+        }
+        Ok((envelopes, decoded))
+    }
+
     fn decode(&self, envelopes: &[Envelope]) -> Result<Vec<Decoded>, ProjectionError> {
         envelopes
             .iter()
@@ -335,11 +356,11 @@ impl ReadModels {
             let after = stripe.page_after(index);
             // A store may answer a read with fewer events than asked (it has a limit of its
             // own): read until the page is whole or the log ends.
-            let mut page: Vec<Envelope> = Vec::new();
+            let mut page: Vec<(u64, Vec<u8>)> = Vec::new();
             while page.len() < stripe.page_events {
                 let read = after.saturating_add(u64::try_from(page.len()).unwrap_or(u64::MAX));
                 let wanted = stripe.page_events - page.len();
-                match handle.block_on(store.read_all(read, wanted)) {
+                match handle.block_on(store.read_all_stored(read, wanted)) {
                     Ok(events) if events.is_empty() => break,
                     Ok(events) if page.is_empty() => page = events,
                     Ok(events) => page.extend(events),
@@ -354,7 +375,7 @@ impl ReadModels {
                 break;
             }
             let last = page.len() < stripe.page_events;
-            let decoded = self.decode(&page).map(|decoded| Arc::new((page, decoded)));
+            let decoded = self.decode_stored(&page).map(Arc::new);
             let failed = decoded.is_err();
             lap(&mut decoding);
             let sent = send(decoded);
