@@ -375,10 +375,13 @@ pub async fn audit(
             .granted_by
             .as_ref()
             .map_or_else(|| "the admin".to_string(), |p| p.to_string());
+        // The domain's types print without padding: the widths apply to their text.
         let _ = writeln!(
             out,
             "{:<24}  {:<14}  {:<24}  {granted_by}",
-            member.principal, member.role, member.since
+            member.principal.to_string(),
+            member.role.to_string(),
+            member.since.to_string()
         );
     }
     Ok(out)

@@ -244,6 +244,11 @@ async fn audit_shows_the_history_and_the_rolemap_as_of_a_time() {
         tables.contains("bob") && !tables.contains("alice  "),
         "{tables}"
     );
+    // The rolemap's columns line up under its header.
+    assert!(
+        tables.contains(&format!("{:<24}  {:<14}  ", "bob", "editor")),
+        "{tables}"
+    );
     let before = roster(
         dir.path(),
         &["audit", "space/spc_42", "--as-of", "2000-01-01T00:00:00Z"],
