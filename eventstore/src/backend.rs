@@ -96,6 +96,40 @@ pub trait Backend: Send + Sync + 'static {
     }
 }
 
+/// A backend shared with whoever else holds it: a log owns one handle while a test keeps
+/// another, to read or edit the records the log wrote.
+impl<B: Backend> Backend for std::sync::Arc<B> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        B::get(self, key)
+    }
+
+    fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<Entry>, StoreError> {
+        B::scan(self, start, end, limit, reverse)
+    }
+
+    fn apply(&self, batch: Vec<Entry>) -> Result<(), StoreError> {
+        B::apply(self, batch)
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        B::sync(self)
+    }
+
+    fn sync_phased(&self, written_out: &mut dyn FnMut()) -> Result<(), StoreError> {
+        B::sync_phased(self, written_out)
+    }
+
+    fn close(&self) -> Result<(), StoreError> {
+        B::close(self)
+    }
+}
+
 /// A `BTreeMap` behind a lock: the in-memory store for tests and for hosts' own property tests.
 #[derive(Default)]
 pub struct MemoryBackend {

@@ -7,37 +7,9 @@ use std::sync::Arc;
 use roster_domain::{Event, Principal, ResourceId, RoleName, Timestamp as DomainTime, Via};
 use roster_eventstore::{
     AppendRequest, Backend, Entry, EventStore, ExpectedVersion, Limits, Log, MemoryBackend,
-    NewEvent, StoreError,
+    NewEvent,
 };
 use roster_projections::ReadModels;
-
-/// A backend the test keeps a handle on while a log owns it, to read and edit its records.
-#[derive(Clone, Default)]
-struct Shared(Arc<MemoryBackend>);
-
-impl Backend for Shared {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.0.get(key)
-    }
-
-    fn scan(
-        &self,
-        start: &[u8],
-        end: &[u8],
-        limit: usize,
-        reverse: bool,
-    ) -> Result<Vec<Entry>, StoreError> {
-        self.0.scan(start, end, limit, reverse)
-    }
-
-    fn apply(&self, batch: Vec<Entry>) -> Result<(), StoreError> {
-        self.0.apply(batch)
-    }
-
-    fn sync(&self) -> Result<(), StoreError> {
-        self.0.sync()
-    }
-}
 
 fn member(n: u64) -> Principal {
     Principal::parse(&format!("p{n}")).expect("valid")
@@ -79,8 +51,8 @@ fn event(n: u64) -> (String, Event) {
 }
 
 /// A log of `count` events appended one by one (so each is a record of its own).
-async fn filled(count: u64) -> (Shared, Log<Shared>) {
-    let backend = Shared::default();
+async fn filled(count: u64) -> (Arc<MemoryBackend>, Log<Arc<MemoryBackend>>) {
+    let backend = Arc::new(MemoryBackend::default());
     let log = Log::with_backend(backend.clone(), Limits::default()).expect("an empty log opens");
     for n in 1..=count {
         let (stream, event) = event(n);

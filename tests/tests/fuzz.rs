@@ -18,7 +18,7 @@ use proptest::test_runner::{Config, TestRunner};
 use roster_domain::{DomainError, InviteCode, ServerSecret, VerifiedCode};
 use roster_eventstore::{
     AppendRequest, Backend, ChainChecker, Entry, Envelope, EventStore, ExpectedVersion, Limits,
-    Log, MemoryBackend, NewEvent, StoreError,
+    Log, MemoryBackend, NewEvent,
 };
 use serde_json::json;
 
@@ -249,39 +249,11 @@ fn an_edited_envelope_that_still_decodes_breaks_the_chain() {
         .unwrap();
 }
 
-/// A backend the test can keep a handle on while a log owns it, to read back the raw
-/// records the log wrote.
-#[derive(Clone, Default)]
-struct Shared(Arc<MemoryBackend>);
-
-impl Backend for Shared {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.0.get(key)
-    }
-
-    fn scan(
-        &self,
-        start: &[u8],
-        end: &[u8],
-        limit: usize,
-        reverse: bool,
-    ) -> Result<Vec<Entry>, StoreError> {
-        self.0.scan(start, end, limit, reverse)
-    }
-
-    fn apply(&self, batch: Vec<Entry>) -> Result<(), StoreError> {
-        self.0.apply(batch)
-    }
-
-    fn sync(&self) -> Result<(), StoreError> {
-        self.0.sync()
-    }
-}
-
 /// Every raw record of a log of a few appends: events, the stream index, command
 /// outcomes and the chain head, whatever their keys.
 fn pristine_records(runtime: &tokio::runtime::Runtime) -> Vec<Entry> {
-    let backend = Shared::default();
+    // The log owns one handle on the backend; this one reads back what it wrote.
+    let backend = Arc::new(MemoryBackend::default());
     let log = Log::with_backend(backend.clone(), Limits::default()).expect("an empty log opens");
     runtime.block_on(async {
         for (stream, data) in [
