@@ -187,7 +187,9 @@ struct Inner {
     /// The log failed a write (disk full, I/O error): sled 0.34 keeps failing every later
     /// write once one failed, so only reopening the data directory recovers (`serve` does so
     /// once the directory takes writes again). Reported by `/healthz`.
-    store_failed: std::sync::atomic::AtomicBool,
+    /// Set by a failed append, and by the projector when it stops on an error (a read
+    /// model's write failed): either way this engine is done.
+    store_failed: Arc<std::sync::atomic::AtomicBool>,
     store: Arc<dyn EventStore>,
     close_store: Box<dyn Fn() + Send + Sync>,
     models: Arc<ReadModels>,
@@ -249,14 +251,20 @@ impl Engine {
         let highest = models.highest_number()?.max(highest_webhook);
         let numbers = Arc::new(NumberSequence::starting_at(highest + 1));
         let (applied_tx, applied) = watch::channel(models.checkpoint());
-        let projector = tokio::spawn(roster_projections::run_projector(
-            Arc::clone(&store),
-            Arc::clone(&models),
-            applied_tx,
-        ));
+        let store_failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let projecting =
+            roster_projections::run_projector(Arc::clone(&store), Arc::clone(&models), applied_tx);
+        let failed = Arc::clone(&store_failed);
+        let projector = tokio::spawn(async move {
+            let stopped = projecting.await;
+            if stopped.is_err() {
+                failed.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            stopped
+        });
         let cache = StateCache::new(config.cached_streams_max);
         let inner = Inner {
-            store_failed: std::sync::atomic::AtomicBool::new(false),
+            store_failed,
             store,
             close_store,
             models,
@@ -301,9 +309,9 @@ impl Engine {
         }
     }
 
-    /// Whether a write to the log has failed since open: this engine takes no commands again;
-    /// once the cause (a full disk, say) is gone, a new engine must be opened on the data
-    /// directory (`roster serve` does that itself).
+    /// Whether a write to the log or to the read models has failed since open: this engine
+    /// takes no commands again; once the cause (a full disk, say) is gone, a new engine must
+    /// be opened on the data directory (`roster serve` does that itself).
     pub fn store_failed(&self) -> bool {
         self.inner
             .store_failed
@@ -523,11 +531,6 @@ impl Engine {
             .await
             .map(|_| ())
             .map_err(|_| {
-                // The projector stopped: a read model's write failed (a full disk, say), or
-                // the engine is closing. Either way this engine is done; `serve` reopens it.
-                self.inner
-                    .store_failed
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 EngineError::Unavailable("the read models stopped following the log".into())
             })
     }
