@@ -207,6 +207,15 @@ fn key_str<'k>(key: &[u8], part: &'k [u8]) -> Result<&'k str, ProjectionError> {
     std::str::from_utf8(part).map_err(|_| corrupt(key, "a key that is not UTF-8"))
 }
 
+/// A part of `key` read as a domain name (a principal, a resource), or the key is corrupt.
+fn key_name<T, E: std::fmt::Display>(
+    key: &[u8],
+    part: &[u8],
+    parse: impl FnOnce(&str) -> Result<T, E>,
+) -> Result<T, ProjectionError> {
+    parse(key_str(key, part)?).map_err(|e| corrupt(key, &e.to_string()))
+}
+
 /// A history entry under `r ‖ resource ‖ position` (`History::by_resource`): the key holds the
 /// resource and the position, so the value holds the rest, its summary last and unframed (so
 /// it can be written in place, without a `String` first).
@@ -247,8 +256,7 @@ impl Record for HistoryEntry {
                 Some((key.get(2..end)?, u64::from_be_bytes(position)))
             })
             .ok_or_else(|| corrupt(key, "not a history key"))?;
-        let resource =
-            ResourceId::parse(key_str(key, resource)?).map_err(|e| corrupt(key, &e.to_string()))?;
+        let resource = key_name(key, resource, ResourceId::parse)?;
         let mut fields = Fields::new(key, bytes);
         let occurred_at = fields.time()?;
         let actor = fields.str()?.to_owned();
@@ -296,8 +304,7 @@ impl Record for MemberRecord {
 
     fn decode(key: &[u8], bytes: &[u8]) -> Result<Self, ProjectionError> {
         let parts = key_parts(key, 2).ok_or_else(|| corrupt(key, "not a member key"))?;
-        let principal =
-            Principal::parse(key_str(key, parts[1])?).map_err(|e| corrupt(key, &e.to_string()))?;
+        let principal = key_name(key, parts[1], Principal::parse)?;
         let mut fields = Fields::new(key, bytes);
         let record = MemberRecord {
             principal,
@@ -331,8 +338,7 @@ impl Record for MembershipRecord {
 
     fn decode(key: &[u8], bytes: &[u8]) -> Result<Self, ProjectionError> {
         let parts = key_parts(key, 2).ok_or_else(|| corrupt(key, "not a membership key"))?;
-        let resource =
-            ResourceId::parse(key_str(key, parts[1])?).map_err(|e| corrupt(key, &e.to_string()))?;
+        let resource = key_name(key, parts[1], ResourceId::parse)?;
         let mut fields = Fields::new(key, bytes);
         let record = MembershipRecord {
             resource,
