@@ -459,11 +459,27 @@ impl Engine {
             _ => {
                 // The first outcome, rebuilt from the log: nothing kept for it holds a secret.
                 let events = self.events_at(&appended).await.map_err(Retry::No)?;
+                let invitations = match &request.command {
+                    Command::Resource(
+                        command @ ResourceCommand::CreateInvitations { resource, .. },
+                    ) if !events.is_empty() => Some(
+                        self.first_invitation_batch(
+                            &request.actor,
+                            resource,
+                            command,
+                            *appended.positions().start(),
+                            events.clone(),
+                        )
+                        .await
+                        .map_err(Retry::No)?,
+                    ),
+                    _ => None,
+                };
                 Ok(Executed {
                     position: appended.position,
                     events,
                     duplicate: true,
-                    invitations: None,
+                    invitations,
                     actor_role: None,
                 })
             }
@@ -641,24 +657,110 @@ impl Engine {
         actor: Actor,
         command: ResourceCommand,
     ) -> Result<InvitationBatch, EngineError> {
-        let command = Command::Resource(command);
-        let entry = self.entry(&command.stream()).await?;
-        let inputs = self.inputs(&command).await?;
-        let Command::Resource(command) = command else {
-            unreachable!("built as a resource command above")
-        };
-        // Numbers are drawn only for emails that would be invited; none are kept.
-        let scratch_numbers = NumberSequence::starting_at(1);
-        let emails = ModelEmails(Arc::clone(&self.inner.models));
-        let ctx = roster_domain::Context::new(self.now(), actor, &inputs.schema)
-            .with_limits(&self.inner.config.limits)
-            .with_numbers(&scratch_numbers)
-            .with_known_emails(&emails)
-            .with_kind_usage(&inputs.usage);
+        let entry = self.entry(&command.resource().stream()).await?;
+        let inputs = self.inputs(&Command::Resource(command.clone())).await?;
         let cached = lock(&entry);
         match &cached.state {
-            StreamState::Resource(state) => Ok(create_invitations(state, &command, &ctx)?),
+            StreamState::Resource(state) => {
+                let numbers = NumberSequence::starting_at(self.inner.numbers.peek());
+                self.decide_invitations(state, &command, actor, self.now(), &inputs, &numbers)
+            }
             _ => Err(DomainError::InvalidRequest("not a resource".into()).into()),
+        }
+    }
+
+    /// `create_invitations` against `state` as it stands, appending nothing.
+    fn decide_invitations(
+        &self,
+        state: &ResourceState,
+        command: &ResourceCommand,
+        actor: Actor,
+        now: Timestamp,
+        inputs: &Inputs,
+        scratch_numbers: &NumberSequence,
+    ) -> Result<InvitationBatch, EngineError> {
+        let emails = ModelEmails(Arc::clone(&self.inner.models));
+        let ctx = roster_domain::Context::new(now, actor, &inputs.schema)
+            .with_limits(&self.inner.config.limits)
+            .with_numbers(scratch_numbers)
+            .with_known_emails(&emails)
+            .with_kind_usage(&inputs.usage);
+        Ok(create_invitations(state, command, &ctx)?)
+    }
+
+    /// The batch a `CreateInvitations` answered when it was first decided, for the same command
+    /// again (DESIGN section 5: the same key and body return the first response): the
+    /// invitations it created, from its logged `events`, and the addresses it did not invite
+    /// (members, pending, invalid), decided again against the resource as it stood just
+    /// before `first_position`, at the time the events occurred. The log keeps no response.
+    async fn first_invitation_batch(
+        &self,
+        actor: &Actor,
+        resource: &ResourceId,
+        command: &ResourceCommand,
+        first_position: u64,
+        events: Vec<Event>,
+    ) -> Result<InvitationBatch, EngineError> {
+        let occurred_ms = self
+            .inner
+            .store
+            .read_all(first_position - 1, 1)
+            .await?
+            .first()
+            .map_or(self.now().unix_ms(), |e| e.occurred_at.0);
+        let state = self.resource_before(resource, first_position).await?;
+        let inputs = self.inputs(&Command::Resource(command.clone())).await?;
+        let now = Timestamp::from_unix_ms(occurred_ms)?;
+        let invited: Vec<(Email, u64)> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::InvitationCreated { number, email, .. } => Some((email.clone(), *number)),
+                _ => None,
+            })
+            .collect();
+        // The numbers drawn the first time, unused in the state before: none are kept.
+        let first_number = invited.iter().map(|(_, n)| *n).min().unwrap_or(1);
+        let numbers = NumberSequence::starting_at(first_number);
+        let decided =
+            self.decide_invitations(&state, command, actor.clone(), now, &inputs, &numbers)?;
+        Ok(InvitationBatch {
+            events,
+            invited,
+            ..decided
+        })
+    }
+
+    /// A resource's state folded from the log up to, not including, the event at `position`:
+    /// from the newest snapshot taken before it, or from the stream's start.
+    async fn resource_before(
+        &self,
+        resource: &ResourceId,
+        position: u64,
+    ) -> Result<ResourceState, EngineError> {
+        let name = resource.stream().to_string();
+        let store = self.inner.store.as_ref();
+        let before = AsOf::Position(position.saturating_sub(1));
+        let (mut state, mut version) = match self
+            .inner
+            .snapshots
+            .latest(store, &name, Some(before))
+            .await?
+        {
+            Some(snapshot) => (snapshot.state, snapshot.version),
+            None => (ResourceState::default(), 0),
+        };
+        loop {
+            let page = store.read_stream(&name, version + 1, 4096).await?;
+            for envelope in &page {
+                if envelope.position >= position {
+                    return Ok(state);
+                }
+                state = state.evolve(&decode(envelope)?);
+                version = envelope.version;
+            }
+            if page.is_empty() {
+                return Ok(state);
+            }
         }
     }
 

@@ -524,41 +524,30 @@ pub async fn create_invitations(
         already_invited: Vec::new(),
         email_errors: Vec::new(),
     };
-    let numbers: Vec<u64> = match &executed.invitations {
-        Some(batch) => {
-            view.already_members = batch
-                .already_members
-                .iter()
-                .map(|e| e.to_string())
-                .collect();
-            view.already_invited = batch
-                .already_invited
-                .iter()
-                .map(|(e, n)| AlreadyInvited {
-                    email: e.to_string(),
-                    invitation_id: *n,
-                })
-                .collect();
-            view.email_errors = batch
-                .email_errors
-                .iter()
-                .map(|e| EmailErrorView {
-                    email: e.email.clone(),
-                    error: e.error.clone(),
-                })
-                .collect();
-            batch.invited.iter().map(|(_, n)| *n).collect()
-        }
-        // A repeated idempotency key: the invitations it created, rebuilt from its events.
-        None => executed
-            .events
-            .iter()
-            .filter_map(|e| match e {
-                Event::InvitationCreated { number, .. } => Some(*number),
-                _ => None,
-            })
-            .collect(),
-    };
+    // The engine answers a repeated key with the first batch too, rebuilt from the log.
+    let batch = executed.invitations.unwrap_or_default();
+    view.already_members = batch
+        .already_members
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    view.already_invited = batch
+        .already_invited
+        .iter()
+        .map(|(e, n)| AlreadyInvited {
+            email: e.to_string(),
+            invitation_id: *n,
+        })
+        .collect();
+    view.email_errors = batch
+        .email_errors
+        .iter()
+        .map(|e| EmailErrorView {
+            email: e.email.clone(),
+            error: e.error.clone(),
+        })
+        .collect();
+    let numbers = batch.invited.iter().map(|(_, n)| *n);
     for number in numbers {
         let record = invitation_record(&state, number)?;
         let invitation = InvitationView::of(&record, &state.engine, delivery_configured(&state))

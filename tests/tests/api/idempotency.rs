@@ -138,6 +138,44 @@ async fn a_repeated_accept_answers_as_the_first_did() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_invitation_batch_lists_every_address_as_the_first_did() {
+    let app = spawn_app().await;
+    app.register("space/s", "alice").await;
+    let alice = As::AdminFor("alice".into());
+    // bob is a member whose email is known, dana is invited already.
+    app.key("bob", &["read"], false, Some("bob@example.com"))
+        .await;
+    app.put(
+        "/v1/resources/space/s/members/bob",
+        &As::Admin,
+        json!({"role": "viewer"}),
+    )
+    .await;
+    let dana = app
+        .invite_one("space/s", &alice, "dana@example.com", None)
+        .await;
+    let path = "/v1/resources/space/s/invitations";
+    let body = json!({"emails": ["carol@example.com", "bob@example.com", "dana@example.com", "not-an-email"]});
+    let (status, _, first) = post_once(&app, path, &alice, "batch-1", &body).await;
+    assert_eq!(status, 201, "{first}");
+    assert_eq!(first["already_members"], json!(["bob@example.com"]));
+    assert_eq!(
+        first["already_invited"],
+        json!([{"email": "dana@example.com", "invitation_id": dana["id"]}])
+    );
+    assert_eq!(first["email_errors"][0]["email"], "not-an-email");
+    // What changed since must not show: carol is now invited and dana's invitation revoked,
+    // so deciding the batch afresh would answer differently.
+    let revoked = app.delete(&format!("{path}/{}", dana["id"]), &alice).await;
+    assert_eq!(revoked.status(), StatusCode::NO_CONTENT);
+    let events = event_count(&app).await;
+    let (again_status, _, again) = post_once(&app, path, &alice, "batch-1", &body).await;
+    assert_eq!(again_status, status);
+    assert_eq!(again, first, "the first response, every list of it");
+    assert_eq!(event_count(&app).await, events, "nothing appended");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refusal_is_not_remembered_and_a_bad_key_is_400() {
     let app = spawn_app().await;
     app.register("space/s", "alice").await;

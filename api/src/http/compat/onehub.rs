@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
-use roster_domain::{Command, EmailList, Event, InvitationBatch, ResourceCommand, RoleName};
+use roster_domain::{Command, EmailList, InvitationBatch, ResourceCommand, RoleName};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::ToSchema;
@@ -177,29 +177,8 @@ async fn invite(
     .await
     {
         Ok(executed) => {
-            let share = match &executed.invitations {
-                Some(batch) => share_of(batch, &requested),
-                // A repeated Idempotency-Key: the invitations it made, rebuilt from its events.
-                None => {
-                    let invited = executed
-                        .events
-                        .iter()
-                        .filter_map(|e| match e {
-                            Event::InvitationCreated { number, email, .. } => {
-                                Some((email.clone(), *number))
-                            }
-                            _ => None,
-                        })
-                        .collect();
-                    share_of(
-                        &InvitationBatch {
-                            invited,
-                            ..InvitationBatch::default()
-                        },
-                        &requested,
-                    )
-                }
-            };
+            // A repeated Idempotency-Key gets the first batch too, rebuilt by the engine.
+            let share = share_of(&executed.invitations.unwrap_or_default(), &requested);
             Ok(json(StatusCode::CREATED, OnehubShareBody { share }))
         }
         Err(refusal) if refusal.status == StatusCode::UNPROCESSABLE_ENTITY => {

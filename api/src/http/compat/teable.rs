@@ -364,35 +364,20 @@ pub async fn email_invitations(
             )
             .await
             {
-                Ok(executed) => match &executed.invitations {
-                    Some(batch) => {
-                        // An address with a pending invitation keeps it: answering with that
-                        // invitation makes a repeated request harmless.
-                        for (email, number) in batch.invited.iter().chain(&batch.already_invited) {
-                            out.insert(
-                                email.to_string(),
-                                TeableEmailInvitation {
-                                    invitation_id: number.to_string(),
-                                },
-                            );
-                        }
+                Ok(executed) => {
+                    // An address with a pending invitation keeps it: answering with that
+                    // invitation makes a repeated request harmless. A repeated key gets the
+                    // first batch, rebuilt by the engine.
+                    let batch = executed.invitations.unwrap_or_default();
+                    for (email, number) in batch.invited.iter().chain(&batch.already_invited) {
+                        out.insert(
+                            email.to_string(),
+                            TeableEmailInvitation {
+                                invitation_id: number.to_string(),
+                            },
+                        );
                     }
-                    None => {
-                        for event in &executed.events {
-                            if let roster_domain::Event::InvitationCreated {
-                                number, email, ..
-                            } = event
-                            {
-                                out.insert(
-                                    email.to_string(),
-                                    TeableEmailInvitation {
-                                        invitation_id: number.to_string(),
-                                    },
-                                );
-                            }
-                        }
-                    }
-                },
+                }
                 // Nobody new was invited: every address was a member already or invited already.
                 Err(refusal) if refusal.code == "invalid_email" => {
                     let outcome = state
