@@ -15,7 +15,7 @@ mod snapshots;
 mod summary;
 
 pub use as_of::{rolemap_as_of, AsOf};
-pub use kv::{MemoryTree, Row, Tree};
+pub use kv::{Change, MemoryTree, Row, Tree};
 pub use projector::run_projector;
 pub use read_models::{Page, ReadModels};
 pub use records::{

@@ -108,7 +108,9 @@ impl ReadModels {
         }
     }
 
-    fn open(
+    /// The read models in trees `open_tree` gives for each model's name: for a host with
+    /// storage of its own, and for tests that make a tree fail.
+    pub fn open(
         mut open_tree: impl FnMut(&str) -> Result<Arc<dyn Tree>, ProjectionError>,
     ) -> Result<ReadModels, ProjectionError> {
         let mut models = Vec::new();

@@ -137,3 +137,86 @@ async fn the_walk_through_on_sled_survives_a_restart() {
     );
     engine.close().await;
 }
+
+/// A read model's tree whose writes fail once `failing` is set, as on a full disk.
+struct FailingTree {
+    rows: roster_projections::MemoryTree,
+    failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl roster_projections::Tree for FailingTree {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, roster_projections::ProjectionError> {
+        self.rows.get(key)
+    }
+
+    fn scan_prefix(
+        &self,
+        prefix: &[u8],
+        from: &[u8],
+        limit: usize,
+    ) -> Result<Vec<roster_projections::Row>, roster_projections::ProjectionError> {
+        self.rows.scan_prefix(prefix, from, limit)
+    }
+
+    fn apply(
+        &self,
+        changes: &[roster_projections::Change<'_>],
+    ) -> Result<(), roster_projections::ProjectionError> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(roster_projections::ProjectionError::Io(
+                "no space left on device".into(),
+            ));
+        }
+        self.rows.apply(changes)
+    }
+
+    fn clear(&self) -> Result<(), roster_projections::ProjectionError> {
+        self.rows.clear()
+    }
+}
+
+#[tokio::test]
+async fn a_read_model_that_cannot_be_written_fails_the_engine_and_the_commands_after_it() {
+    let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let models = roster_projections::ReadModels::open(|_| {
+        Ok(std::sync::Arc::new(FailingTree {
+            rows: roster_projections::MemoryTree::default(),
+            failing: std::sync::Arc::clone(&failing),
+        }) as std::sync::Arc<dyn roster_projections::Tree>)
+    })
+    .expect("opens");
+    let config = EngineConfig::new(ServerSecret::new(b"read-model-failure".to_vec()));
+    let engine = Engine::in_memory_with(models, config)
+        .await
+        .expect("starts");
+    let register = |id: &str| {
+        Request::new(
+            Actor::Admin,
+            Command::Resource(ResourceCommand::RegisterResource {
+                resource: ResourceId::parse(id).expect("a valid resource"),
+                owner: principal("alice"),
+                parent: None,
+            }),
+        )
+    };
+    engine
+        .execute(register("space/a"))
+        .await
+        .expect("registers");
+    assert!(!engine.store_failed());
+
+    // The log takes the next command; its read models cannot follow.
+    failing.store(true, std::sync::atomic::Ordering::SeqCst);
+    let refused = engine.execute(register("space/b")).await;
+    assert!(
+        matches!(refused, Err(EngineError::Unavailable(_))),
+        "{refused:?}"
+    );
+    assert!(engine.store_failed(), "the engine says it failed");
+    // Nor does it answer as if it had recovered once the writes would succeed again: a new
+    // engine must be opened (`roster serve` does that itself).
+    failing.store(false, std::sync::atomic::Ordering::SeqCst);
+    let after = engine.execute(register("space/c")).await;
+    assert!(after.is_err(), "{after:?}");
+    assert!(engine.store_failed());
+}

@@ -225,12 +225,21 @@ impl Engine {
 
     /// The engine in memory: the same code paths, nothing on disk.
     pub async fn in_memory(config: EngineConfig) -> Result<Engine, EngineError> {
+        Engine::in_memory_with(ReadModels::in_memory(), config).await
+    }
+
+    /// The engine on an in-memory log with read models of the host's (see
+    /// `ReadModels::open`): for storage of its own, and for tests that make a model fail.
+    pub async fn in_memory_with(
+        models: ReadModels,
+        config: EngineConfig,
+    ) -> Result<Engine, EngineError> {
         let store = Arc::new(MemoryStore::in_memory());
         let closer = Arc::clone(&store);
         Engine::start(
             store,
             Box::new(move || closer.close()),
-            ReadModels::in_memory(),
+            models,
             Snapshots::in_memory(),
             config,
         )
