@@ -97,6 +97,16 @@ async fn snapshot_of(
     }
 }
 
+/// The directory of the one stream that has snapshots under `root`.
+fn only_stream_dir(root: &std::path::Path) -> std::path::PathBuf {
+    std::fs::read_dir(root)
+        .expect("lists")
+        .next()
+        .expect("one stream")
+        .expect("reads")
+        .path()
+}
+
 #[tokio::test]
 async fn a_past_rolemap_from_snapshots_equals_the_full_fold_at_every_position_and_time() {
     let store = MemoryStore::in_memory();
@@ -171,12 +181,7 @@ async fn a_snapshot_in_a_format_this_code_does_not_read_is_passed_over() {
         Some(8)
     );
     // Version 8 as a later format would write it, and version 6 torn by a crash.
-    let stream_dir = std::fs::read_dir(dir.path().join("snapshots"))
-        .expect("lists")
-        .next()
-        .expect("one stream")
-        .expect("reads")
-        .path();
+    let stream_dir = only_stream_dir(&dir.path().join("snapshots"));
     for file in std::fs::read_dir(&stream_dir).expect("lists") {
         let path = file.expect("reads").path();
         let name = path.file_name().and_then(|n| n.to_str()).expect("UTF-8");
@@ -201,12 +206,7 @@ async fn a_save_removes_temporary_files_left_long_ago_and_keeps_young_ones() {
     snapshots
         .save(STREAM, &snapshot_of(&store, 1, &states[0]).await)
         .expect("saves");
-    let stream_dir = std::fs::read_dir(dir.path().join("snapshots"))
-        .expect("lists")
-        .next()
-        .expect("one stream")
-        .expect("reads")
-        .path();
+    let stream_dir = only_stream_dir(&dir.path().join("snapshots"));
     // One save that never finished an hour ago, one that may be in progress.
     let stale = stream_dir.join(".5000.tmp");
     let young = stream_dir.join(".5001.tmp");

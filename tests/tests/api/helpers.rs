@@ -290,6 +290,26 @@ impl TestApp {
             .collect()
     }
 
+    /// Makes `principal` a member of `resource` at `role` whose email the server knows (its
+    /// key's), so an invitation to that email finds a member already.
+    pub async fn member_with_email(
+        &self,
+        resource: &str,
+        principal: &str,
+        email: &str,
+        role: &str,
+    ) {
+        self.key(principal, &["read"], false, Some(email)).await;
+        let response = self
+            .put(
+                &format!("/v1/resources/{resource}/members/{principal}"),
+                &As::Admin,
+                json!({ "role": role }),
+            )
+            .await;
+        assert!(response.status().is_success(), "{}", response.status());
+    }
+
     /// Issues a key with the admin token and returns it.
     pub async fn key(
         &self,

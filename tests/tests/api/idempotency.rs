@@ -143,14 +143,8 @@ async fn a_repeated_invitation_batch_lists_every_address_as_the_first_did() {
     app.register("space/s", "alice").await;
     let alice = As::AdminFor("alice".into());
     // bob is a member whose email is known, dana is invited already.
-    app.key("bob", &["read"], false, Some("bob@example.com"))
+    app.member_with_email("space/s", "bob", "bob@example.com", "viewer")
         .await;
-    app.put(
-        "/v1/resources/space/s/members/bob",
-        &As::Admin,
-        json!({"role": "viewer"}),
-    )
-    .await;
     let dana = app
         .invite_one("space/s", &alice, "dana@example.com", None)
         .await;

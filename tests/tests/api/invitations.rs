@@ -34,14 +34,8 @@ fn emails(list: &Value) -> Vec<String> {
 async fn each_email_gets_its_own_outcome() {
     let app = space().await;
     // bob is a member whose email is known (his key's), dana is invited already.
-    app.key("bob", &["read"], false, Some("bob@example.com"))
+    app.member_with_email("space/s", "bob", "bob@example.com", "viewer")
         .await;
-    app.put(
-        "/v1/resources/space/s/members/bob",
-        &As::Admin,
-        json!({"role": "viewer"}),
-    )
-    .await;
     let dana = app
         .invite_one("space/s", &alice(), "dana@example.com", None)
         .await;
