@@ -170,6 +170,39 @@ async fn a_repeated_invitation_batch_lists_every_address_as_the_first_did() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_teable_email_invitation_answers_every_address_as_the_first_did() {
+    let app = spawn_app().await;
+    app.register("space/spc_seed", "alice").await;
+    let alice = As::Key(app.key("alice", &["read", "write"], false, None).await);
+    let dana = app
+        .invite_one(
+            "space/spc_seed",
+            &As::AdminFor("alice".into()),
+            "dana@example.com",
+            None,
+        )
+        .await;
+    let path = "/api/space/spc_seed/invitation/email";
+    let body = json!({"emails": ["dana@example.com", "erin@example.com"], "role": "viewer"});
+    let (status, _, first) = post_once(&app, path, &alice, "teable-1", &body).await;
+    assert_eq!(status, 201, "{first}");
+    // Teable answers an address invited already with its pending invitation.
+    assert_eq!(
+        first["dana@example.com"]["invitationId"],
+        dana["id"].to_string()
+    );
+    let revoked = app
+        .delete(
+            &format!("/v1/resources/space/spc_seed/invitations/{}", dana["id"]),
+            &As::AdminFor("alice".into()),
+        )
+        .await;
+    assert_eq!(revoked.status(), StatusCode::NO_CONTENT);
+    let (again_status, _, again) = post_once(&app, path, &alice, "teable-1", &body).await;
+    assert_eq!((again_status, &again), (status, &first));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refusal_is_not_remembered_and_a_bad_key_is_400() {
     let app = spawn_app().await;
     app.register("space/s", "alice").await;
