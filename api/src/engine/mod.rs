@@ -467,16 +467,19 @@ impl Engine {
             }),
             _ => {
                 // The first outcome, rebuilt from the log: nothing kept for it holds a secret.
-                let events = self.events_at(&appended).await.map_err(Retry::No)?;
-                let invitations = match &request.command {
-                    Command::Resource(
-                        command @ ResourceCommand::CreateInvitations { resource, .. },
-                    ) if !events.is_empty() => Some(
+                let (events, occurred_ms) = self.events_at(&appended).await.map_err(Retry::No)?;
+                let invitations = match (&request.command, occurred_ms) {
+                    (
+                        Command::Resource(
+                            command @ ResourceCommand::CreateInvitations { resource, .. },
+                        ),
+                        Some(occurred_ms),
+                    ) => Some(
                         self.first_invitation_batch(
                             &request.actor,
                             resource,
                             command,
-                            *appended.positions().start(),
+                            (*appended.positions().start(), occurred_ms),
                             events.clone(),
                         )
                         .await
@@ -495,12 +498,14 @@ impl Engine {
         }
     }
 
+    /// A command's events as the log holds them, and when the first occurred (Unix ms; `None`
+    /// when it appended nothing).
     async fn events_at(
         &self,
         appended: &roster_eventstore::Appended,
-    ) -> Result<Vec<Event>, EngineError> {
+    ) -> Result<(Vec<Event>, Option<i64>), EngineError> {
         if appended.events == 0 {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), None));
         }
         let first = *appended.positions().start();
         let envelopes = self
@@ -511,7 +516,9 @@ impl Engine {
                 usize::try_from(appended.events).unwrap_or(usize::MAX),
             )
             .await?;
-        envelopes.into_iter().map(|e| decode(&e)).collect()
+        let occurred_ms = envelopes.first().map(|e| e.occurred_at.0);
+        let events = envelopes.iter().map(decode).collect::<Result<_, _>>()?;
+        Ok((events, occurred_ms))
     }
 
     /// What a decision needs from outside its stream, gathered before it is queued.
@@ -701,22 +708,16 @@ impl Engine {
     /// again (DESIGN section 5: the same key and body return the first response): the
     /// invitations it created, from its logged `events`, and the addresses it did not invite
     /// (members, pending, invalid), decided again against the resource as it stood just
-    /// before `first_position`, at the time the events occurred. The log keeps no response.
+    /// before the first of them, at the time it occurred (`first`: its position and Unix ms).
+    /// The log keeps no response.
     async fn first_invitation_batch(
         &self,
         actor: &Actor,
         resource: &ResourceId,
         command: &ResourceCommand,
-        first_position: u64,
+        (first_position, occurred_ms): (u64, i64),
         events: Vec<Event>,
     ) -> Result<InvitationBatch, EngineError> {
-        let occurred_ms = self
-            .inner
-            .store
-            .read_all(first_position - 1, 1)
-            .await?
-            .first()
-            .map_or(self.now().unix_ms(), |e| e.occurred_at.0);
         let state = self.resource_before(resource, first_position).await?;
         let inputs = self.inputs(&Command::Resource(command.clone())).await?;
         let now = Timestamp::from_unix_ms(occurred_ms)?;
