@@ -26,6 +26,33 @@ pub async fn rolemap_as_of(
     resource: &ResourceId,
     as_of: AsOf,
 ) -> Result<Option<(Vec<MemberRecord>, u64)>, ProjectionError> {
+    let (state, reached) = state_as_of(store, snapshots, resource, as_of).await?;
+    if state.registered().is_none() {
+        return Ok(None);
+    }
+    let members = state
+        .members()
+        .iter()
+        .map(|(principal, m)| MemberRecord {
+            principal: principal.clone(),
+            role: m.role.clone(),
+            since: m.since,
+            granted_by: m.granted_by.clone(),
+            via: m.via,
+        })
+        .collect();
+    Ok(Some((members, reached)))
+}
+
+/// The resource's whole state at that moment, folded with the domain's `evolve` (from the
+/// newest snapshot at or before it, with `snapshots`), and the position it reflects; the
+/// default state when the resource did not exist yet.
+pub async fn state_as_of(
+    store: &dyn EventStore,
+    snapshots: Option<&Snapshots>,
+    resource: &ResourceId,
+    as_of: AsOf,
+) -> Result<(ResourceState, u64), ProjectionError> {
     let upcasters = Upcasters::new();
     let stream = resource.stream().to_string();
     let snapshot = match snapshots {
@@ -57,19 +84,5 @@ pub async fn rolemap_as_of(
             reached = envelope.position;
         }
     }
-    if state.registered().is_none() {
-        return Ok(None);
-    }
-    let members = state
-        .members()
-        .iter()
-        .map(|(principal, m)| MemberRecord {
-            principal: principal.clone(),
-            role: m.role.clone(),
-            since: m.since,
-            granted_by: m.granted_by.clone(),
-            via: m.via,
-        })
-        .collect();
-    Ok(Some((members, reached)))
+    Ok((state, reached))
 }

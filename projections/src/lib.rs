@@ -14,7 +14,7 @@ mod records;
 mod snapshots;
 mod summary;
 
-pub use as_of::{rolemap_as_of, AsOf};
+pub use as_of::{rolemap_as_of, state_as_of, AsOf};
 pub use kv::{Change, MemoryTree, Row, Tree};
 pub use projector::run_projector;
 pub use read_models::{Page, ReadModels};

@@ -277,16 +277,20 @@ impl Snapshots {
 fn remove_stale_temporaries(dir: &Path) -> Result<(), ProjectionError> {
     for file in std::fs::read_dir(dir).map_err(io_error)? {
         let file = file.map_err(io_error)?;
-        let temporary = file
+        if !file
             .file_name()
             .to_str()
-            .is_some_and(|n| n.ends_with(".tmp"));
+            .is_some_and(|n| n.ends_with(".tmp"))
+        {
+            continue;
+        }
+        // Only temporary files are looked at: a stream's snapshots are not stat'ed per save.
         let age = file
             .metadata()
             .and_then(|m| m.modified())
             .ok()
             .and_then(|modified| modified.elapsed().ok());
-        if temporary && age.is_some_and(|age| age > STALE_TEMPORARY) {
+        if age.is_some_and(|age| age > STALE_TEMPORARY) {
             match std::fs::remove_file(file.path()) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_error(e)),
                 _ => {}

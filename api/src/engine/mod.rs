@@ -23,8 +23,9 @@ use roster_eventstore::{
     SledStore, StoreError, StreamView,
 };
 use roster_projections::{
-    rolemap_as_of, ApiKeyRow, AsOf, HistoryEntry, InvitationRecord, InviteRecord, LinkRecord,
-    MemberRecord, MembershipRecord, Page, ProjectionError, ReadModels, ResourceRecord, Snapshots,
+    rolemap_as_of, state_as_of, ApiKeyRow, AsOf, HistoryEntry, InvitationRecord, InviteRecord,
+    LinkRecord, MemberRecord, MembershipRecord, Page, ProjectionError, ReadModels, ResourceRecord,
+    Snapshots,
 };
 use tokio::sync::watch;
 
@@ -718,7 +719,10 @@ impl Engine {
         (first_position, occurred_ms): (u64, i64),
         events: Vec<Event>,
     ) -> Result<InvitationBatch, EngineError> {
-        let state = self.resource_before(resource, first_position).await?;
+        // The resource just before the command's first event.
+        let before = AsOf::Position(first_position - 1);
+        let store = self.inner.store.as_ref();
+        let (state, _) = state_as_of(store, Some(&self.inner.snapshots), resource, before).await?;
         let inputs = self.inputs(&Command::Resource(command.clone())).await?;
         let now = Timestamp::from_unix_ms(occurred_ms)?;
         let invited: Vec<(Email, u64)> = events
@@ -738,40 +742,6 @@ impl Engine {
             invited,
             ..decided
         })
-    }
-
-    /// A resource's state folded from the log up to, not including, the event at `position`:
-    /// from the newest snapshot taken before it, or from the stream's start.
-    async fn resource_before(
-        &self,
-        resource: &ResourceId,
-        position: u64,
-    ) -> Result<ResourceState, EngineError> {
-        let name = resource.stream().to_string();
-        let store = self.inner.store.as_ref();
-        let before = AsOf::Position(position.saturating_sub(1));
-        let (mut state, mut version) = match self
-            .inner
-            .snapshots
-            .latest(store, &name, Some(before))
-            .await?
-        {
-            Some(snapshot) => (snapshot.state, snapshot.version),
-            None => (ResourceState::default(), 0),
-        };
-        loop {
-            let page = store.read_stream(&name, version + 1, 4096).await?;
-            for envelope in &page {
-                if envelope.position >= position {
-                    return Ok(state);
-                }
-                state = state.evolve(&decode(envelope)?);
-                version = envelope.version;
-            }
-            if page.is_empty() {
-                return Ok(state);
-            }
-        }
     }
 
     /// Declines an email invitation (a link's decline records nothing).
