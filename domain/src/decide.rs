@@ -225,8 +225,10 @@ impl Rules<'_> {
         if any_of.iter().any(|p| self.allows(standing, *p)) {
             Ok(())
         } else {
+            let names: Vec<&str> = any_of.iter().map(|p| p.name()).collect();
             Err(DomainError::Forbidden(format!(
-                "the actor lacks {any_of:?}"
+                "the actor lacks {}",
+                names.join(" or ")
             )))
         }
     }

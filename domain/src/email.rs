@@ -1,4 +1,5 @@
-//! Email addresses: a pragmatic validator, the normal form used for comparison, and email lists.
+//! Email addresses: a pragmatic validator, the normal form every comparison uses (DESIGN
+//! section 13), the form as written that mail goes to, and email lists.
 
 use std::fmt;
 
@@ -7,13 +8,20 @@ use serde::{Deserialize, Serialize};
 /// Longest address accepted, in characters (RFC 5321's path limit less the angle brackets).
 pub const EMAIL_CHARS_MAX: usize = 254;
 
-/// A validated email address in normal form: trimmed and lowercased.
+/// A validated email address: as it was written, and its normal form, which is what every
+/// comparison uses (DESIGN section 13).
 ///
-/// Roster compares addresses case-insensitively (DESIGN section 2), and keeping only the normal
-/// form means two spellings of one address can never become two invitations.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct Email(String);
+/// The normal form is the address trimmed, its domain in lowercase IDNA ASCII form, and its
+/// local part with the ASCII letters A-Z folded to a-z and every other character kept as
+/// written. No Unicode case folding: it would make the Kelvin sign (U+212A) equal to `k`, so a
+/// key with a look-alike address could accept kate's invitation, and it rewrites characters such
+/// as `İ` that a mail server may treat as part of a mailbox's name. Mail goes to the address as
+/// the inviter wrote it.
+#[derive(Debug, Clone)]
+pub struct Email {
+    written: String,
+    normal: String,
+}
 
 /// Why one address of a list was refused, as reported in `email_errors`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,8 +36,9 @@ impl Email {
     /// Validates and normalises one address.
     ///
     /// Deliberately pragmatic rather than RFC 5322: one `@`, a non-empty local part, a domain with
-    /// a dot and no empty label, no whitespace or control characters, at most 254 characters.
-    /// Whether the mailbox exists is the mail server's business.
+    /// a dot and no empty label that is a valid internationalised domain name, no whitespace,
+    /// control or format characters, at most 254 characters. Whether the mailbox exists is the
+    /// mail server's business.
     pub fn parse(text: &str) -> Result<Email, EmailError> {
         let trimmed = text.trim();
         let refuse = |why: &str| EmailError {
@@ -42,8 +51,10 @@ impl Email {
         if trimmed.chars().count() > EMAIL_CHARS_MAX {
             return Err(refuse("longer than 254 characters"));
         }
-        if trimmed.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(refuse("contains whitespace or control characters"));
+        if trimmed.chars().any(crate::text::is_invisible_or_space) {
+            return Err(refuse(
+                "contains whitespace, control or invisible format characters",
+            ));
         }
         if trimmed.chars().any(|c| {
             matches!(
@@ -65,30 +76,90 @@ impl Email {
         if !domain.contains('.') || domain.split('.').any(str::is_empty) {
             return Err(refuse("the domain needs a dot and no empty label"));
         }
-        Ok(Email(trimmed.to_lowercase()))
+        let ascii_domain = idna::domain_to_ascii(domain)
+            .ok()
+            .filter(|d| d.contains('.') && !d.split('.').any(str::is_empty))
+            .ok_or_else(|| refuse("the domain is not a valid domain name"))?;
+        let normal = format!("{}@{ascii_domain}", local.to_ascii_lowercase());
+        if normal.len() > EMAIL_CHARS_MAX {
+            return Err(refuse("longer than 254 characters in its ASCII form"));
+        }
+        Ok(Email {
+            written: trimmed.to_owned(),
+            normal,
+        })
     }
 
-    pub fn as_str(&self) -> &str {
-        &self.0
+    /// An address read back from the log, a snapshot or a read model: it was checked when it
+    /// was written (by the rules of then), so it is only normalised again, never refused, and
+    /// an old log still reads.
+    fn from_stored(text: String) -> Email {
+        let normal = match text.rsplit_once('@') {
+            Some((local, domain)) => {
+                let domain =
+                    idna::domain_to_ascii(domain).unwrap_or_else(|_| domain.to_ascii_lowercase());
+                format!("{}@{domain}", local.to_ascii_lowercase())
+            }
+            None => text.to_ascii_lowercase(),
+        };
+        Email {
+            written: text,
+            normal,
+        }
+    }
+
+    /// The normal form: what comparisons, lookups and indexes use.
+    pub fn normal(&self) -> &str {
+        &self.normal
+    }
+
+    /// The address as it was written (trimmed): what mail is sent to and views show.
+    pub fn written(&self) -> &str {
+        &self.written
+    }
+}
+
+impl PartialEq for Email {
+    fn eq(&self, other: &Email) -> bool {
+        self.normal == other.normal
+    }
+}
+
+impl Eq for Email {}
+
+impl PartialOrd for Email {
+    fn partial_cmp(&self, other: &Email) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Email {
+    fn cmp(&self, other: &Email) -> std::cmp::Ordering {
+        self.normal.cmp(&other.normal)
+    }
+}
+
+impl std::hash::Hash for Email {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.normal.hash(state);
     }
 }
 
 impl fmt::Display for Email {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.written)
     }
 }
 
-impl TryFrom<String> for Email {
-    type Error = String;
-    fn try_from(text: String) -> Result<Self, Self::Error> {
-        Email::parse(&text).map_err(|e| format!("invalid email {:?}: {}", e.email, e.error))
+impl Serialize for Email {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.written)
     }
 }
 
-impl From<Email> for String {
-    fn from(email: Email) -> String {
-        email.0
+impl<'de> Deserialize<'de> for Email {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Email, D::Error> {
+        String::deserialize(deserializer).map(Email::from_stored)
     }
 }
 
@@ -147,11 +218,51 @@ mod tests {
     use super::*;
 
     #[test]
-    fn normalises_by_trimming_and_lowercasing() {
-        assert_eq!(
-            Email::parse("  Ada@Example.ORG ").unwrap().as_str(),
-            "ada@example.org"
+    fn normalises_by_trimming_and_folding_ascii_only() {
+        let ada = Email::parse("  Ada@Example.ORG ").unwrap();
+        assert_eq!(ada.normal(), "ada@example.org");
+        assert_eq!(ada.written(), "Ada@Example.ORG");
+        assert_eq!(ada.to_string(), "Ada@Example.ORG");
+        assert_eq!(ada, Email::parse("ada@example.org").unwrap());
+    }
+
+    #[test]
+    fn look_alikes_stay_apart_and_are_written_as_given() {
+        let kate = Email::parse("kate@example.com").unwrap();
+        let kelvin = Email::parse("\u{212A}ate@example.com").unwrap();
+        assert_ne!(kelvin, kate, "the Kelvin sign is not a k");
+        assert_eq!(kelvin.normal(), "\u{212A}ate@example.com");
+        let dotted = Email::parse("İnci@example.com").unwrap();
+        assert_eq!(dotted.written(), "İnci@example.com");
+        assert_eq!(dotted.normal(), "İnci@example.com");
+        assert_ne!(dotted, Email::parse("i\u{307}nci@example.com").unwrap());
+        assert_ne!(
+            Email::parse("STRASSE@example.com").unwrap(),
+            Email::parse("straße@example.com").unwrap()
         );
+    }
+
+    #[test]
+    fn the_domain_is_compared_in_its_ascii_form() {
+        let unicode = Email::parse("anna@Bücher.Example").unwrap();
+        assert_eq!(unicode.normal(), "anna@xn--bcher-kva.example");
+        assert_eq!(unicode, Email::parse("anna@xn--bcher-kva.example").unwrap());
+        assert_eq!(unicode.written(), "anna@Bücher.Example");
+    }
+
+    #[test]
+    fn a_stored_address_reads_back_with_the_same_normal_form() {
+        for text in [
+            "Ada@Example.ORG",
+            "\u{212A}ate@example.com",
+            "anna@Bücher.Example",
+        ] {
+            let parsed = Email::parse(text).unwrap();
+            let json = serde_json::to_string(&parsed).unwrap();
+            let read: Email = serde_json::from_str(&json).unwrap();
+            assert_eq!(read.normal(), parsed.normal());
+            assert_eq!(read.written(), parsed.written());
+        }
     }
 
     #[test]
@@ -172,6 +283,11 @@ mod tests {
             "a@b@x.io",
             "ada@x.io,bob@y.io",
             "<ada@x.io>",
+            "ada\u{200B}@x.io",
+            "ada@x\u{202E}.io",
+            "\u{FEFF}ada@x.io",
+            "ada\u{00AD}@x.io",
+            "ada@xn--.io",
             &long,
         ] {
             assert!(Email::parse(bad).is_err(), "{bad:?} was accepted");
@@ -183,8 +299,9 @@ mod tests {
         let joined: EmailList = serde_json::from_str(r#""a@x.io, B@x.io ,,bad, A@X.io,""#).unwrap();
         let outcomes = joined.parse();
         assert_eq!(outcomes.len(), 3);
-        assert_eq!(outcomes[0].as_ref().unwrap().as_str(), "a@x.io");
-        assert_eq!(outcomes[1].as_ref().unwrap().as_str(), "b@x.io");
+        assert_eq!(outcomes[0].as_ref().unwrap().normal(), "a@x.io");
+        assert_eq!(outcomes[1].as_ref().unwrap().normal(), "b@x.io");
+        assert_eq!(outcomes[1].as_ref().unwrap().written(), "B@x.io");
         assert_eq!(outcomes[2].as_ref().unwrap_err().email, "bad");
 
         let items: EmailList = serde_json::from_str(r#"["a@x.io", ""]"#).unwrap();

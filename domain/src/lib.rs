@@ -17,6 +17,7 @@ mod schema;
 mod state;
 #[cfg(feature = "proptest")]
 pub mod strategies;
+mod text;
 mod time;
 mod webhooks;
 

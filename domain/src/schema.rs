@@ -26,6 +26,29 @@ impl Privilege {
         Privilege::ManageMembers,
         Privilege::ViewHistory,
     ];
+
+    /// The name the API and every message use (its serde name): `manage_members`, never the
+    /// variant's.
+    pub fn name(self) -> &'static str {
+        match self {
+            Privilege::ViewMembers => "view_members",
+            Privilege::Invite => "invite",
+            Privilege::ManageInvitations => "manage_invitations",
+            Privilege::ManageMembers => "manage_members",
+            Privilege::ViewHistory => "view_history",
+        }
+    }
+
+    /// The privilege of that name, if any.
+    pub fn parse(name: &str) -> Option<Privilege> {
+        Privilege::ALL.into_iter().find(|p| p.name() == name)
+    }
+}
+
+impl std::fmt::Display for Privilege {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// A role's name: matched case-insensitively, so kept lowercase; `[a-z][a-z0-9_-]{0,31}` once lowered.

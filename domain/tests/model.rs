@@ -790,7 +790,7 @@ impl Roster {
                     .map_or(1, |i| i.generation.saturating_sub(generations_back));
                 let invitee = state(resource)
                     .invitation(number)
-                    .and_then(|i| (0..PRINCIPALS).find(|p| email_of(*p) == i.email.as_str()));
+                    .and_then(|i| (0..PRINCIPALS).find(|p| email_of(*p) == i.email.normal()));
                 let actor = match invitee {
                     Some(principal) if as_invitee => ActorPick::Principal(principal),
                     _ => actor,
@@ -857,7 +857,7 @@ impl Roster {
         let principal_index = |p: &Principal| -> usize { p.as_str()[1..].parse().unwrap() };
         let email_index = |e: &Email| {
             (0..=PRINCIPALS)
-                .find(|i| email_of(*i) == e.as_str())
+                .find(|i| email_of(*i) == e.normal())
                 .unwrap()
         };
         let rank = |role: &RoleName| self.schema.rank(role).unwrap();

@@ -43,6 +43,8 @@ const ALLOWED: &[&str] = &[
     "base64",
     "hex",
     "hmac",
+    // UTS 46 domain mapping (IDNA): tables and string work only.
+    "idna",
     "sha2",
     "subtle",
     "serde",

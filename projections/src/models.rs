@@ -320,7 +320,7 @@ impl Invitations {
 
     fn close(batch: &mut Batch<'_>, number: u64, closure: Closure) -> Result<(), ProjectionError> {
         let mut invitation = Invitations::invitation(batch, number)?;
-        batch.delete(Invitations::pending(invitation.email.as_str(), number));
+        batch.delete(Invitations::pending(invitation.email.normal(), number));
         invitation.closure = Some(closure);
         Invitations::put(batch, InviteRecord::Email(invitation));
         Ok(())
@@ -340,8 +340,10 @@ impl Projection for Invitations {
         "invitations"
     }
 
+    /// 2: open invitations are keyed by the address's normal form of DESIGN section 13 (ASCII
+    /// letters folded, the domain in IDNA ASCII form), not by its Unicode lowercase.
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn apply(&self, batch: &mut Batch<'_>, fact: &Fact<'_>) -> Result<(), ProjectionError> {
@@ -427,7 +429,7 @@ impl Projection for Invitations {
                     Vec::new(),
                 );
                 batch.put(
-                    Invitations::pending(email.as_str(), *number),
+                    Invitations::pending(email.normal(), *number),
                     resource.to_string().into_bytes(),
                 );
                 Invitations::put(batch, InviteRecord::Email(invitation));
@@ -577,8 +579,9 @@ impl Projection for Identity {
         "identity"
     }
 
+    /// 2: known emails are keyed by the address's normal form of DESIGN section 13.
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn apply(&self, batch: &mut Batch<'_>, fact: &Fact<'_>) -> Result<(), ProjectionError> {
@@ -610,7 +613,7 @@ impl Projection for Identity {
                 batch.put_record(Identity::key_by_digest(&row.digest), row);
                 if let Some(email) = email {
                     batch.put(
-                        Identity::email(email.as_str()),
+                        Identity::email(email.normal()),
                         principal.as_str().as_bytes().to_vec(),
                     );
                 }
@@ -630,7 +633,7 @@ impl Projection for Identity {
                 email, accepted_by, ..
             } => {
                 batch.put(
-                    Identity::email(email.as_str()),
+                    Identity::email(email.normal()),
                     accepted_by.as_str().as_bytes().to_vec(),
                 );
             }

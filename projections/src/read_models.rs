@@ -594,7 +594,7 @@ impl ReadModels {
         &self,
         email: &Email,
     ) -> Result<Vec<InvitationRecord>, ProjectionError> {
-        let under = prefix(&[b"e", email.as_str().as_bytes()]);
+        let under = prefix(&[b"e", email.normal().as_bytes()]);
         let mut records = Vec::new();
         for (key, _) in self
             .tree(INVITATIONS)
@@ -709,7 +709,7 @@ impl ReadModels {
 
     /// The principal that verified this email, if any did.
     pub fn known_principal(&self, email: &Email) -> Result<Option<Principal>, ProjectionError> {
-        match self.tree(IDENTITY).get(&Identity::email(email.as_str()))? {
+        match self.tree(IDENTITY).get(&Identity::email(email.normal()))? {
             Some(bytes) => Ok(Principal::parse(&String::from_utf8_lossy(&bytes)).ok()),
             None => Ok(None),
         }

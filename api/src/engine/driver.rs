@@ -261,7 +261,7 @@ impl Driver {
                 let invitee = self
                     .principals
                     .iter()
-                    .position(|p| format!("{p}@example.com") == email.as_str());
+                    .position(|p| format!("{p}@example.com") == email.normal());
                 let actor = match (as_invitee, invitee) {
                     (true, Some(index)) => self.actor(ActorPick::Principal(index))?,
                     _ => self.actor(*actor)?,

@@ -204,8 +204,8 @@ pub async fn put_schema(
             .privileges
             .iter()
             .map(|p| {
-                serde_json::from_value(serde_json::Value::from(p.as_str()))
-                    .map_err(|_| ApiError::invalid(format!("unknown privilege {p:?}")))
+                Privilege::parse(p)
+                    .ok_or_else(|| ApiError::invalid(format!("unknown privilege {p:?}")))
             })
             .collect::<ApiResult<BTreeSet<Privilege>>>()?;
         roles.push(RoleDef {
@@ -963,8 +963,8 @@ pub async fn check(
     let member = principal(&who)?;
     caller.may_speak_for(&member)?;
     let resource = parse_resource(&resource)?;
-    let privilege: Privilege = serde_json::from_value(serde_json::Value::from(privilege.as_str()))
-        .map_err(|_| ApiError::invalid(format!("unknown privilege {privilege:?}")))?;
+    let privilege = Privilege::parse(&privilege)
+        .ok_or_else(|| ApiError::invalid(format!("unknown privilege {privilege:?}")))?;
     let (allowed, role) = state.engine.check(&member, &resource, privilege).await?;
     Ok(ok(CheckView {
         allowed,

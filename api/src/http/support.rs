@@ -82,7 +82,7 @@ pub async fn authorize(
     } else {
         Err(ApiError::forbidden(format!(
             "{principal} lacks {} on {resource}",
-            super::views::privilege_name(privilege)
+            privilege.name()
         )))
     }
 }

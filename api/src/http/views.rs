@@ -112,26 +112,11 @@ impl From<&roster_domain::RoleSchema> for RoleSchemaView {
                 .iter()
                 .map(|r| RoleView {
                     name: r.name.to_string(),
-                    privileges: r
-                        .privileges
-                        .iter()
-                        .map(|p| privilege_name(*p).to_string())
-                        .collect(),
+                    privileges: r.privileges.iter().map(|p| p.name().to_string()).collect(),
                 })
                 .collect(),
             default_role: schema.default_role().to_string(),
         }
-    }
-}
-
-pub fn privilege_name(privilege: roster_domain::Privilege) -> &'static str {
-    use roster_domain::Privilege::*;
-    match privilege {
-        ViewMembers => "view_members",
-        Invite => "invite",
-        ManageInvitations => "manage_invitations",
-        ManageMembers => "manage_members",
-        ViewHistory => "view_history",
     }
 }
 

@@ -227,9 +227,10 @@ fn message(
     from: &Mailbox,
     invitation: &InvitationRecord,
 ) -> Result<Message, String> {
+    // The address as the inviter wrote it: its normal form only decides what equals what.
     let to: Mailbox = invitation
         .email
-        .as_str()
+        .written()
         .parse()
         .map_err(|e| format!("the address: {e}"))?;
     let code = engine

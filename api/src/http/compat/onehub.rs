@@ -241,7 +241,7 @@ fn share_of(batch: &InvitationBatch, requested: &[String]) -> OnehubShare {
         .iter()
         .filter(|text| {
             roster_domain::Email::parse(text)
-                .map_or(true, |email| !invited.contains(email.as_str()))
+                .map_or(true, |email| !invited.contains(email.normal()))
         })
         .map(String::as_str)
         .collect();
