@@ -394,6 +394,41 @@ impl Rules<'_> {
             .invitation(number)
             .ok_or_else(|| DomainError::NotFound(format!("invitation {number}")))
     }
+
+    /// The actor's standing for a command on one of the resource's links or invitations. One
+    /// who cannot see them (not a member, or a role without `view_members`, `invite` or
+    /// `manage_invitations`) is told `not_found` whether the number exists or not, so a
+    /// stranger cannot learn which numbers are a resource's by the 403 an existing one got.
+    fn standing_on_invites(
+        &self,
+        not_found: impl Fn() -> DomainError,
+    ) -> Result<Standing, DomainError> {
+        let sees = |standing: &Standing| {
+            [
+                Privilege::ViewMembers,
+                Privilege::Invite,
+                Privilege::ManageInvitations,
+            ]
+            .iter()
+            .any(|p| self.allows(standing, *p))
+        };
+        match self.standing() {
+            Ok(standing) if sees(&standing) => Ok(standing),
+            _ => Err(not_found()),
+        }
+    }
+
+    fn managed_link(&self, number: u64) -> Result<(Standing, &LinkState), DomainError> {
+        let standing =
+            self.standing_on_invites(|| DomainError::NotFound(format!("invite link {number}")))?;
+        Ok((standing, self.link(number)?))
+    }
+
+    fn managed_invitation(&self, number: u64) -> Result<(Standing, &InvitationState), DomainError> {
+        let standing =
+            self.standing_on_invites(|| DomainError::NotFound(format!("invitation {number}")))?;
+        Ok((standing, self.invitation(number)?))
+    }
 }
 
 /// Rule 6 for a link, with a presented code: refused if revoked, of an older generation, exhausted or expired.
@@ -629,8 +664,7 @@ fn change_link(
     expires_at: Option<Option<Timestamp>>,
     max_uses: Option<Option<u32>>,
 ) -> Result<Vec<Event>, DomainError> {
-    let standing = rules.standing()?;
-    let link = rules.link(number)?;
+    let (standing, link) = rules.managed_link(number)?;
     rules.require_may_manage(&standing, link.created_by.as_ref())?;
     if link.revoked {
         return Err(DomainError::InvitationRevoked);
@@ -686,8 +720,7 @@ fn change_link(
 }
 
 fn rotate_link(rules: &Rules<'_>, number: u64) -> Result<Vec<Event>, DomainError> {
-    let standing = rules.standing()?;
-    let link = rules.link(number)?;
+    let (standing, link) = rules.managed_link(number)?;
     rules.require_may_manage(&standing, link.created_by.as_ref())?;
     if link.revoked {
         return Err(DomainError::InvitationRevoked);
@@ -707,8 +740,7 @@ fn rotate_link(rules: &Rules<'_>, number: u64) -> Result<Vec<Event>, DomainError
 }
 
 fn revoke_link(rules: &Rules<'_>, number: u64) -> Result<Vec<Event>, DomainError> {
-    let standing = rules.standing()?;
-    let link = rules.link(number)?;
+    let (standing, link) = rules.managed_link(number)?;
     rules.require_may_manage(&standing, link.created_by.as_ref())?;
     if link.revoked {
         return Ok(vec![]);
@@ -836,8 +868,7 @@ pub fn create_invitations(
 }
 
 fn resend_invitation(rules: &Rules<'_>, number: u64) -> Result<Vec<Event>, DomainError> {
-    let standing = rules.standing()?;
-    let invitation = rules.invitation(number)?;
+    let (standing, invitation) = rules.managed_invitation(number)?;
     rules.require_may_manage(&standing, invitation.invited_by.as_ref())?;
     let now = rules.ctx.now;
     let was_expired = match invitation.status(now) {
@@ -871,8 +902,7 @@ fn resend_invitation(rules: &Rules<'_>, number: u64) -> Result<Vec<Event>, Domai
 }
 
 fn revoke_invitation(rules: &Rules<'_>, number: u64) -> Result<Vec<Event>, DomainError> {
-    let standing = rules.standing()?;
-    let invitation = rules.invitation(number)?;
+    let (standing, invitation) = rules.managed_invitation(number)?;
     rules.require_may_manage(&standing, invitation.invited_by.as_ref())?;
     match invitation.status(rules.ctx.now) {
         InvitationStatus::Revoked => Ok(vec![]),

@@ -33,7 +33,9 @@ pub use error::DomainError;
 pub use event::{Event, EventDecodeError, Via, EVENT_SCHEMA_VERSION};
 pub use ids::{is_valid_number, Kind, Principal, ResourceId, StreamId, NUMBER_LIMIT};
 pub use keys::{ApiKeyId, KeyDigest, Scope};
-pub use query::{preview, resolve_code, CodeKind, CodeStatus, Preview, Resolved};
+pub use query::{
+    may_see_code, preview, resolve_code, CodeKind, CodeStatus, CodeViewer, Preview, Resolved,
+};
 pub use schema::{KindUsage, Privilege, RoleDef, RoleName, RoleSchema, ROLES_PER_SCHEMA_MAX};
 pub use state::{
     ApiKeyRecord, ApiKeysState, DeliveryState, InvitationClosure, InvitationState,

@@ -134,3 +134,58 @@ pub fn preview(
         }
     })
 }
+
+/// Who is looking at a resource's links and invitations, for deciding whether their codes may
+/// be shown: the admin acting as nobody (`principal: None`), or a principal with its role on
+/// the resource, if it holds one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeViewer {
+    pub principal: Option<crate::Principal>,
+    pub role: Option<RoleName>,
+    /// False for a caller that may only read (a key without the `write` scope, an audit key):
+    /// a code is a credential, and nothing that only reads is handed one.
+    pub may_act: bool,
+}
+
+impl CodeViewer {
+    /// A caller that is shown no code.
+    pub fn none() -> CodeViewer {
+        CodeViewer {
+            principal: None,
+            role: None,
+            may_act: false,
+        }
+    }
+}
+
+/// Whether a link's or an invitation's code (and the URL that carries it) may be shown to
+/// `viewer` (DESIGN section 5): to the admin acting as nobody, to its creator, and to anyone
+/// who could have created it themselves: `invite` or `manage_invitations`, ranking at or above
+/// its role (rule 1). Anyone else who may list it sees it without its code: a viewer who could
+/// copy a creator's code from a list could accept it and be raised to the creator's role.
+pub fn may_see_code(
+    schema: &crate::RoleSchema,
+    viewer: &CodeViewer,
+    creator: Option<&crate::Principal>,
+    role: &RoleName,
+) -> bool {
+    if !viewer.may_act {
+        return false;
+    }
+    let Some(principal) = &viewer.principal else {
+        return true;
+    };
+    if creator == Some(principal) {
+        return true;
+    }
+    let Some(own) = &viewer.role else {
+        return false;
+    };
+    let may_invite = schema.allows(own, crate::Privilege::Invite)
+        || schema.allows(own, crate::Privilege::ManageInvitations);
+    let ranks_at_or_above = match (schema.rank(own), schema.rank(role)) {
+        (Some(own_rank), Some(role_rank)) => own_rank <= role_rank,
+        _ => false,
+    };
+    may_invite && ranks_at_or_above
+}

@@ -596,6 +596,24 @@ fn cases() -> Vec<(&'static str, Verdict)> {
                 .then_error("forbidden"),
         ),
         (
+            "code not_found: a stranger learns nothing of an existing link by its number",
+            r(team_and([link(5, "viewer", Some("carol"))]))
+                .when(revoke_link(5), by("stranger"))
+                .then_error("not_found"),
+        ),
+        (
+            "code not_found: nor of a missing one, alike",
+            r(team_and([link(5, "viewer", Some("carol"))]))
+                .when(rotate(99), by("stranger"))
+                .then_error("not_found"),
+        ),
+        (
+            "code not_found: a stranger resending an existing invitation",
+            r(team_and([invited(7, "zoe@x.io", "viewer", None)]))
+                .when(resend(7), by("stranger"))
+                .then_error("not_found"),
+        ),
+        (
             "code not_found: an unregistered resource",
             r(vec![])
                 .when(create_link("viewer"), admin())

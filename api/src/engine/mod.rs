@@ -140,6 +140,21 @@ pub struct Accepted {
     pub position: u64,
 }
 
+/// A caller's standing for seeing codes on one resource: see [`Engine::code_access`].
+#[derive(Debug, Clone)]
+pub struct CodeAccess {
+    viewer: roster_domain::CodeViewer,
+    schema: RoleSchema,
+}
+
+impl CodeAccess {
+    /// Whether the code of a link or invitation made by `creator` for `role` may be shown
+    /// (the domain's rule, `roster_domain::may_see_code`).
+    pub fn shows(&self, creator: Option<&Principal>, role: &RoleName) -> bool {
+        roster_domain::may_see_code(&self.schema, &self.viewer, creator, role)
+    }
+}
+
 /// What an API key is issued for.
 #[derive(Debug, Clone)]
 pub struct KeyRequest {
@@ -788,6 +803,33 @@ impl Engine {
             .invite(verified.number())?
             .ok_or(DomainError::InvitationNotFound)?;
         Ok((record.resource().clone(), verified))
+    }
+
+    /// Who `actor` is on `resource` when it looks at links and invitations, for deciding which
+    /// codes it is shown ([`CodeAccess::shows`]). `may_act` is false for a caller that only
+    /// reads (no `write` scope): it is shown no code at all.
+    pub async fn code_access(
+        &self,
+        actor: &Actor,
+        resource: &ResourceId,
+        may_act: bool,
+    ) -> Result<CodeAccess, EngineError> {
+        let role = match actor.principal() {
+            Some(principal) => self
+                .inner
+                .models
+                .member(resource, principal)?
+                .map(|m| m.role),
+            None => None,
+        };
+        Ok(CodeAccess {
+            viewer: roster_domain::CodeViewer {
+                principal: actor.principal().cloned(),
+                role,
+                may_act,
+            },
+            schema: self.schema(resource.kind().as_str()).await?,
+        })
     }
 
     /// The code of a link or invitation number at a generation, in the native encoding.

@@ -19,11 +19,11 @@ use super::extract::{Json, Path, Query};
 use super::rate_limit::ClientAddress;
 use super::state::AppState;
 use super::support::{
-    authorize, code_attempt, code_error, execute, number, page_limit, parse_resource, principal,
-    refused, registered, resource_id, role, time,
+    authorize, code_access, code_attempt, code_error, execute, number, page_limit, parse_resource,
+    principal, refused, registered, resource_id, role, time,
 };
 use super::views::*;
-use crate::engine::KeyRequest;
+use crate::engine::{CodeAccess, KeyRequest};
 
 /// The command id a request's `Idempotency-Key` maps to (set by the idempotency middleware).
 #[derive(Debug, Clone, Default)]
@@ -275,20 +275,30 @@ pub async fn get_resource(
 
 // Invite links.
 
-fn link_view(state: &AppState, number: u64) -> ApiResult<LinkView> {
-    link_view_at(state, number, None)
+fn link_view(state: &AppState, access: &CodeAccess, number: u64) -> ApiResult<LinkView> {
+    link_view_at(state, access, number, None)
 }
 
 /// The link as the read model has it, but with the code of `generation` when given: a
 /// rotation answers with the code it made, even when another rotation came right after it
 /// or the response is rebuilt for a repeated `Idempotency-Key`.
-fn link_view_at(state: &AppState, number: u64, generation: Option<u32>) -> ApiResult<LinkView> {
+fn link_view_at(
+    state: &AppState,
+    access: &CodeAccess,
+    number: u64,
+    generation: Option<u32>,
+) -> ApiResult<LinkView> {
     match state.engine.invite(number)? {
         Some(roster_projections::InviteRecord::Link(mut link)) => {
             if let Some(generation) = generation {
                 link.generation = generation;
             }
-            Ok(LinkView::of(&link, &state.engine, &state.config.public_url))
+            Ok(LinkView::of(
+                &link,
+                &state.engine,
+                access,
+                &state.config.public_url,
+            ))
         }
         _ => Err(ApiError::not_found(format!("invite link {number}"))),
     }
@@ -313,7 +323,7 @@ pub async fn create_link(
 ) -> ApiResult<Response> {
     let resource = resource_id(&kind, &id)?;
     let command = ResourceCommand::CreateInviteLink {
-        resource,
+        resource: resource.clone(),
         role: body.role.as_deref().map(role).transpose()?,
         expires_at: body
             .expires_at
@@ -324,7 +334,8 @@ pub async fn create_link(
     };
     let executed = execute(&state, &caller, Command::Resource(command), idempotency.0).await?;
     let number = created_link(&executed.events).ok_or_else(ApiError::internal)?;
-    Ok(created(link_view(&state, number)?))
+    let access = code_access(&state, &caller, &resource).await?;
+    Ok(created(link_view(&state, &access, number)?))
 }
 
 /// The resource's invite links.
@@ -337,11 +348,12 @@ pub async fn list_links(
 ) -> ApiResult<Response> {
     let resource = resource_id(&kind, &id)?;
     authorize(&state, &caller, &resource, Privilege::ViewMembers).await?;
+    let access = code_access(&state, &caller, &resource).await?;
     let items = state
         .engine
         .links(&resource)?
         .iter()
-        .map(|l| LinkView::of(l, &state.engine, &state.config.public_url))
+        .map(|l| LinkView::of(l, &state.engine, &access, &state.config.public_url))
         .collect();
     Ok(ok(LinkList { items }))
 }
@@ -379,14 +391,15 @@ pub async fn change_link(
         Some(Some(text)) => Some(Some(time("expires_at", &text)?)),
     };
     let command = ResourceCommand::ChangeInviteLink {
-        resource,
+        resource: resource.clone(),
         link,
         role: body.role.as_deref().map(role).transpose()?,
         expires_at,
         max_uses: body.max_uses,
     };
     execute(&state, &caller, Command::Resource(command), None).await?;
-    Ok(ok(link_view(&state, link)?))
+    let access = code_access(&state, &caller, &resource).await?;
+    Ok(ok(link_view(&state, &access, link)?))
 }
 
 /// A new code for the link; every older code stops working.
@@ -403,15 +416,19 @@ pub async fn rotate_link(
     let executed = execute(
         &state,
         &caller,
-        Command::Resource(ResourceCommand::RotateInviteLink { resource, link }),
+        Command::Resource(ResourceCommand::RotateInviteLink {
+            resource: resource.clone(),
+            link,
+        }),
         idempotency.0,
     )
     .await?;
+    let access = code_access(&state, &caller, &resource).await?;
     let generation = executed.events.iter().find_map(|e| match e {
         Event::InviteLinkRotated { generation, .. } => Some(*generation),
         _ => None,
     });
-    Ok(ok(link_view_at(&state, link, generation)?))
+    Ok(ok(link_view_at(&state, &access, link, generation)?))
 }
 
 /// Revokes a link.

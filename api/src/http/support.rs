@@ -10,7 +10,7 @@ use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
 use super::rate_limit::{ClientAddress, CodeAttempt, Key};
 use super::state::AppState;
-use crate::engine::{Executed, Request};
+use crate::engine::{CodeAccess, Executed, Request};
 
 pub fn resource_id(kind: &str, id: &str) -> ApiResult<ResourceId> {
     let kind = Kind::parse(kind).map_err(|e| ApiError::invalid(e.to_string()))?;
@@ -85,6 +85,19 @@ pub async fn authorize(
             privilege.name()
         )))
     }
+}
+
+/// What the caller is shown of the codes of `resource`'s links and invitations: the domain's
+/// rule for its acting principal, and no code at all for a key that only reads.
+pub async fn code_access(
+    state: &AppState,
+    caller: &Caller,
+    resource: &ResourceId,
+) -> ApiResult<CodeAccess> {
+    Ok(state
+        .engine
+        .code_access(&caller.actor, resource, caller.has_scope(Scope::Write))
+        .await?)
 }
 
 /// Runs a command for the caller, with the request's idempotency key as its command id.

@@ -9,7 +9,7 @@ use roster_projections::{
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::engine::Engine;
+use crate::engine::{CodeAccess, Engine};
 
 fn time(at: Timestamp) -> String {
     at.to_string()
@@ -178,9 +178,13 @@ pub struct LinkView {
     pub id: u64,
     pub resource: String,
     pub role: String,
-    /// The link's current code (base64url, 43 characters); older generations are dead.
-    pub code: String,
-    pub url: String,
+    /// The link's current code (base64url, 43 characters); older generations are dead. Only
+    /// for its creator and for those who could have created it (`invite` or
+    /// `manage_invitations`, ranking at or above its role); absent for anyone else.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
     pub created_by: Option<String>,
     pub created_at: String,
     pub expires_at: Option<String>,
@@ -191,13 +195,22 @@ pub struct LinkView {
 }
 
 impl LinkView {
-    pub fn of(link: &LinkRecord, engine: &Engine, public_url: &str) -> LinkView {
-        let code = engine.code(link.number, link.generation).encode_base64();
+    /// The link as `access` may see it: with its code and URL only when the domain's rule
+    /// shows them.
+    pub fn of(
+        link: &LinkRecord,
+        engine: &Engine,
+        access: &CodeAccess,
+        public_url: &str,
+    ) -> LinkView {
+        let code = access
+            .shows(link.created_by.as_ref(), &link.role)
+            .then(|| engine.code(link.number, link.generation).encode_base64());
         LinkView {
             id: link.number,
             resource: link.resource.to_string(),
             role: link.role.to_string(),
-            url: invite_url(public_url, &code),
+            url: code.as_deref().map(|code| invite_url(public_url, code)),
             code,
             created_by: link.created_by.as_ref().map(|p| p.to_string()),
             created_at: time(link.created_at),

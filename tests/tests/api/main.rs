@@ -8,6 +8,7 @@ mod compat;
 mod connections;
 mod delivery;
 mod errors;
+mod findings;
 mod fuzz_bodies;
 mod helpers;
 mod history;

@@ -24,7 +24,7 @@ use crate::http::rate_limit::ClientAddress;
 use crate::http::routes::IdempotencyKey;
 use crate::http::state::AppState;
 use crate::http::support::{
-    authorize, code_attempt, code_error, execute, number, resource_id, role,
+    authorize, code_access, code_attempt, code_error, execute, number, resource_id, role,
 };
 
 /// The roles Teable's request schema enumerates; anything else is Teable's validation error.
@@ -220,7 +220,9 @@ pub async fn create_link(
     )
 }
 
-/// The space's usable invitation links (revoked, expired and used-up ones are left out).
+/// The space's usable invitation links whose code the caller may see (revoked, expired and
+/// used-up ones are left out, and so are links the caller could not have created itself:
+/// every body of Teable's shape carries its code, and a code is a credential).
 #[utoipa::path(get, path = "/api/space/{spaceId}/invitation/link", tag = "teable", params(("spaceId" = String, Path)),
     responses((status = 200, body = Vec<TeableInvitationLink>), (status = 400, body = TeableError), (status = 401, body = TeableError), (status = 403, body = TeableError), (status = 404, body = TeableError)),
     security(("bearer" = [])))]
@@ -234,12 +236,14 @@ pub async fn list_links(
             let caller = authenticate(&state, &headers)?;
             let resource = space(&space_id)?;
             authorize(&state, &caller, &resource, Privilege::ViewMembers).await?;
+            let access = code_access(&state, &caller, &resource).await?;
             let now = state.engine.now();
             let links: Vec<TeableInvitationLink> = state
                 .engine
                 .links(&resource)?
                 .iter()
                 .filter(|l| l.status(now) == roster_domain::LinkStatus::Active)
+                .filter(|l| access.shows(l.created_by.as_ref(), &l.role))
                 .map(|l| link_body(&state, l))
                 .collect();
             Ok(json(StatusCode::OK, links))

@@ -1,0 +1,223 @@
+//! What the review of 2026-12-07 found (issue 15, docs/SECURITY.md "Findings"), one test per
+//! finding, each on the native routes and on every seed route that reaches the same rule.
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+fn actor(name: &str) -> As {
+    As::AdminFor(name.into())
+}
+
+/// `space/s` owned by alice, with carol a creator, erin an editor (who may invite, below a
+/// creator) and vic a viewer.
+async fn space() -> TestApp {
+    let app = spawn_app().await;
+    app.register("space/s", "alice").await;
+    for (who, role) in [("carol", "creator"), ("erin", "editor"), ("vic", "viewer")] {
+        let response = app
+            .put(
+                &format!("/v1/resources/space/s/members/{who}"),
+                &As::Admin,
+                json!({ "role": role }),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    app
+}
+
+/// The native list of `space/s`'s links as `who` sees it: `(id, code)` per link.
+async fn native_codes(app: &TestApp, who: &As) -> Vec<(u64, Option<String>)> {
+    let response = app.get("/v1/resources/space/s/invite-links", who).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let listed = json_of(response).await;
+    listed["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|l| {
+            let code = l["code"].as_str().map(String::from);
+            // The URL carries the code: shown together or not at all.
+            assert_eq!(code.is_some(), l["url"].is_string(), "{l}");
+            (l["id"].as_u64().expect("an id"), code)
+        })
+        .collect()
+}
+
+/// Teable's list of `spc`'s links as `who` sees it: the ids.
+async fn teable_ids(app: &TestApp, space: &str, who: &As) -> Vec<String> {
+    let response = app
+        .get(&format!("/api/space/{space}/invitation/link"), who)
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let listed = json_of(response).await;
+    listed
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|l| {
+            assert!(l["invitationCode"].is_string(), "{l}");
+            text(l, "/invitationId")
+        })
+        .collect()
+}
+
+/// Finding 1: a viewer listed a creator's link, copied its code and accepted it, and rule 5
+/// raised it to creator. A code is now shown only to the link's creator and to those who
+/// could have created it; a viewer sees the link without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_is_shown_only_to_its_creator_and_to_those_who_could_have_made_it() {
+    let app = space().await;
+    let creator_link = app
+        .link("space/s", &actor("carol"), json!({ "role": "creator" }))
+        .await;
+    let viewer_link = app
+        .link("space/s", &actor("carol"), json!({ "role": "viewer" }))
+        .await;
+    let (creator_id, viewer_id) = (
+        creator_link["id"].as_u64().expect("id"),
+        viewer_link["id"].as_u64().expect("id"),
+    );
+    let creator_code = text(&creator_link, "/code");
+    let viewer_code = text(&viewer_link, "/code");
+
+    let shown = |codes: &[(u64, Option<String>)], id: u64| {
+        codes
+            .iter()
+            .find(|(i, _)| *i == id)
+            .unwrap_or_else(|| panic!("link {id} is listed"))
+            .1
+            .clone()
+    };
+    // The viewer sees both links, neither code.
+    let vic = native_codes(&app, &actor("vic")).await;
+    assert_eq!(shown(&vic, creator_id), None);
+    assert_eq!(shown(&vic, viewer_id), None);
+    // The editor may invite viewers, not creators.
+    let erin = native_codes(&app, &actor("erin")).await;
+    assert_eq!(shown(&erin, creator_id), None);
+    assert_eq!(
+        shown(&erin, viewer_id).as_deref(),
+        Some(viewer_code.as_str())
+    );
+    // The creator sees its own; the owner and the admin acting as nobody see every code.
+    for who in [actor("carol"), actor("alice"), As::Admin] {
+        let codes = native_codes(&app, &who).await;
+        assert_eq!(
+            shown(&codes, creator_id).as_deref(),
+            Some(creator_code.as_str())
+        );
+        assert_eq!(
+            shown(&codes, viewer_id).as_deref(),
+            Some(viewer_code.as_str())
+        );
+    }
+    // A key that only reads is handed no credential, even the owner's.
+    let reader = app.key("alice", &["read", "audit"], false, None).await;
+    let codes = native_codes(&app, &As::Key(reader)).await;
+    assert!(codes.iter().all(|(_, code)| code.is_none()), "{codes:?}");
+
+    // Teable's list: every body of its shape carries the code, so it lists only the links
+    // whose code the caller may see.
+    let teable_space = "spc_t";
+    app.register(&format!("space/{teable_space}"), "alice")
+        .await;
+    app.put(
+        &format!("/v1/resources/space/{teable_space}/members/vic"),
+        &As::Admin,
+        json!({ "role": "viewer" }),
+    )
+    .await;
+    let made = app
+        .post(
+            &format!("/api/space/{teable_space}/invitation/link"),
+            &actor("alice"),
+            json!({ "role": "owner" }),
+        )
+        .await;
+    assert_eq!(made.status(), StatusCode::CREATED);
+    let made = json_of(made).await;
+    assert_eq!(
+        teable_ids(&app, teable_space, &actor("alice")).await,
+        vec![text(&made, "/invitationId")]
+    );
+    assert!(teable_ids(&app, teable_space, &actor("vic"))
+        .await
+        .is_empty());
+
+    // With nothing to copy, the viewer stays a viewer.
+    assert_eq!(
+        app.members("space/s")
+            .await
+            .into_iter()
+            .find(|(p, _)| p == "vic"),
+        Some(("vic".to_string(), "viewer".to_string()))
+    );
+}
+
+/// Finding 14: a stranger got 403 for an existing link or invitation of a resource it cannot
+/// see and 404 for a missing one, so it could map which numbers were the resource's. Both are
+/// 404 now, on every route that takes such a number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_gets_404_alike_for_existing_and_missing_links_and_invitations() {
+    let app = space().await;
+    let link = app.link("space/s", &actor("alice"), json!({})).await;
+    let link_id = link["id"].as_u64().expect("id");
+    let invitation = app
+        .invite_one("space/s", &actor("alice"), "zoe@example.com", None)
+        .await;
+    let invitation_id = invitation["id"].as_u64().expect("id");
+    let missing = 9_000_000u64;
+    let stranger = actor("stranger");
+
+    let mut answers = Vec::new();
+    for id in [link_id, missing] {
+        let path = format!("/v1/resources/space/s/invite-links/{id}");
+        answers.push(app.patch(&path, &stranger, json!({ "max_uses": 5 })).await);
+        answers.push(
+            app.post(&format!("{path}/rotate"), &stranger, json!({}))
+                .await,
+        );
+        answers.push(app.delete(&path, &stranger).await);
+        let teable = format!("/api/space/s/invitation/link/{id}");
+        answers.push(
+            app.patch(&teable, &stranger, json!({ "role": "viewer" }))
+                .await,
+        );
+        answers.push(app.delete(&teable, &stranger).await);
+    }
+    for id in [invitation_id, missing] {
+        let path = format!("/v1/resources/space/s/invitations/{id}");
+        answers.push(
+            app.post(&format!("{path}/resend"), &stranger, json!({}))
+                .await,
+        );
+        answers.push(app.delete(&path, &stranger).await);
+    }
+    for answer in answers {
+        let url = answer.url().to_string();
+        assert_eq!(answer.status(), StatusCode::NOT_FOUND, "{url}");
+    }
+
+    // A member who may see the links still learns it may not change another's: 403.
+    let erin_link = app.link("space/s", &actor("erin"), json!({})).await;
+    let refused = app
+        .delete(
+            &format!(
+                "/v1/resources/space/s/invite-links/{}",
+                erin_link["id"].as_u64().expect("id")
+            ),
+            &actor("vic"),
+        )
+        .await;
+    assert_problem(refused, 403, "forbidden").await;
+    // And nothing changed.
+    let listed: Value = app.read("/v1/resources/space/s/invite-links").await;
+    assert!(listed["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .all(|l| l["status"] == "active"));
+}
