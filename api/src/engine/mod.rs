@@ -14,9 +14,10 @@ use std::time::Duration;
 
 use roster_domain::{
     create_invitations, preview, Actor, ApiKeyCommand, ApiKeyId, Command, DomainError, Email,
-    Event, InvitationBatch, InviteCode, KeyDigest, KindUsage, KnownEmails, Limits, NumberSequence,
-    Preview, Principal, Privilege, ResourceCommand, ResourceId, ResourceState, RoleName,
-    RoleSchema, SchemaCommand, SchemaState, Scope, ServerSecret, StreamId, Timestamp, VerifiedCode,
+    Event, InvitationBatch, InviteCode, KeyDigest, KindUsage, KnownEmails, Limits, Membership,
+    NumberSequence, Preview, Principal, Privilege, ResourceCommand, ResourceId, ResourceState,
+    RoleName, RoleSchema, SchemaCommand, SchemaState, Scope, ServerSecret, StreamId, Timestamp,
+    VerifiedCode,
 };
 use roster_eventstore::{
     AppendError, AppendRequest, EventStore, MemoryStore, NewEvent, Rejection, SledOptions,
@@ -128,6 +129,10 @@ pub struct Executed {
     pub invitations: Option<InvitationBatch>,
     /// For a resource command: the acting principal's role right after it, if a member.
     pub actor_role: Option<RoleName>,
+    /// For a command that names a member (`SetMemberRole`): that member right after it, as
+    /// decided. A handler answers from this, not from the read model, which a command
+    /// decided just after (the member leaving) may already have changed.
+    pub member: Option<Membership>,
 }
 
 /// The outcome of accepting a code.
@@ -180,6 +185,7 @@ struct Decided {
     events: Vec<Event>,
     invitations: Option<InvitationBatch>,
     actor_role: Option<RoleName>,
+    member: Option<Membership>,
 }
 
 /// A decision met a cached state older than the log: reload and decide again.
@@ -480,6 +486,7 @@ impl Engine {
                 duplicate: false,
                 invitations: decided.invitations,
                 actor_role: decided.actor_role,
+                member: decided.member,
             }),
             _ => {
                 // The first outcome, rebuilt from the log: nothing kept for it holds a secret.
@@ -509,6 +516,7 @@ impl Engine {
                     duplicate: true,
                     invitations,
                     actor_role: None,
+                    member: None,
                 })
             }
         }
@@ -1039,6 +1047,12 @@ impl Decision {
         if cached.version != view.version {
             return Err(Box::new(Stale));
         }
+        let named_member = match &self.command {
+            Command::Resource(ResourceCommand::SetMemberRole { principal, .. }) => {
+                Some(principal.clone())
+            }
+            _ => None,
+        };
         let ctx = roster_domain::Context::new(self.now, self.actor.clone(), &self.inputs.schema)
             .with_limits(&self.limits)
             .with_numbers(self.numbers.as_ref())
@@ -1049,11 +1063,15 @@ impl Decision {
         for event in &events {
             apply(&mut cached, event, self.now.unix_ms());
         }
-        let actor_role = match (&cached.state, self.actor.principal()) {
-            (StreamState::Resource(state), Some(principal)) => {
-                state.member(principal).map(|m| m.role.clone())
-            }
-            _ => None,
+        let (actor_role, member) = match &cached.state {
+            StreamState::Resource(state) => (
+                self.actor
+                    .principal()
+                    .and_then(|p| state.member(p))
+                    .map(|m| m.role.clone()),
+                named_member.and_then(|p| state.member(&p).cloned()),
+            ),
+            _ => (None, None),
         };
         let new_events = events
             .iter()
@@ -1071,6 +1089,7 @@ impl Decision {
             events,
             invitations,
             actor_role,
+            member,
         });
         Ok(new_events)
     }

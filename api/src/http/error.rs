@@ -65,7 +65,9 @@ impl ApiError {
         ApiError::new(StatusCode::CONFLICT, code, detail)
     }
 
-    pub fn internal() -> ApiError {
+    /// A 500: the body says only that something went wrong; `cause` goes to the log, here, once.
+    pub fn internal(cause: impl std::fmt::Display) -> ApiError {
+        tracing::error!(%cause, "answered 500");
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
@@ -113,8 +115,7 @@ impl From<EngineError> for ApiError {
                 ApiError::unavailable("the event store failed; retry later")
             }
             EngineError::Projection(error) => {
-                tracing::error!(%error, "a read model failed");
-                ApiError::internal()
+                ApiError::internal(format_args!("a read model failed: {error}"))
             }
         }
     }

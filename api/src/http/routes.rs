@@ -19,8 +19,8 @@ use super::extract::{Json, Path, Query};
 use super::rate_limit::ClientAddress;
 use super::state::AppState;
 use super::support::{
-    authorize, code_access, code_attempt, code_error, execute, number, page_limit, parse_resource,
-    principal, refused, registered, resource_id, role, time,
+    authorize, code_access, code_attempt, code_error, created_link, execute, link_of, number,
+    page_limit, parse_resource, principal, refused, registered, resource_id, role, time,
 };
 use super::views::*;
 use crate::engine::{CodeAccess, KeyRequest};
@@ -304,13 +304,6 @@ fn link_view_at(
     }
 }
 
-fn created_link(events: &[Event]) -> Option<u64> {
-    events.iter().find_map(|e| match e {
-        Event::InviteLinkCreated { number, .. } => Some(*number),
-        _ => None,
-    })
-}
-
 /// Creates an invite link.
 #[utoipa::path(post, path = "/v1/resources/{kind}/{id}/invite-links", tag = "invite links", params(("kind" = String, Path), ("id" = String, Path)), request_body = CreateLinkBody,
     responses((status = 201, body = LinkView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)), security(("bearer" = [])))]
@@ -333,7 +326,7 @@ pub async fn create_link(
         max_uses: body.max_uses,
     };
     let executed = execute(&state, &caller, Command::Resource(command), idempotency.0).await?;
-    let number = created_link(&executed.events).ok_or_else(ApiError::internal)?;
+    let number = created_link(&executed.events)?;
     let access = code_access(&state, &caller, &resource).await?;
     Ok(created(link_view(&state, &access, number)?))
 }
@@ -358,20 +351,12 @@ pub async fn list_links(
     Ok(ok(LinkList { items }))
 }
 
-fn link_of(
+fn link_number(
     state: &AppState,
     resource: &roster_domain::ResourceId,
     link_id: &str,
 ) -> ApiResult<u64> {
-    let number = number("link_id", link_id)?;
-    match state.engine.invite(number)? {
-        Some(roster_projections::InviteRecord::Link(link)) if &link.resource == resource => {
-            Ok(number)
-        }
-        _ => Err(ApiError::not_found(format!(
-            "invite link {number} of {resource}"
-        ))),
-    }
+    Ok(link_of(state, resource, number("link_id", link_id)?)?.number)
 }
 
 /// Changes a link's role, expiry or use limit (`null` clears the last two).
@@ -384,7 +369,7 @@ pub async fn change_link(
     Json(body): Json<ChangeLinkBody>,
 ) -> ApiResult<Response> {
     let resource = resource_id(&kind, &id)?;
-    let link = link_of(&state, &resource, &link_id)?;
+    let link = link_number(&state, &resource, &link_id)?;
     let expires_at = match body.expires_at {
         None => None,
         Some(None) => Some(None),
@@ -412,7 +397,7 @@ pub async fn rotate_link(
     Path((kind, id, link_id)): Path<(String, String, String)>,
 ) -> ApiResult<Response> {
     let resource = resource_id(&kind, &id)?;
-    let link = link_of(&state, &resource, &link_id)?;
+    let link = link_number(&state, &resource, &link_id)?;
     let executed = execute(
         &state,
         &caller,
@@ -440,7 +425,7 @@ pub async fn revoke_link(
     Path((kind, id, link_id)): Path<(String, String, String)>,
 ) -> ApiResult<Response> {
     let resource = resource_id(&kind, &id)?;
-    let link = link_of(&state, &resource, &link_id)?;
+    let link = link_number(&state, &resource, &link_id)?;
     execute(
         &state,
         &caller,
@@ -908,12 +893,20 @@ pub async fn set_member(
         principal: member.clone(),
         role: role(&body.role)?,
     };
-    execute(&state, &caller, Command::Resource(command), None).await?;
-    let record = state
-        .engine
-        .member(&resource, &member)?
-        .ok_or_else(ApiError::internal)?;
-    Ok(ok(MemberView::from(&record)))
+    let executed = execute(&state, &caller, Command::Resource(command), None).await?;
+    // The member as this command left it: the read model may already show a removal decided
+    // right after (rule 9: an appended change answers its success).
+    let after = executed.member.ok_or_else(|| {
+        ApiError::internal(format_args!(
+            "SetMemberRole on {resource} left no member {member}"
+        ))
+    })?;
+    Ok(ok(MemberView {
+        principal: member.to_string(),
+        role: after.role.to_string(),
+        since: after.since.to_string(),
+        granted_by: after.granted_by.map(|p| p.to_string()),
+    }))
 }
 
 /// Removes a member, or leaves when the member is the actor.

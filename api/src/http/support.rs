@@ -3,8 +3,9 @@
 
 use axum::http::StatusCode;
 use roster_domain::{
-    Command, DomainError, Kind, Principal, Privilege, ResourceId, RoleName, Scope, Timestamp,
+    Command, DomainError, Event, Kind, Principal, Privilege, ResourceId, RoleName, Scope, Timestamp,
 };
+use roster_projections::{InviteRecord, LinkRecord};
 
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
@@ -44,6 +45,28 @@ pub fn number(field: &str, text: &str) -> ApiResult<u64> {
     text.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
         ApiError::invalid(format!("{field} must be a positive integer, not {text:?}"))
     })
+}
+
+/// The number of the link a command created.
+pub fn created_link(events: &[Event]) -> ApiResult<u64> {
+    events
+        .iter()
+        .find_map(|e| match e {
+            Event::InviteLinkCreated { number, .. } => Some(*number),
+            _ => None,
+        })
+        .ok_or_else(|| ApiError::internal("a link's creation appended no InviteLinkCreated"))
+}
+
+/// A link of this resource by number; any other number (an email invitation's, another
+/// resource's link's, or none) is 404, so a path cannot reach across resources.
+pub fn link_of(state: &AppState, resource: &ResourceId, number: u64) -> ApiResult<LinkRecord> {
+    match state.engine.invite(number)? {
+        Some(InviteRecord::Link(link)) if &link.resource == resource => Ok(link),
+        _ => Err(ApiError::not_found(format!(
+            "invite link {number} of {resource}"
+        ))),
+    }
 }
 
 /// 404 unless the resource is registered.

@@ -110,12 +110,11 @@ pub async fn create_webhook(
             Event::WebhookSubscribed { webhook, .. } => Some(*webhook),
             _ => None,
         })
-        .ok_or_else(ApiError::internal)?;
-    let row = state
-        .engine
-        .read_models()
-        .webhook(id)?
-        .ok_or_else(ApiError::internal)?;
+        .ok_or_else(|| ApiError::internal("a subscription appended no WebhookSubscribed"))?;
+    let row =
+        state.engine.read_models().webhook(id)?.ok_or_else(|| {
+            ApiError::internal(format_args!("webhook {id} is not in the read model"))
+        })?;
     let mut view = WebhookView::from(row);
     view.secret = Some(crate::workers::webhooks::secret(&state.engine, id));
     Ok((StatusCode::CREATED, axum::Json(view)).into_response())

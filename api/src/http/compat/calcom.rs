@@ -13,12 +13,12 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
-use super::{created_link, ignored_body, integer_id, json, RawBody};
+use super::{ignored_body, integer_id, json, RawBody};
 use crate::http::auth::authenticate;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::routes::IdempotencyKey;
 use crate::http::state::AppState;
-use crate::http::support::{execute, resource_id, role};
+use crate::http::support::{created_link, execute, resource_id, role};
 
 /// Cal.com's invite tokens last a week.
 const TOKEN_VALIDITY_MS: i64 = 7 * 24 * 60 * 60 * 1000;
@@ -129,7 +129,9 @@ async fn invite(
     let executed = execute(state, &caller, Command::Resource(command), idempotency.0).await?;
     let number = created_link(&executed.events)?;
     let Some(InviteRecord::Link(link)) = state.engine.invite(number)? else {
-        return Err(ApiError::internal());
+        return Err(ApiError::internal(format_args!(
+            "link {number} is not in the read model"
+        )));
     };
     let token = state.engine.code(link.number, link.generation).encode_hex();
     let invite_link = format!(

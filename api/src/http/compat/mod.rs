@@ -17,8 +17,6 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use roster_domain::{Event, ResourceId};
-use roster_projections::{InviteRecord, LinkRecord};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -96,32 +94,6 @@ pub(super) fn error_json(status: StatusCode, body: Value, retry_after_s: Option<
             .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     }
     response
-}
-
-/// The number of the link a command created.
-pub(super) fn created_link(events: &[Event]) -> ApiResult<u64> {
-    events
-        .iter()
-        .find_map(|e| match e {
-            Event::InviteLinkCreated { number, .. } => Some(*number),
-            _ => None,
-        })
-        .ok_or_else(ApiError::internal)
-}
-
-/// A link of this resource by number; any other number (an email invitation's, another
-/// resource's link's, or none) is 404, so a path cannot reach across resources.
-pub(super) fn link_of(
-    state: &AppState,
-    resource: &ResourceId,
-    number: u64,
-) -> ApiResult<LinkRecord> {
-    match state.engine.invite(number)? {
-        Some(InviteRecord::Link(link)) if &link.resource == resource => Ok(link),
-        _ => Err(ApiError::not_found(format!(
-            "invite link {number} of {resource}"
-        ))),
-    }
 }
 
 /// An integer id from a path, as Onehub's and Cal.com's documents type them: refused with a

@@ -13,13 +13,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 
-use super::{created_link, ignored_body, json, json_body, RawBody};
+use super::{ignored_body, json, json_body, RawBody};
 use crate::http::auth::authenticate;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::rate_limit::ClientAddress;
 use crate::http::routes::IdempotencyKey;
 use crate::http::state::AppState;
-use crate::http::support::{code_attempt, code_error, execute, resource_id};
+use crate::http::support::{code_attempt, code_error, created_link, execute, resource_id};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
@@ -110,7 +110,9 @@ async fn token(
     let executed = execute(state, &caller, Command::Resource(command), idempotency.0).await?;
     let number = created_link(&executed.events)?;
     let Some(InviteRecord::Link(link)) = state.engine.invite(number)? else {
-        return Err(ApiError::internal());
+        return Err(ApiError::internal(format_args!(
+            "link {number} is not in the read model"
+        )));
     };
     Ok(json(
         StatusCode::OK,

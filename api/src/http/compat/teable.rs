@@ -17,14 +17,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
-use super::{created_link, json, json_body, link_of, RawBody};
+use super::{json, json_body, RawBody};
 use crate::http::auth::authenticate;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::rate_limit::ClientAddress;
 use crate::http::routes::IdempotencyKey;
 use crate::http::state::AppState;
 use crate::http::support::{
-    authorize, code_access, code_attempt, code_error, execute, number, resource_id, role,
+    authorize, code_access, code_attempt, code_error, created_link, execute, link_of, number,
+    resource_id, role,
 };
 
 /// The roles Teable's request schema enumerates; anything else is Teable's validation error.
@@ -185,7 +186,9 @@ fn link_body(state: &AppState, link: &LinkRecord) -> TeableInvitationLink {
 fn the_link(state: &AppState, number: u64) -> ApiResult<LinkRecord> {
     match state.engine.invite(number)? {
         Some(InviteRecord::Link(link)) => Ok(link),
-        _ => Err(ApiError::internal()),
+        _ => Err(ApiError::internal(format_args!(
+            "link {number} is not in the read model"
+        ))),
     }
 }
 
