@@ -340,3 +340,86 @@ async fn a_role_change_racing_a_removal_answers_what_the_log_recorded_200_times(
     assert_eq!(total, rounds);
     eprintln!("{rounds} rounds, (changer, status) -> count: {outcomes:?}");
 }
+
+/// Finding 3: addresses were compared after full Unicode lowercasing, so `\u{212A}ate` (the
+/// Kelvin sign) was kate, and a key with the look-alike address accepted kate's invitation.
+/// Every comparison now uses one normal form (ASCII letters folded, the domain in IDNA ASCII
+/// form), on the native accept, Teable's accept and the pending-invitations lookup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_look_alike_address_is_another_address_everywhere() {
+    let app = space().await;
+    let kate = app
+        .invite_one(
+            "space/s",
+            &actor("alice"),
+            "kate@example.com",
+            Some("editor"),
+        )
+        .await;
+    let code = text(&kate, "/code");
+    let id = kate["id"].as_u64().expect("id");
+    let kelvin = "\u{212A}ate@example.com";
+
+    // A user key whose verified email is the look-alike.
+    let mallory = app
+        .key("mallory", &["read", "write"], false, Some(kelvin))
+        .await;
+    let refused = app.accept(&code, &As::Key(mallory.clone())).await;
+    assert_problem(refused, 403, "invitation_email_mismatch").await;
+    // A service key vouching for the look-alike, on Teable's route.
+    let host = app.key("host", &["read", "write"], true, None).await;
+    let teable = app
+        .post(
+            "/api/invitation/link/accept",
+            // Percent-encoded: header values outside ASCII are not portable.
+            &As::KeyFor(host.clone(), "mallory".into(), Some(urlencode(kelvin))),
+            json!({ "invitationId": id.to_string(), "invitationCode": code }),
+        )
+        .await;
+    assert_eq!(teable.status(), StatusCode::FORBIDDEN);
+    // Nor does the look-alike find kate's invitation.
+    let pending = app
+        .get(
+            &format!("/v1/invitations?email={}", urlencode(kelvin)),
+            &As::Key(mallory),
+        )
+        .await;
+    assert_eq!(pending.status(), StatusCode::OK);
+    assert_eq!(json_of(pending).await["items"], json!([]));
+
+    // Kate, in any ASCII case and with an upper-case domain, is kate.
+    let accepted = app
+        .accept(
+            &code,
+            &As::KeyFor(host, "kate".into(), Some("KATE@Example.COM".into())),
+        )
+        .await;
+    assert_eq!(accepted.status(), StatusCode::OK);
+    assert_eq!(json_of(accepted).await["principal"], "kate");
+
+    // An address with an invisible format character is refused, per address.
+    let outcome = app
+        .invite(
+            "space/s",
+            &actor("alice"),
+            json!({ "emails": ["ok@example.com", "z\u{200B}oe@example.com"] }),
+        )
+        .await;
+    assert_eq!(outcome["invited"][0]["email"], "ok@example.com");
+    assert_eq!(
+        outcome["email_errors"][0]["email"],
+        "z\u{200B}oe@example.com"
+    );
+}
+
+/// Percent-encodes a query value (UTF-8 bytes; unreserved characters as they are).
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
