@@ -64,6 +64,16 @@ impl Caller {
         }
     }
 
+    /// Whether the caller may read `principal`'s memberships and history: anyone who may speak
+    /// for it with `read`, and any key with `audit`, which reads everyone's.
+    pub fn may_read_principal(&self, principal: &Principal) -> ApiResult<()> {
+        if self.has_scope(Scope::Audit) {
+            return Ok(());
+        }
+        self.require(Scope::Read)?;
+        self.may_speak_for(principal)
+    }
+
     /// The same for an email: a user key may look only at its own.
     pub fn may_read_email(&self, email: &Email) -> ApiResult<()> {
         match &self.credential {

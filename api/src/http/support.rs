@@ -81,16 +81,21 @@ pub fn registered(
 }
 
 /// The caller may read this resource with this privilege: the admin acting as nobody, or an
-/// actor whose role grants it, or for history the `audit` scope.
+/// actor whose role grants it, or the `audit` scope for what an auditor reads.
 pub async fn authorize(
     state: &AppState,
     caller: &Caller,
     resource: &ResourceId,
     privilege: Privilege,
 ) -> ApiResult<()> {
-    // The `audit` scope reads any resource's history, whatever the actor's role, even on a
-    // key without `read` (DESIGN section 5).
-    if privilege == Privilege::ViewHistory && caller.has_scope(Scope::Audit) {
+    // The `audit` scope reads any resource's members, links, invitations and history, now and
+    // in the past, whatever the actor's role, even on a key without `read`: an auditor needs
+    // the present as much as the past, and one rule for both keeps the paths agreeing (a
+    // past `as_of` once showed what the present refused). It is shown no code: codes go
+    // only to callers that may act (`code_access`).
+    if matches!(privilege, Privilege::ViewHistory | Privilege::ViewMembers)
+        && caller.has_scope(Scope::Audit)
+    {
         registered(state, resource)?;
         return Ok(());
     }

@@ -423,3 +423,78 @@ fn urlencode(text: &str) -> String {
         })
         .collect()
 }
+
+/// Finding 8: an `audit` key got 403 for a resource's members but today's rolemap through
+/// `as_of=2999-01-01` or a position past the head. Now `audit` reads every resource's members,
+/// links, invitations (without codes) and history, now and in the past, and any principal's
+/// memberships and history; a time in the future or a position past the head is a 400 for
+/// everyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_key_reads_the_present_and_the_past_alike_and_nothing_it_could_act_with() {
+    let app = space().await;
+    app.link("space/s", &actor("alice"), json!({ "role": "creator" }))
+        .await;
+    app.invite_one("space/s", &actor("alice"), "zoe@example.com", None)
+        .await;
+    let auditor = As::Key(app.key("auditor", &["audit"], false, None).await);
+    let head = app.head().await;
+
+    let now = json_of(app.get("/v1/resources/space/s/members", &auditor).await).await;
+    let past = json_of(
+        app.get(
+            &format!("/v1/resources/space/s/members?at_position={head}"),
+            &auditor,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(now["items"].as_array().map(Vec::len), Some(4), "{now}");
+    assert_eq!(now["items"], past["items"]);
+    for path in [
+        "/v1/resources/space/s",
+        "/v1/resources/space/s/history",
+        "/v1/resources/space/s/invitations",
+        "/v1/principals/vic/memberships",
+        "/v1/principals/vic/history",
+    ] {
+        assert_eq!(
+            app.get(path, &auditor).await.status(),
+            StatusCode::OK,
+            "{path}"
+        );
+    }
+    let links = json_of(
+        app.get("/v1/resources/space/s/invite-links", &auditor)
+            .await,
+    )
+    .await;
+    let links = links["items"].as_array().expect("items");
+    assert_eq!(links.len(), 1);
+    assert!(
+        links[0].get("code").is_none() && links[0].get("url").is_none(),
+        "{links:?}"
+    );
+    // It acts on nothing.
+    let refused = app
+        .post("/v1/resources/space/s/invite-links", &auditor, json!({}))
+        .await;
+    assert_problem(refused, 403, "forbidden").await;
+
+    // Past the present, for the auditor and the admin alike.
+    for who in [&auditor, &As::Admin] {
+        let future = app
+            .get(
+                "/v1/resources/space/s/members?as_of=2999-01-01T00:00:00Z",
+                who,
+            )
+            .await;
+        assert_problem(future, 400, "invalid_request").await;
+        let past_head = app
+            .get(
+                &format!("/v1/resources/space/s/members?at_position={}", head + 1000),
+                who,
+            )
+            .await;
+        assert_problem(past_head, 400, "invalid_request").await;
+    }
+}
