@@ -57,6 +57,10 @@ pub struct AppendRequest {
     pub expected: ExpectedVersion,
     /// Idempotency: a command id seen before returns the first outcome and writes nothing.
     pub command_id: String,
+    /// What the request was, as an opaque digest kept with the first outcome: the same command
+    /// id with another fingerprint is refused (`AppendError::Reused`) instead of answered with
+    /// an outcome that belongs to another request. `None` checks nothing.
+    pub fingerprint: Option<[u8; 32]>,
     pub correlation_id: String,
     pub actor: String,
     pub occurred_at: Timestamp,
@@ -93,6 +97,7 @@ impl AppendRequest {
             expected,
             correlation_id: command_id.clone(),
             command_id,
+            fingerprint: None,
             actor: "system".into(),
             occurred_at: Timestamp::now(),
             proposal,
@@ -101,6 +106,11 @@ impl AppendRequest {
 
     pub fn command_id(mut self, command_id: impl Into<String>) -> AppendRequest {
         self.command_id = command_id.into();
+        self
+    }
+
+    pub fn fingerprint(mut self, fingerprint: Option<[u8; 32]>) -> AppendRequest {
+        self.fingerprint = fingerprint;
         self
     }
 

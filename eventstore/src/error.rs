@@ -90,6 +90,9 @@ pub enum AppendError {
     },
     #[error("rejected: {0}")]
     Rejected(Rejection),
+    /// The command id was first used by a request with another fingerprint.
+    #[error("command id {command_id} was first used for another request")]
+    Reused { command_id: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }

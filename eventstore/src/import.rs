@@ -99,7 +99,9 @@ pub(crate) fn import_into<B: Backend>(
 }
 
 fn command_record(command_id: &str, outcome: &Appended) -> Result<Entry, StoreError> {
-    Ok((keys::command(command_id), encode_outcome(outcome)?))
+    // An export carries no fingerprints: a repeated key after an import gets its first
+    // outcome back whatever the request.
+    Ok((keys::command(command_id), encode_outcome(outcome, None)?))
 }
 
 /// Writes the batch so far; `stored` holds the events up to and including `head`.

@@ -364,7 +364,7 @@ struct Group<'a, B: Backend> {
     stream_heads: HashMap<String, u64>,
     /// Indices into `envelopes` of each stream's events in this group.
     uncommitted: HashMap<String, Vec<usize>>,
-    commands: HashMap<String, Appended>,
+    commands: HashMap<String, (Appended, Option<[u8; 32]>)>,
     appends: u64,
     /// Each admitted command's caller and outcome, answered once the group is durable.
     replies: Vec<Reply>,
@@ -417,7 +417,16 @@ impl<'a, B: Backend> Group<'a, B> {
             &request.command_id,
             self.limits.stream_bytes_max,
         )?;
-        if let Some(first) = self.first_outcome(&request.command_id)? {
+        if let Some((first, fingerprint)) = self.first_outcome(&request.command_id)? {
+            // A first outcome kept without a fingerprint (older logs, imports) is given back:
+            // nothing tells the two requests apart.
+            if let (Some(given), Some(kept)) = (request.fingerprint, fingerprint) {
+                if given != kept {
+                    return Err(AppendError::Reused {
+                        command_id: request.command_id,
+                    });
+                }
+            }
             return Ok(first);
         }
         let current = self.stream_version(&request.stream)?;
@@ -503,29 +512,36 @@ impl<'a, B: Backend> Group<'a, B> {
         }
         self.chain = chain;
         self.stream_heads.insert(request.stream, outcome.version);
-        let stored = encode_outcome(&outcome)?;
+        let stored = encode_outcome(&outcome, request.fingerprint)?;
         self.writes
             .push((keys::command(&request.command_id), stored));
-        self.commands.insert(request.command_id, outcome.clone());
+        self.commands
+            .insert(request.command_id, (outcome.clone(), request.fingerprint));
         self.appends += 1;
         Ok(outcome)
     }
 
-    fn first_outcome(&self, command_id: &str) -> Result<Option<Appended>, StoreError> {
-        if let Some(outcome) = self.commands.get(command_id) {
-            return Ok(Some(Appended {
+    /// A command id's first outcome, and the fingerprint of the request that had it.
+    fn first_outcome(
+        &self,
+        command_id: &str,
+    ) -> Result<Option<(Appended, Option<[u8; 32]>)>, StoreError> {
+        if let Some((outcome, fingerprint)) = self.commands.get(command_id) {
+            let first = Appended {
                 duplicate: true,
                 ..outcome.clone()
-            }));
+            };
+            return Ok(Some((first, *fingerprint)));
         }
         let Some(stored) = self.backend.get(&keys::command(command_id))? else {
             return Ok(None);
         };
-        let outcome = decode_outcome(self.backend, command_id, &stored)?;
-        Ok(Some(Appended {
+        let (outcome, fingerprint) = decode_outcome(self.backend, command_id, &stored)?;
+        let first = Appended {
             duplicate: true,
             ..outcome
-        }))
+        };
+        Ok(Some((first, fingerprint)))
     }
 
     fn stream_version(&self, stream: &str) -> Result<u64, StoreError> {
@@ -553,24 +569,38 @@ impl<'a, B: Backend> Group<'a, B> {
 }
 
 /// The first outcome of a command as stored under its id: `1 ‖ position ‖ version ‖ events`,
-/// big-endian, the events as 32 bits. 21 bytes, so sled keeps the value inline instead of
-/// allocating it, and no JSON on the writer's thread. The stream is not stored: it is the
-/// stream of the event at `position`, read back on the rare duplicate.
-pub(crate) fn encode_outcome(outcome: &Appended) -> Result<Vec<u8>, StoreError> {
+/// big-endian, the events as 32 bits; or, for a request with a fingerprint, `2 ‖ the same ‖
+/// fingerprint`. 21 (or 53) bytes, so sled keeps the value inline instead of allocating it,
+/// and no JSON on the writer's thread. The stream is not stored: it is the stream of the
+/// event at `position`, read back on the rare duplicate.
+pub(crate) fn encode_outcome(
+    outcome: &Appended,
+    fingerprint: Option<[u8; 32]>,
+) -> Result<Vec<u8>, StoreError> {
     let Ok(events) = u32::try_from(outcome.events) else {
-        // More events than any limit allows: the general form still holds it.
+        // More events than any limit allows: the general form still holds it (without a
+        // fingerprint, which then checks nothing).
         return serde_json::to_vec(outcome).map_err(|e| StoreError::Invalid(e.to_string()));
     };
-    let mut bytes = Vec::with_capacity(OUTCOME_BYTES);
-    bytes.push(OUTCOME_BINARY);
+    let mut bytes = Vec::with_capacity(OUTCOME_FINGERPRINTED_BYTES);
+    bytes.push(if fingerprint.is_some() {
+        OUTCOME_FINGERPRINTED
+    } else {
+        OUTCOME_BINARY
+    });
     bytes.extend_from_slice(&outcome.position.to_be_bytes());
     bytes.extend_from_slice(&outcome.version.to_be_bytes());
     bytes.extend_from_slice(&events.to_be_bytes());
+    if let Some(fingerprint) = fingerprint {
+        bytes.extend_from_slice(&fingerprint);
+    }
     Ok(bytes)
 }
 
 const OUTCOME_BINARY: u8 = 1;
 const OUTCOME_BYTES: usize = 21;
+const OUTCOME_FINGERPRINTED: u8 = 2;
+const OUTCOME_FINGERPRINTED_BYTES: usize = OUTCOME_BYTES + 32;
 
 /// Reads a stored outcome back: the binary form, or the JSON form older logs hold. Checks that
 /// the event it names belongs to the command, the pair of the write in `encode_outcome`.
@@ -578,15 +608,24 @@ pub(crate) fn decode_outcome<B: Backend>(
     backend: &B,
     command_id: &str,
     stored: &[u8],
-) -> Result<Appended, StoreError> {
+) -> Result<(Appended, Option<[u8; 32]>), StoreError> {
     let corrupt =
         |what: &str| StoreError::corrupt(0, format!("the outcome of command {command_id}: {what}"));
-    if stored.first() != Some(&OUTCOME_BINARY) {
-        return serde_json::from_slice(stored).map_err(|e| corrupt(&e.to_string()));
-    }
-    if stored.len() != OUTCOME_BYTES {
-        return Err(corrupt("a binary outcome of the wrong length"));
-    }
+    let fingerprint = match stored.first() {
+        Some(&OUTCOME_BINARY) if stored.len() == OUTCOME_BYTES => None,
+        Some(&OUTCOME_FINGERPRINTED) if stored.len() == OUTCOME_FINGERPRINTED_BYTES => {
+            let mut fingerprint = [0u8; 32];
+            fingerprint.copy_from_slice(&stored[OUTCOME_BYTES..]);
+            Some(fingerprint)
+        }
+        Some(&(OUTCOME_BINARY | OUTCOME_FINGERPRINTED)) => {
+            return Err(corrupt("a binary outcome of the wrong length"))
+        }
+        _ => {
+            let outcome = serde_json::from_slice(stored).map_err(|e| corrupt(&e.to_string()))?;
+            return Ok((outcome, None));
+        }
+    };
     let position = keys::decode_u64(&stored[1..9]).ok_or_else(|| corrupt("its position"))?;
     let version = keys::decode_u64(&stored[9..17]).ok_or_else(|| corrupt("its version"))?;
     let events = stored
@@ -601,13 +640,14 @@ pub(crate) fn decode_outcome<B: Backend>(
             format!("the event named by the outcome of command {command_id} is not its last"),
         ));
     }
-    Ok(Appended {
+    let outcome = Appended {
         stream: envelope.stream,
         version,
         position,
         events: u64::from(events),
         duplicate: false,
-    })
+    };
+    Ok((outcome, fingerprint))
 }
 
 /// Gives an event its place in the log and links it into the chain.

@@ -71,6 +71,7 @@ suite!(
     streams_read_from_a_version_with_a_limit,
     the_log_reads_after_a_position_with_a_limit,
     a_repeated_command_id_returns_the_first_outcome_and_writes_nothing,
+    a_command_id_with_another_fingerprint_is_refused_and_writes_nothing,
     the_chain_links_every_event_and_verifies,
     concurrent_appends_each_get_their_own_outcome,
     one_of_many_racing_creators_wins,
@@ -228,6 +229,72 @@ async fn a_repeated_command_id_returns_the_first_outcome_and_writes_nothing(f: F
     assert_eq!(outcomes.iter().filter(|o| !o.duplicate).count(), 1);
     assert!(outcomes.iter().all(|o| o.position == 3 && o.stream == "c"));
     assert_eq!(s.head(), 3);
+}
+
+async fn a_command_id_with_another_fingerprint_is_refused_and_writes_nothing(f: Fixture) {
+    let s = &f.store;
+    let print = |byte: u8| Some([byte; 32]);
+    let first = s
+        .append(
+            append("a", ExpectedVersion::Any, 2)
+                .command_id("cmd-f")
+                .fingerprint(print(1)),
+        )
+        .await
+        .expect("appends");
+    // The same request again (in a later group: the outcome is read back from the store).
+    let again = s
+        .append(
+            append("a", ExpectedVersion::Any, 2)
+                .command_id("cmd-f")
+                .fingerprint(print(1)),
+        )
+        .await
+        .expect("first outcome");
+    assert!(again.duplicate);
+    assert_eq!(again.position, first.position);
+    // Another request under the same id.
+    let other = s
+        .append(
+            append("a", ExpectedVersion::Any, 1)
+                .command_id("cmd-f")
+                .fingerprint(print(2)),
+        )
+        .await;
+    assert!(
+        matches!(&other, Err(AppendError::Reused { command_id }) if command_id == "cmd-f"),
+        "{other:?}"
+    );
+    // A caller that gives no fingerprint checks nothing, and gets the first outcome.
+    let unchecked = s
+        .append(append("a", ExpectedVersion::Any, 1).command_id("cmd-f"))
+        .await
+        .expect("first outcome");
+    assert!(unchecked.duplicate);
+    // Racing in one group: the first decides, the other fingerprint is refused.
+    let racing = (0..8u8).map(|i| {
+        let s = Arc::clone(s);
+        tokio::spawn(async move {
+            s.append(
+                append("b", ExpectedVersion::Any, 1)
+                    .command_id("cmd-g")
+                    .fingerprint(print(10 + i % 2)),
+            )
+            .await
+        })
+    });
+    let mut outcomes = Vec::new();
+    for task in racing {
+        outcomes.push(task.await.expect("joins"));
+    }
+    let appended = outcomes
+        .iter()
+        .filter(|o| matches!(o, Ok(a) if !a.duplicate))
+        .count();
+    let refused = outcomes.iter().filter(|o| o.is_err()).count();
+    assert_eq!(appended, 1);
+    assert_eq!(refused, 4, "{outcomes:?}");
+    assert_eq!(s.head(), first.position + 1);
 }
 
 async fn the_chain_links_every_event_and_verifies(f: Fixture) {

@@ -89,6 +89,18 @@ pub enum EngineError {
     /// The engine is stopping or cannot make progress; the command may be retried.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// A command id (an `Idempotency-Key`) seen before came with another request: answering
+    /// the first request's outcome would answer a question nobody asked this time.
+    #[error("this idempotency key was first used for another request")]
+    IdempotencyKeyReused,
+}
+
+/// A caller's idempotency key, as the engine keeps it: the command id a repeat shares, and a
+/// fingerprint of what the request was (a digest; what it covers is the caller's choice).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Idempotency {
+    pub command_id: String,
+    pub fingerprint: Option<[u8; 32]>,
 }
 
 /// A command and who issues it.
@@ -98,6 +110,9 @@ pub struct Request {
     pub command: Command,
     /// Idempotency: the same id returns the first outcome and appends nothing.
     pub command_id: Option<String>,
+    /// With a command id: what the request was. The same id with another fingerprint is
+    /// refused (`EngineError::IdempotencyKeyReused`).
+    pub fingerprint: Option<[u8; 32]>,
     pub correlation_id: Option<String>,
 }
 
@@ -107,12 +122,22 @@ impl Request {
             actor,
             command,
             command_id: None,
+            fingerprint: None,
             correlation_id: None,
         }
     }
 
     pub fn command_id(mut self, command_id: impl Into<String>) -> Request {
         self.command_id = Some(command_id.into());
+        self
+    }
+
+    /// The command id and fingerprint of an idempotency key, if the caller gave one.
+    pub fn idempotent(mut self, idempotency: Option<Idempotency>) -> Request {
+        if let Some(idempotency) = idempotency {
+            self.command_id = Some(idempotency.command_id);
+            self.fingerprint = idempotency.fingerprint;
+        }
         self
     }
 }
@@ -445,6 +470,7 @@ impl Engine {
         };
         let append = AppendRequest::decided(stream, move |view: StreamView<'_>| decision.run(view))
             .command_id(command_id)
+            .fingerprint(request.fingerprint)
             .correlation_id(
                 request
                     .correlation_id
@@ -463,6 +489,9 @@ impl Engine {
                 });
             }
             Err(AppendError::Conflict { .. }) => return Err(Retry::Stale),
+            Err(AppendError::Reused { .. }) => {
+                return Err(Retry::No(EngineError::IdempotencyKeyReused))
+            }
             Err(AppendError::Store(error)) => {
                 if matches!(error, StoreError::Io(_)) {
                     self.inner
@@ -646,7 +675,7 @@ impl Engine {
         &self,
         actor: Actor,
         code: &str,
-        command_id: Option<String>,
+        idempotency: Option<Idempotency>,
     ) -> Result<Accepted, EngineError> {
         let principal = actor.principal().cloned().ok_or_else(|| {
             DomainError::InvalidRequest(
@@ -659,12 +688,7 @@ impl Engine {
             code: verified,
         });
         let executed = self
-            .execute(Request {
-                actor,
-                command,
-                command_id,
-                correlation_id: None,
-            })
+            .execute(Request::new(actor, command).idempotent(idempotency))
             .await?;
         let role = match executed.actor_role {
             Some(role) => role,
@@ -772,7 +796,7 @@ impl Engine {
         &self,
         actor: Actor,
         code: &str,
-        command_id: Option<String>,
+        idempotency: Option<Idempotency>,
     ) -> Result<(ResourceId, Executed), EngineError> {
         let (resource, verified) = self.resolve(code)?;
         let command = Command::Resource(ResourceCommand::DeclineInvitation {
@@ -780,12 +804,7 @@ impl Engine {
             code: verified,
         });
         let executed = self
-            .execute(Request {
-                actor,
-                command,
-                command_id,
-                correlation_id: None,
-            })
+            .execute(Request::new(actor, command).idempotent(idempotency))
             .await?;
         Ok((resource, executed))
     }
@@ -850,7 +869,7 @@ impl Engine {
         &self,
         actor: Actor,
         key: KeyRequest,
-        command_id: Option<String>,
+        idempotency: Option<Idempotency>,
     ) -> Result<IssuedKey, EngineError> {
         let now = self.now();
         let key_id = ApiKeyId::parse(&format!(
@@ -876,12 +895,7 @@ impl Engine {
             digest,
         });
         let executed = self
-            .execute(Request {
-                actor,
-                command,
-                command_id,
-                correlation_id: None,
-            })
+            .execute(Request::new(actor, command).idempotent(idempotency))
             .await?;
         if executed.duplicate {
             return Err(DomainError::Conflict(

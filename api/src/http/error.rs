@@ -114,6 +114,11 @@ impl From<EngineError> for ApiError {
                 tracing::error!(%error, "the event store failed");
                 ApiError::unavailable("the event store failed; retry later")
             }
+            EngineError::IdempotencyKeyReused => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "this Idempotency-Key was first used with another body; use a new key for a new request",
+            ),
             EngineError::Projection(error) => {
                 ApiError::internal(format_args!("a read model failed: {error}"))
             }

@@ -39,7 +39,7 @@ pub use config::{Families, ServerConfig};
 pub use error::{ApiError, Problem};
 pub use openapi::document as openapi_document;
 
-use crate::engine::{Engine, EngineConfig};
+use crate::engine::{Engine, EngineConfig, Idempotency};
 use routes::IdempotencyKey;
 use state::{AppState, Shared};
 
@@ -607,17 +607,28 @@ async fn around(State(state): State<AppState>, request: Request, next: Next) -> 
     response
 }
 
-/// `Idempotency-Key` on POST routes: the command id becomes a digest of the caller's
-/// credentials, the acting principal, the route, the key and the body, so the same request
-/// again returns the first outcome and appends nothing.
+/// `Idempotency-Key` on POST routes. The command id is a digest of the caller's credentials,
+/// the acting principal, the route and the key, so only the same caller repeating itself on
+/// the same route shares an outcome. The request's fingerprint is a keyed digest of its body
+/// in canonical form (RFC 8785 for JSON, so spacing and member order do not count), kept with
+/// the first outcome: the same key with another body is refused, 422
+/// `idempotency_key_reused`, instead of running as a new command or answering the first.
+/// The key is the server secret's, so the fingerprint of a body with an address in it tells
+/// a copy of the log nothing.
 async fn idempotency(
     State(state): State<AppState>,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let Some(key) = request.headers().get("idempotency-key") else {
+    let mut keys = request.headers().get_all("idempotency-key").iter();
+    let Some(key) = keys.next() else {
         return Ok(next.run(request).await);
     };
+    if keys.next().is_some() {
+        return Err(ApiError::invalid(
+            "the Idempotency-Key header is sent more than once",
+        ));
+    }
     if request.method() != Method::POST {
         return Ok(next.run(request).await);
     }
@@ -651,14 +662,25 @@ async fn idempotency(
             .unwrap_or_default(),
         parts.uri.path().as_bytes(),
         key.as_bytes(),
-        &bytes,
     ] {
         digest.update(Sha256::digest(part));
     }
-    parts.extensions.insert(IdempotencyKey(Some(format!(
-        "idem-{}",
-        hex::encode(digest.finalize())
-    ))));
+    let canonical = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(value) => roster_eventstore::canonical::to_canonical_vec(&value),
+        Err(_) => bytes.to_vec(),
+    };
+    let mut fingerprint = <hmac::Hmac<Sha256> as hmac::Mac>::new_from_slice(
+        &state
+            .engine
+            .secret()
+            .derive_key("idempotency-fingerprint", 0),
+    )
+    .map_err(|e| ApiError::internal(format_args!("the fingerprint key: {e}")))?;
+    hmac::Mac::update(&mut fingerprint, &canonical);
+    parts.extensions.insert(IdempotencyKey(Some(Idempotency {
+        command_id: format!("idem-{}", hex::encode(digest.finalize())),
+        fingerprint: Some(hmac::Mac::finalize(fingerprint).into_bytes().into()),
+    })));
     Ok(next
         .run(Request::from_parts(parts, Body::from(bytes)))
         .await)

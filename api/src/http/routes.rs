@@ -23,11 +23,11 @@ use super::support::{
     page_limit, parse_resource, principal, refused, registered, resource_id, role, time,
 };
 use super::views::*;
-use crate::engine::{CodeAccess, KeyRequest};
+use crate::engine::{CodeAccess, Idempotency, KeyRequest};
 
 /// The command id a request's `Idempotency-Key` maps to (set by the idempotency middleware).
 #[derive(Debug, Clone, Default)]
-pub struct IdempotencyKey(pub Option<String>);
+pub struct IdempotencyKey(pub Option<Idempotency>);
 
 impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
     type Rejection = ApiError;

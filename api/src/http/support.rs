@@ -11,7 +11,7 @@ use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
 use super::rate_limit::{ClientAddress, CodeAttempt, Key};
 use super::state::AppState;
-use crate::engine::{CodeAccess, Executed, Request};
+use crate::engine::{CodeAccess, Executed, Idempotency, Request};
 
 pub fn resource_id(kind: &str, id: &str) -> ApiResult<ResourceId> {
     let kind = Kind::parse(kind).map_err(|e| ApiError::invalid(e.to_string()))?;
@@ -133,15 +133,10 @@ pub async fn execute(
     state: &AppState,
     caller: &Caller,
     command: Command,
-    command_id: Option<String>,
+    idempotency: Option<Idempotency>,
 ) -> ApiResult<Executed> {
     caller.require(Scope::Write)?;
-    let request = Request {
-        actor: caller.actor.clone(),
-        command,
-        command_id,
-        correlation_id: None,
-    };
+    let request = Request::new(caller.actor.clone(), command).idempotent(idempotency);
     state
         .engine
         .execute(request)

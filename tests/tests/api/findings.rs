@@ -498,3 +498,82 @@ async fn an_audit_key_reads_the_present_and_the_past_alike_and_nothing_it_could_
         assert_problem(past_head, 400, "invalid_request").await;
     }
 }
+
+/// POSTs a raw JSON body with an `Idempotency-Key`, as the admin acting for `principal`.
+async fn post_raw(
+    app: &TestApp,
+    path: &str,
+    principal: &str,
+    key: &str,
+    body: &str,
+) -> reqwest::Response {
+    app.client
+        .post(app.url(path))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("X-Roster-Actor", principal)
+        .header("Idempotency-Key", key)
+        .header("Content-Type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("sent")
+}
+
+/// Finding 9: an `Idempotency-Key` reused with another body ran a new command. The same key
+/// with the same body, however it is spaced or its members ordered, answers the first
+/// response; with another body it is 422 `idempotency_key_reused` and appends nothing, on the
+/// native routes and the seed routes alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_reused_with_another_body_is_refused_on_every_route_family() {
+    let app = space().await;
+    app.register("space/spc_t", "alice").await;
+    app.register("workspace/9", "alice").await;
+    let cases = [
+        (
+            "/v1/resources/space/s/invite-links",
+            r#"{"role":"viewer","max_uses":3}"#,
+            "{ \"max_uses\" : 3,\n  \"role\" : \"viewer\" }",
+            r#"{"role":"viewer","max_uses":4}"#,
+        ),
+        (
+            "/v1/resources/space/s/invitations",
+            r#"{"emails":["a@example.com"]}"#,
+            r#"  {"emails": [ "a@example.com" ] }"#,
+            r#"{"emails":["b@example.com"]}"#,
+        ),
+        (
+            "/api/space/spc_t/invitation/link",
+            r#"{"role":"viewer"}"#,
+            r#"{ "role": "viewer" }"#,
+            r#"{"role":"editor"}"#,
+        ),
+        (
+            "/workspaces/9/invitations",
+            r#"{"invitation":{"emails":"c@example.com","role_name":"viewer"}}"#,
+            r#"{"invitation": {"role_name": "viewer", "emails": "c@example.com"}}"#,
+            r#"{"invitation":{"emails":"d@example.com","role_name":"viewer"}}"#,
+        ),
+    ];
+    for (path, body, respaced, other) in cases {
+        let first = post_raw(&app, path, "alice", "key-9", body).await;
+        let status = first.status();
+        assert!(status.is_success(), "{path}: {status}");
+        let first = json_of(first).await;
+        let head = app.head().await;
+        let again = post_raw(&app, path, "alice", "key-9", respaced).await;
+        assert_eq!(again.status(), status, "{path}");
+        assert_eq!(json_of(again).await, first, "{path}: the first response");
+        let reused = post_raw(&app, path, "alice", "key-9", other).await;
+        assert_eq!(reused.status().as_u16(), 422, "{path}");
+        let refusal = json_of(reused).await;
+        // In each family's own error shape: native and Teable carry the code, Onehub's
+        // `{error, share}` the words.
+        let said = refusal.to_string();
+        assert!(
+            said.contains("idempotency_key_reused")
+                || said.contains("first used with another body"),
+            "{path}: {refusal}"
+        );
+        assert_eq!(app.head().await, head, "{path}: nothing appended");
+    }
+}
