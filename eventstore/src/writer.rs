@@ -570,8 +570,8 @@ impl<'a, B: Backend> Group<'a, B> {
 
 /// The first outcome of a command as stored under its id: `1 ‖ position ‖ version ‖ events`,
 /// big-endian, the events as 32 bits; or, for a request with a fingerprint, `2 ‖ the same ‖
-/// fingerprint`. 21 (or 53) bytes, so sled keeps the value inline instead of allocating it,
-/// and no JSON on the writer's thread. The stream is not stored: it is the stream of the
+/// fingerprint`. 21 bytes, so sled keeps the value inline instead of allocating it (only a
+/// request with an `Idempotency-Key` pays for its 53), and no JSON on the writer's thread. The stream is not stored: it is the stream of the
 /// event at `position`, read back on the rare duplicate.
 pub(crate) fn encode_outcome(
     outcome: &Appended,
@@ -730,11 +730,17 @@ mod tests {
     fn a_binary_outcome_is_inline_sized_and_reads_back_with_its_stream() {
         let backend = MemoryBackend::default();
         stored_event(&backend, "c1");
-        let bytes = encode_outcome(&outcome()).expect("encodes");
+        let bytes = encode_outcome(&outcome(), None).expect("encodes");
         assert!(bytes.len() <= 22, "sled keeps values up to 22 bytes inline");
         assert_eq!(
             decode_outcome(&backend, "c1", &bytes).expect("decodes"),
-            outcome()
+            (outcome(), None)
+        );
+        let print = Some([7u8; 32]);
+        let bytes = encode_outcome(&outcome(), print).expect("encodes");
+        assert_eq!(
+            decode_outcome(&backend, "c1", &bytes).expect("decodes"),
+            (outcome(), print)
         );
     }
 
@@ -744,7 +750,7 @@ mod tests {
         let json = serde_json::to_vec(&outcome()).expect("json");
         assert_eq!(
             decode_outcome(&backend, "c1", &json).expect("decodes"),
-            outcome()
+            (outcome(), None)
         );
     }
 
@@ -752,7 +758,7 @@ mod tests {
     fn an_outcome_naming_another_commands_event_is_corrupt() {
         let backend = MemoryBackend::default();
         stored_event(&backend, "someone-else");
-        let bytes = encode_outcome(&outcome()).expect("encodes");
+        let bytes = encode_outcome(&outcome(), None).expect("encodes");
         assert!(matches!(
             decode_outcome(&backend, "c1", &bytes),
             Err(StoreError::Corrupt { position: 7, .. })
