@@ -61,6 +61,9 @@ pub enum DomainError {
     /// The role is not in the kind's role schema.
     #[error("unknown role: {0}")]
     UnknownRole(String),
+    /// A URL the command cannot take (a webhook URL with credentials in it).
+    #[error("invalid URL: {0}")]
+    InvalidUrl(String),
 }
 
 impl DomainError {
@@ -85,6 +88,7 @@ impl DomainError {
             DomainError::InvalidEmail(_) => "invalid_email",
             DomainError::RoleNotGrantable(_) => "role_not_grantable",
             DomainError::UnknownRole(_) => "unknown_role",
+            DomainError::InvalidUrl(_) => "invalid_url",
         }
     }
 
@@ -105,12 +109,14 @@ impl DomainError {
             | DomainError::InvitationDeclined
             | DomainError::InviterLostPrivilege => 410,
             DomainError::InvalidRequest(_) | DomainError::UnknownRole(_) => 400,
-            DomainError::LimitReached(_) | DomainError::InvalidEmail(_) => 422,
+            DomainError::LimitReached(_)
+            | DomainError::InvalidEmail(_)
+            | DomainError::InvalidUrl(_) => 422,
         }
     }
 
     /// Every code the domain can produce, for exhaustiveness checks in tests and in the API's documentation.
-    pub const ALL_CODES: [&'static str; 18] = [
+    pub const ALL_CODES: [&'static str; 19] = [
         "forbidden",
         "not_found",
         "invitation_not_found",
@@ -129,5 +135,6 @@ impl DomainError {
         "invalid_email",
         "role_not_grantable",
         "unknown_role",
+        "invalid_url",
     ];
 }

@@ -44,6 +44,6 @@ pub use state::{
 };
 pub use time::{Timestamp, DAY_MS};
 pub use webhooks::{
-    Webhook, WebhookCommand, WebhookOutcome, WebhooksState, WEBHOOKS_MAX, WEBHOOK_EVENT_TYPES,
-    WEBHOOK_URL_CHARS_MAX,
+    url_userinfo, Webhook, WebhookCommand, WebhookOutcome, WebhooksState, WEBHOOKS_MAX,
+    WEBHOOK_EVENT_TYPES, WEBHOOK_URL_CHARS_MAX,
 };

@@ -144,6 +144,14 @@ impl WebhooksState {
                         "a webhook URL is http:// or https://, without spaces, at most {WEBHOOK_URL_CHARS_MAX} characters"
                     )));
                 }
+                if url_userinfo(&url).is_some() {
+                    // A password in the URL would sit in the log and every listing in clear.
+                    return Err(DomainError::InvalidUrl(
+                        "a webhook URL carries no user or password (user:password@): a \
+                         receiver authenticates Roster by the Roster-Signature header"
+                            .into(),
+                    ));
+                }
                 if let Some(unknown) = events
                     .iter()
                     .find(|e| !WEBHOOK_EVENT_TYPES.contains(&e.as_str()))
@@ -222,4 +230,11 @@ impl crate::Aggregate for WebhooksState {
     fn evolve(self, event: &Event) -> Self {
         WebhooksState::evolve(self, event)
     }
+}
+
+/// The `user:password@` part of an http(s) URL's authority, if it has one.
+pub fn url_userinfo(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    authority.rsplit_once('@').map(|(userinfo, _)| userinfo)
 }

@@ -39,9 +39,15 @@ pub struct WebhookView {
 
 impl From<WebhookRow> for WebhookView {
     fn from(row: WebhookRow) -> WebhookView {
+        // A subscription made before credentials were refused in URLs keeps working, but its
+        // password is never shown again.
+        let url = match roster_domain::url_userinfo(&row.url) {
+            Some(userinfo) => row.url.replacen(&format!("{userinfo}@"), "***@", 1),
+            None => row.url,
+        };
         WebhookView {
             id: row.id,
-            url: row.url,
+            url,
             events: row.events,
             created_at: row.created_at.to_string(),
             removed: row.removed,

@@ -577,3 +577,39 @@ async fn a_key_reused_with_another_body_is_refused_on_every_route_family() {
         assert_eq!(app.head().await, head, "{path}: nothing appended");
     }
 }
+
+/// Finding 12: a webhook URL with `user:password@` was stored and listed in clear. It is
+/// refused, 422 `invalid_url`, with a pointer to the signature a receiver checks instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_url_with_credentials_is_refused() {
+    let app = spawn_app().await;
+    for url in [
+        "https://hook:s3cret@receiver.example/roster",
+        "http://user@receiver.example",
+        "https://a:b@receiver.example?next=/x@y",
+    ] {
+        let refused = app
+            .post(
+                "/v1/webhooks",
+                &As::Admin,
+                json!({ "url": url, "events": [] }),
+            )
+            .await;
+        let body = assert_problem(refused, 422, "invalid_url").await;
+        assert!(
+            text(&body, "/detail").contains("Roster-Signature"),
+            "{body}"
+        );
+    }
+    // An @ after the authority is no credential.
+    let fine = app
+        .post(
+            "/v1/webhooks",
+            &As::Admin,
+            json!({ "url": "https://receiver.example/hooks?owner=a@b.io", "events": [] }),
+        )
+        .await;
+    assert_eq!(fine.status(), StatusCode::CREATED);
+    let listed = app.read("/v1/webhooks").await;
+    assert_eq!(listed["items"].as_array().map(Vec::len), Some(1));
+}
