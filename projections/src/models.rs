@@ -78,6 +78,47 @@ impl Resources {
         key(&[b"k", kind.as_bytes(), role.as_str().as_bytes()])
     }
 
+    /// A holder of the resource's highest role: `o ‖ resource ‖ principal`, listed in
+    /// principal order by `ReadModels::owners`.
+    pub(crate) fn owner_row(resource: &ResourceId, principal: &Principal) -> Vec<u8> {
+        resource_key(b"o", resource, &[principal.as_str().as_bytes()])
+    }
+
+    /// What every owner row of the resource starts with: its row less the principal.
+    pub(crate) fn owner_prefix(resource: &ResourceId) -> Vec<u8> {
+        let mut prefix = resource_key(b"o", resource, &[]);
+        prefix.push(0);
+        prefix
+    }
+
+    /// Records that `principal` now holds `role` on the resource (or nothing, for `None`):
+    /// its owner row and the resource's owner count follow whether that is the highest role.
+    fn holds(
+        batch: &mut Batch<'_>,
+        resource: &ResourceId,
+        principal: &Principal,
+        role: Option<&RoleName>,
+    ) -> Result<(), ProjectionError> {
+        let row = Resources::owner_row(resource, principal);
+        let was = batch.get(&row)?.is_some();
+        let mut is = false;
+        batch.update::<ResourceRecord>(&Resources::row(resource), |record| {
+            is = role == Some(&record.highest_role);
+            match (was, is) {
+                (false, true) => record.owner_count += 1,
+                (true, false) => record.owner_count = record.owner_count.saturating_sub(1),
+                _ => {}
+            }
+            Ok(())
+        })?;
+        match (was, is) {
+            (false, true) => batch.put_record(row, 1i64),
+            (true, false) => batch.delete(row),
+            _ => {}
+        }
+        Ok(())
+    }
+
     fn count(batch: &mut Batch<'_>, row: Vec<u8>, delta: i64) -> Result<(), ProjectionError> {
         let mut next = delta;
         let found = batch.update::<i64>(&row, |count| {
@@ -111,8 +152,10 @@ impl Projection for Resources {
         "resources"
     }
 
+    /// 2: the holders of each resource's highest role (`o` rows and `owner_count`) instead of
+    /// the registering owner, who may have handed the role on since.
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn apply(&self, batch: &mut Batch<'_>, fact: &Fact<'_>) -> Result<(), ProjectionError> {
@@ -127,20 +170,25 @@ impl Projection for Resources {
                 let record = ResourceRecord {
                     resource: resource.clone(),
                     parent: parent.clone(),
-                    owner: owner.clone(),
+                    highest_role: role.clone(),
                     registered_at: *at,
                     member_count: 1,
+                    owner_count: 1,
                 };
                 batch.put_record(Resources::row(resource), record);
+                batch.put_record(Resources::owner_row(resource, owner), 1i64);
                 Resources::count(
                     batch,
                     Resources::usage_row(resource.kind().as_str(), role),
                     1,
                 )?;
             }
-            Event::MemberAdded { role, .. } => {
+            Event::MemberAdded {
+                principal, role, ..
+            } => {
                 let resource = resource_of(fact)?;
                 Resources::members(batch, resource, 1)?;
+                Resources::holds(batch, resource, principal, Some(role))?;
                 Resources::count(
                     batch,
                     Resources::usage_row(resource.kind().as_str(), role),
@@ -148,15 +196,23 @@ impl Projection for Resources {
                 )?;
             }
             Event::MemberRoleChanged {
-                from_role, role, ..
+                principal,
+                from_role,
+                role,
+                ..
             } => {
-                let kind = resource_of(fact)?.kind().as_str();
+                let resource = resource_of(fact)?;
+                Resources::holds(batch, resource, principal, Some(role))?;
+                let kind = resource.kind().as_str();
                 Resources::count(batch, Resources::usage_row(kind, from_role), -1)?;
                 Resources::count(batch, Resources::usage_row(kind, role), 1)?;
             }
-            Event::MemberRemoved { role, .. } => {
+            Event::MemberRemoved {
+                principal, role, ..
+            } => {
                 let resource = resource_of(fact)?;
                 Resources::members(batch, resource, -1)?;
+                Resources::holds(batch, resource, principal, None)?;
                 Resources::count(
                     batch,
                     Resources::usage_row(resource.kind().as_str(), role),

@@ -444,6 +444,25 @@ impl ReadModels {
         self.row(RESOURCES, &Resources::row(resource))
     }
 
+    /// The holders of the resource's highest role, in principal order: at most `limit`.
+    pub fn owners(
+        &self,
+        resource: &ResourceId,
+        limit: usize,
+    ) -> Result<Vec<Principal>, ProjectionError> {
+        let prefix = Resources::owner_prefix(resource);
+        self.tree(RESOURCES)
+            .scan_prefix(&prefix, b"", limit)?
+            .into_iter()
+            .map(|(key, _)| {
+                let name = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+                Principal::try_from(name).map_err(|e| {
+                    ProjectionError::Corrupt(format!("an owner row of {resource}: {e}"))
+                })
+            })
+            .collect()
+    }
+
     /// What the schema-change rule needs to know about a kind.
     pub fn kind_usage(&self, kind: &str) -> Result<KindUsage, ProjectionError> {
         let rows: Vec<(Vec<u8>, i64)> = self.rows(

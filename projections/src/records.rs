@@ -4,14 +4,18 @@ use roster_domain::{ApiKeyId, Email, Principal, ResourceId, RoleName, Scope, Tim
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
-/// A registered resource and how many members it has.
+/// A registered resource, how many members it has and how many hold its highest role.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResourceRecord {
     pub resource: ResourceId,
     pub parent: Option<ResourceId>,
-    pub owner: Principal,
+    /// The highest role of its kind's schema when it was registered, which cannot change
+    /// while the kind has resources (a schema change that would is refused).
+    pub highest_role: RoleName,
     pub registered_at: Timestamp,
     pub member_count: u64,
+    /// Members holding `highest_role` now (rule 3 keeps it at one or more).
+    pub owner_count: u64,
 }
 
 /// One entry of a resource's rolemap.

@@ -921,6 +921,15 @@ impl Engine {
         Ok(self.inner.models.resource(resource)?)
     }
 
+    /// The holders of the resource's highest role now, in principal order, at most `limit`.
+    pub fn owners(
+        &self,
+        resource: &ResourceId,
+        limit: usize,
+    ) -> Result<Vec<Principal>, EngineError> {
+        Ok(self.inner.models.owners(resource, limit)?)
+    }
+
     pub fn members(
         &self,
         resource: &ResourceId,

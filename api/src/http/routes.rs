@@ -257,10 +257,19 @@ pub async fn register(
         parent,
     };
     execute(&state, &caller, Command::Resource(command), idempotency.0).await?;
-    Ok(created(ResourceView::from(registered(&state, &resource)?)))
+    Ok(created(resource_view(&state, &resource)?))
 }
 
-/// A resource and its member count.
+fn resource_view(
+    state: &AppState,
+    resource: &roster_domain::ResourceId,
+) -> ApiResult<ResourceView> {
+    let record = registered(state, resource)?;
+    let owners = state.engine.owners(resource, OWNERS_SHOWN_MAX)?;
+    Ok(ResourceView::of(record, owners))
+}
+
+/// A resource: its current owners and its member count.
 #[utoipa::path(get, path = "/v1/resources/{kind}/{id}", tag = "resources", params(("kind" = String, Path), ("id" = String, Path)),
     responses((status = 200, body = ResourceView), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
 pub async fn get_resource(
@@ -270,7 +279,7 @@ pub async fn get_resource(
 ) -> ApiResult<Response> {
     let resource = resource_id(&kind, &id)?;
     authorize(&state, &caller, &resource, Privilege::ViewMembers).await?;
-    Ok(ok(ResourceView::from(registered(&state, &resource)?)))
+    Ok(ok(resource_view(&state, &resource)?))
 }
 
 // Invite links.

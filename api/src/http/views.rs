@@ -129,20 +129,27 @@ pub struct RegisterBody {
     pub parent: Option<String>,
 }
 
+/// Owners a resource's view lists; `owner_count` says how many there are in all.
+pub const OWNERS_SHOWN_MAX: usize = 100;
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ResourceView {
     pub resource: String,
-    pub owner: String,
+    /// The current holders of the kind's highest role, in principal order (at most 100;
+    /// `owner_count` has them all), not whoever registered it.
+    pub owners: Vec<String>,
+    pub owner_count: u64,
     pub parent: Option<String>,
     pub registered_at: String,
     pub member_count: u64,
 }
 
-impl From<ResourceRecord> for ResourceView {
-    fn from(record: ResourceRecord) -> ResourceView {
+impl ResourceView {
+    pub fn of(record: ResourceRecord, owners: Vec<roster_domain::Principal>) -> ResourceView {
         ResourceView {
             resource: record.resource.to_string(),
-            owner: record.owner.to_string(),
+            owners: owners.iter().map(ToString::to_string).collect(),
+            owner_count: record.owner_count,
             parent: record.parent.map(|p| p.to_string()),
             registered_at: time(record.registered_at),
             member_count: record.member_count,

@@ -613,3 +613,37 @@ async fn a_webhook_url_with_credentials_is_refused() {
     let listed = app.read("/v1/webhooks").await;
     assert_eq!(listed["items"].as_array().map(Vec::len), Some(1));
 }
+
+/// Finding 13: a resource's view kept the registering owner in `owner` after the highest role
+/// had moved on. It lists the current holders of the highest role instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resource_shows_who_holds_its_highest_role_now() {
+    let app = space().await;
+    let view = app.read("/v1/resources/space/s").await;
+    assert_eq!(
+        (view["owners"].clone(), view["owner_count"].clone()),
+        (json!(["alice"]), json!(1))
+    );
+    // alice makes carol an owner and leaves.
+    let promoted = app
+        .put(
+            "/v1/resources/space/s/members/carol",
+            &actor("alice"),
+            json!({ "role": "owner" }),
+        )
+        .await;
+    assert_eq!(promoted.status(), StatusCode::OK);
+    let view = app.read("/v1/resources/space/s").await;
+    assert_eq!(view["owners"], json!(["alice", "carol"]));
+    let left = app
+        .delete("/v1/resources/space/s/members/alice", &actor("alice"))
+        .await;
+    assert_eq!(left.status(), StatusCode::NO_CONTENT);
+    let view = app.read("/v1/resources/space/s").await;
+    assert_eq!(
+        (view["owners"].clone(), view["owner_count"].clone()),
+        (json!(["carol"]), json!(1))
+    );
+    assert_eq!(view["member_count"], 3);
+    assert!(view.get("owner").is_none(), "{view}");
+}
