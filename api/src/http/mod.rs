@@ -9,6 +9,7 @@ mod extract;
 mod listener;
 mod metrics;
 mod openapi;
+mod query_check;
 mod rate_limit;
 mod routes;
 mod state;
@@ -540,6 +541,7 @@ pub fn router(state: AppState) -> Router {
         .merge(compat::router(state.config.families))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(query_check::refuse_unknown_query))
         .layer(middleware::from_fn_with_state(state.clone(), idempotency))
         .layer(middleware::from_fn_with_state(state.clone(), around))
         .layer(DefaultBodyLimit::max(body_bytes_max))

@@ -647,3 +647,113 @@ async fn a_resource_shows_who_holds_its_highest_role_now() {
     assert_eq!(view["member_count"], 3);
     assert!(view.get("owner").is_none(), "{view}");
 }
+
+/// Finding 16: unknown query parameters were ignored while unknown body fields were refused,
+/// so a misspelt `as_of` answered today's rolemap. Every native route refuses them, 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_query_parameter_is_refused_on_every_native_route() {
+    let app = space().await;
+    for (method, template) in ROUTES {
+        let path = concrete(template);
+        let response = app
+            .send(
+                method_of(method),
+                &format!("{path}?asof=2020-01-01T00:00:00Z"),
+                &As::Admin,
+                None,
+            )
+            .await;
+        let body = assert_problem(response, 400, "invalid_request").await;
+        assert!(
+            text(&body, "/detail").contains("\"asof\""),
+            "{method} {path}: {body}"
+        );
+    }
+    // A known one still works, percent-encoded or not.
+    let members = app
+        .get("/v1/resources/space/s/members?l%69mit=1", &As::Admin)
+        .await;
+    assert_eq!(members.status(), StatusCode::OK);
+    // The seed routes ignore what they do not know, as they do in bodies.
+    let teable = app
+        .get("/api/space/s/invitation/link?viewId=x", &actor("alice"))
+        .await;
+    assert_eq!(teable.status(), StatusCode::OK);
+}
+
+fn method_of(name: &str) -> reqwest::Method {
+    reqwest::Method::from_bytes(name.as_bytes()).expect("a method")
+}
+
+/// Finding 10: with two `X-Roster-Actor` or two `Authorization` headers the first won
+/// silently; which actor or credential a request carries must never be a guess. Both are
+/// 400, as is a second `X-Roster-Actor-Email` or `Idempotency-Key`. And a principal outside
+/// ASCII is named percent-encoded (or as raw UTF-8).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_that_names_someone_twice_is_refused_and_names_outside_ascii_work() {
+    let app = space().await;
+    let other_key = app.key("vic", &["read", "write"], false, None).await;
+    let doubled = [
+        ("x-roster-actor", "alice", "vic"),
+        (
+            "authorization",
+            "Bearer test-admin-token-0123456789",
+            &format!("Bearer {other_key}"),
+        ),
+        ("x-roster-actor-email", "a@example.com", "b@example.com"),
+    ];
+    for (name, first, second) in doubled {
+        let mut request = app.client.get(app.url("/v1/resources/space/s/members"));
+        if name != "authorization" {
+            request = request.bearer_auth(ADMIN_TOKEN);
+        }
+        let response = request
+            .header(name, first)
+            .header(name, second.to_string())
+            .send()
+            .await
+            .expect("sent");
+        let body = assert_problem(response, 400, "invalid_request").await;
+        assert!(
+            text(&body, "/detail").contains("more than once"),
+            "{name}: {body}"
+        );
+    }
+    let response = app
+        .client
+        .post(app.url("/v1/resources/space/s/invite-links"))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("X-Roster-Actor", "alice")
+        .header("Idempotency-Key", "k1")
+        .header("Idempotency-Key", "k2")
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("sent");
+    assert_problem(response, 400, "invalid_request").await;
+
+    // émile, named percent-encoded, then as raw UTF-8: the same principal.
+    let added = app
+        .client
+        .put(app.url("/v1/resources/space/s/members/%C3%A9mile"))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("X-Roster-Actor", "alice")
+        .json(&json!({ "role": "editor" }))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(added.status(), StatusCode::OK);
+    for named in ["%C3%A9mile", "émile"] {
+        let link = app
+            .client
+            .post(app.url("/v1/resources/space/s/invite-links"))
+            .bearer_auth(ADMIN_TOKEN)
+            .header("X-Roster-Actor", named)
+            .json(&json!({ "role": "viewer" }))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(link.status(), StatusCode::CREATED, "{named}");
+        assert_eq!(json_of(link).await["created_by"], "émile");
+    }
+}

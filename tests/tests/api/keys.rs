@@ -34,8 +34,8 @@ async fn a_key_is_shown_once_listed_without_its_secret_and_revoked() {
         .expect("listed")
         .clone();
     assert_eq!(
-        row["email"], "svc@example.com",
-        "emails are kept in lowercase"
+        row["email"], "Svc@Example.com",
+        "emails are kept as written, and compared in normal form"
     );
     assert_eq!(row["name"], "the host");
     assert_eq!(row["revoked"], false);

@@ -291,7 +291,7 @@ async fn the_rolemap_as_of_exact_instants() {
             vec![("alice", "owner"), ("bob", "viewer")],
         ),
         (
-            "2030-01-01T00:00:00Z",
+            "2026-01-01T00:00:00Z",
             vec![("alice", "owner"), ("bob", "viewer")],
         ),
     ];

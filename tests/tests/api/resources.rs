@@ -18,7 +18,7 @@ async fn a_resource_is_registered_once_with_its_owner_holding_the_highest_role()
     assert_eq!(response.status(), StatusCode::CREATED);
     let view = json_of(response).await;
     assert_eq!(view["resource"], "workspace/931");
-    assert_eq!(view["owner"], "alice");
+    assert_eq!(view["owners"], json!(["alice"]));
     assert_eq!(view["parent"], Value::Null);
     assert_eq!(view["member_count"], 1);
     assert!(view["registered_at"]
