@@ -76,7 +76,7 @@ fn first_start_makes_private_secrets_and_sigterm_stops_cleanly() {
         "-H",
         &auth,
     ]);
-    assert!(resource.contains("\"owner\":\"alice\""), "{resource}");
+    assert!(resource.contains("\"owners\":[\"alice\"]"), "{resource}");
     assert!(terminate(&mut server).success());
     let verified = Command::new(env!("CARGO_BIN_EXE_roster"))
         .args([
