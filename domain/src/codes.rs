@@ -112,9 +112,13 @@ impl InviteCode {
         hex::encode(self.bytes())
     }
 
-    /// Reads either form. Anything else, and any number not below 2^53, is `invitation_not_found`:
-    /// a malformed code and an unknown one answer alike, so probing learns nothing.
+    /// Reads either form, as pasted: surrounding whitespace is dropped, and from a whole invite
+    /// URL the code is taken out (`…/invite/{code}`, or Teable's `invitationCode=`, Cal.com's
+    /// `token=` or a `code=` parameter). Anything else, and any number not below 2^53, is
+    /// `invitation_not_found`: a malformed code and an unknown one answer alike, so probing
+    /// learns nothing.
     pub fn parse(text: &str) -> Result<ParsedCode, DomainError> {
+        let text = code_in(text);
         let mut bytes = [0u8; CODE_BYTES];
         let decoded = match text.len() {
             BASE64_CHARS => match URL_SAFE_NO_PAD.decode(text.as_bytes()) {
@@ -153,6 +157,25 @@ impl InviteCode {
             mac: mac_bytes,
         }))
     }
+}
+
+/// The code in what a person pasted: the text trimmed, or the code inside an invite URL.
+fn code_in(text: &str) -> &str {
+    let text = text.trim();
+    let end = |rest: &str| rest.find(['?', '#', '&', '/']).unwrap_or(rest.len());
+    if let Some((_, rest)) = text.rsplit_once("/invite/") {
+        return &rest[..end(rest)];
+    }
+    if let Some((_, query)) = text.split_once('?') {
+        for pair in query.split(['&', '#']) {
+            if let Some((name, value)) = pair.split_once('=') {
+                if matches!(name, "invitationCode" | "token" | "code") {
+                    return value;
+                }
+            }
+        }
+    }
+    text
 }
 
 impl fmt::Debug for InviteCode {
@@ -237,5 +260,36 @@ mod tests {
             assert_eq!((verified.number(), verified.generation()), (42, 7));
         }
         assert!(!format!("{code:?}").contains(&native));
+    }
+
+    #[test]
+    fn a_pasted_code_or_a_whole_invite_url_is_understood() {
+        let secret = ServerSecret::new(*b"0123456789abcdef0123456789abcdef");
+        let code = InviteCode::derive(&secret, 42, 7);
+        let (native, calcom) = (code.encode_base64(), code.encode_hex());
+        for pasted in [
+            format!("  {native}\n"),
+            format!("\t{calcom} "),
+            format!("https://app.example/invite/{native}"),
+            format!(" https://app.example/invite/{native}?utm=mail#top "),
+            format!("https://app.example/invite?invitationId=42&invitationCode={native}"),
+            format!("https://cal.example/signup?token={calcom}&callbackUrl=/getting-started"),
+            format!("/join?code={native}"),
+        ] {
+            let verified = VerifiedCode::from_text(&secret, &pasted)
+                .unwrap_or_else(|e| panic!("{pasted:?}: {e}"));
+            assert_eq!((verified.number(), verified.generation()), (42, 7));
+        }
+        for wrong in [
+            format!("{native}x"),
+            format!("https://app.example/invite/{native}x"),
+            format!("https://app.example/?other={native}"),
+            "https://app.example/invite/".to_string(),
+        ] {
+            assert!(
+                VerifiedCode::from_text(&secret, &wrong).is_err(),
+                "{wrong:?}"
+            );
+        }
     }
 }

@@ -75,6 +75,13 @@ pub enum ResourceCommand {
         resource: ResourceId,
         code: VerifiedCode,
     },
+    /// Accepts a pending email invitation without its code, for a principal whose verified
+    /// email is the invited one: `POST /v1/invitations/{id}/accept`, so a host can offer
+    /// "you have 2 invitations" to a signed-in user.
+    AcceptInvitationById {
+        resource: ResourceId,
+        invitation: u64,
+    },
     /// The delivery worker's report on one attempt to mail an invitation.
     RecordDelivery {
         resource: ResourceId,
@@ -107,6 +114,7 @@ impl ResourceCommand {
             | ResourceCommand::RevokeInvitation { resource, .. }
             | ResourceCommand::AcceptInvitation { resource, .. }
             | ResourceCommand::DeclineInvitation { resource, .. }
+            | ResourceCommand::AcceptInvitationById { resource, .. }
             | ResourceCommand::RecordDelivery { resource, .. } => resource,
         }
     }

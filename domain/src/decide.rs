@@ -543,6 +543,9 @@ fn decide_resource(
             revoke_invitation(&rules, invitation)
         }
         ResourceCommand::AcceptInvitation { code, .. } => accept(&rules, &code),
+        ResourceCommand::AcceptInvitationById { invitation, .. } => {
+            accept_by_id(&rules, invitation)
+        }
         ResourceCommand::DeclineInvitation { code, .. } => decline(&rules, &code),
         ResourceCommand::RecordDelivery {
             invitation,
@@ -959,29 +962,56 @@ fn accept(rules: &Rules<'_>, code: &VerifiedCode) -> Result<Vec<Event>, DomainEr
             if rules.ctx.actor.email() != Some(&invitation.email) {
                 return Err(DomainError::InvitationEmailMismatch);
             }
-            rules.schema.rank_of(&invitation.role)?;
-            if rules.already_at_or_above(&principal, &invitation.role) {
-                return Ok(vec![]);
-            }
-            rules.require_inviter_still_may(invitation.invited_by.as_ref(), &invitation.role)?;
-            Ok(vec![
-                Event::InvitationAccepted {
-                    number: invitation.number,
-                    generation: invitation.generation,
-                    email: invitation.email.clone(),
-                    accepted_by: principal.clone(),
-                },
-                rules.grant(
-                    principal,
-                    invitation.role.clone(),
-                    invitation.invited_by.clone(),
-                    Via::Invitation {
-                        number: invitation.number,
-                    },
-                ),
-            ])
+            accept_invitation(rules, principal, invitation)
         }
     }
+}
+
+/// Accepting a pending email invitation by its number, as its addressee: the verified email
+/// stands in for the code. An invitation to another address answers as a missing one, so a
+/// caller learns nothing of other people's invitations by trying numbers.
+fn accept_by_id(rules: &Rules<'_>, number: u64) -> Result<Vec<Event>, DomainError> {
+    let Some(principal) = rules.actor_principal() else {
+        return Err(DomainError::InvalidRequest(
+            "accepting needs an acting principal (X-Roster-Actor)".into(),
+        ));
+    };
+    let invitation = rules
+        .state
+        .invitation(number)
+        .filter(|i| rules.ctx.actor.email() == Some(&i.email))
+        .ok_or_else(|| DomainError::NotFound(format!("invitation {number} for your email")))?;
+    require_invitation_open(invitation, None, rules.ctx.now)?;
+    accept_invitation(rules, principal, invitation)
+}
+
+/// Rules 5 and 4 for an open email invitation whose addressee is the actor.
+fn accept_invitation(
+    rules: &Rules<'_>,
+    principal: Principal,
+    invitation: &InvitationState,
+) -> Result<Vec<Event>, DomainError> {
+    rules.schema.rank_of(&invitation.role)?;
+    if rules.already_at_or_above(&principal, &invitation.role) {
+        return Ok(vec![]);
+    }
+    rules.require_inviter_still_may(invitation.invited_by.as_ref(), &invitation.role)?;
+    Ok(vec![
+        Event::InvitationAccepted {
+            number: invitation.number,
+            generation: invitation.generation,
+            email: invitation.email.clone(),
+            accepted_by: principal.clone(),
+        },
+        rules.grant(
+            principal,
+            invitation.role.clone(),
+            invitation.invited_by.clone(),
+            Via::Invitation {
+                number: invitation.number,
+            },
+        ),
+    ])
 }
 
 /// Rule 7: anyone holding a valid code may decline; declining a link records nothing.

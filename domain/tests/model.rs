@@ -165,6 +165,12 @@ impl ModelResource {
         }
     }
 
+    /// The standing for a command on a link or invitation: one who is not a member learns
+    /// nothing of the numbers, existing or not (every built-in role may view members).
+    fn standing_on_invites(&self, actor: ActorPick) -> Result<Option<usize>, &'static str> {
+        self.standing(actor).map_err(|_| "not_found")
+    }
+
     fn may_manage(
         standing: Option<usize>,
         actor: ActorPick,
@@ -356,7 +362,7 @@ impl Model {
                 max_uses,
                 ..
             } => {
-                let standing = r.standing(actor)?;
+                let standing = r.standing_on_invites(actor)?;
                 let number = nth_number(&r.links, link);
                 let current = r.links.get(&number).ok_or("not_found")?.clone();
                 ModelResource::may_manage(standing, actor, current.creator)?;
@@ -389,7 +395,7 @@ impl Model {
                 Ok(true)
             }
             Step::RotateInviteLink { actor, link, .. } => {
-                let standing = r.standing(actor)?;
+                let standing = r.standing_on_invites(actor)?;
                 let number = nth_number(&r.links, link);
                 let l = r.links.get_mut(&number).ok_or("not_found")?;
                 ModelResource::may_manage(standing, actor, l.creator)?;
@@ -403,7 +409,7 @@ impl Model {
                 Ok(true)
             }
             Step::RevokeInviteLink { actor, link, .. } => {
-                let standing = r.standing(actor)?;
+                let standing = r.standing_on_invites(actor)?;
                 let number = nth_number(&r.links, link);
                 let l = r.links.get_mut(&number).ok_or("not_found")?;
                 ModelResource::may_manage(standing, actor, l.creator)?;
@@ -542,7 +548,7 @@ impl Model {
             Step::ResendInvitation {
                 actor, invitation, ..
             } => {
-                let standing = r.standing(actor)?;
+                let standing = r.standing_on_invites(actor)?;
                 let number = nth_number(&r.invitations, invitation);
                 let pending = r.pending_invitations(now);
                 let i = r.invitations.get_mut(&number).ok_or("not_found")?;
@@ -566,7 +572,7 @@ impl Model {
             Step::RevokeInvitation {
                 actor, invitation, ..
             } => {
-                let standing = r.standing(actor)?;
+                let standing = r.standing_on_invites(actor)?;
                 let number = nth_number(&r.invitations, invitation);
                 let i = r.invitations.get_mut(&number).ok_or("not_found")?;
                 ModelResource::may_manage(standing, actor, i.inviter)?;

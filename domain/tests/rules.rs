@@ -70,6 +70,13 @@ fn accept(number: u64, generation: u32) -> ResourceCommand {
     }
 }
 
+fn accept_by_id(number: u64) -> ResourceCommand {
+    ResourceCommand::AcceptInvitationById {
+        resource: space(),
+        invitation: number,
+    }
+}
+
 fn decline(number: u64, generation: u32) -> ResourceCommand {
     ResourceCommand::DeclineInvitation {
         resource: space(),
@@ -547,6 +554,45 @@ fn cases() -> Vec<(&'static str, Verdict)> {
                     },
                 ]),
         ),
+        (
+            "rule 7: the addressee accepts by number, its verified email standing in for the code",
+            r(team_and([invited(7, "zoe@x.io", "viewer", Some("alice"))]))
+                .when(accept_by_id(7), by_with_email("zoe", "Zoe@X.io"))
+                .then_events(vec![
+                    accepted(7, "zoe@x.io", "zoe"),
+                    Event::MemberAdded {
+                        principal: p("zoe"),
+                        role: role("viewer"),
+                        granted_by: Some(p("alice")),
+                        via: Via::Invitation { number: 7 },
+                        at: t0(),
+                    },
+                ]),
+        ),
+        (
+            "rule 7: by number, another address learns nothing: not_found",
+            r(team_and([invited(7, "zoe@x.io", "viewer", None)]))
+                .when(accept_by_id(7), by_with_email("zed", "zed@x.io"))
+                .then_error("not_found"),
+        ),
+        (
+            "rule 7: by number, a look-alike address is another address",
+            r(team_and([invited(7, "kate@x.io", "viewer", None)]))
+                .when(accept_by_id(7), by_with_email("k", "\u{212A}ate@x.io"))
+                .then_error("not_found"),
+        ),
+        (
+            "rule 6: by number, a revoked invitation stays unusable",
+            r(team_and([
+                invited(7, "zoe@x.io", "viewer", None),
+                Event::InvitationRevoked {
+                    number: 7,
+                    revoked_by: None,
+                },
+            ]))
+            .when(accept_by_id(7), by_with_email("zoe", "zoe@x.io"))
+            .then_error("invitation_revoked"),
+        ),
         // Rule 8: the admin without a principal stands outside the rolemap.
         (
             "rule 8: the admin may make an owner link",
@@ -673,6 +719,18 @@ fn cases() -> Vec<(&'static str, Verdict)> {
             given::<ApiKeysState>([key_issued("k1", "rk_a")])
                 .when(issue_key("k1", "rk_b"), admin())
                 .then_error("already_exists"),
+        ),
+        (
+            "code invalid_url: a webhook URL with a password in it",
+            given::<WebhooksState>([])
+                .when(
+                    WebhookCommand::Subscribe {
+                        url: "https://hook:secret@receiver.example/in".into(),
+                        events: vec![],
+                    },
+                    admin(),
+                )
+                .then_error("invalid_url"),
         ),
         (
             "code invalid_request: an expiry in the past",
