@@ -428,6 +428,52 @@ impl ReadModels {
             .collect()
     }
 
+    /// Rows under `prefix` from the key `from` on (from the first when empty), in key order,
+    /// each turned into an item or passed over by `convert`, until `limit` items: the page,
+    /// and whether more follow. A filter that passes most rows over reads on in chunks, so a
+    /// page costs what it finds, not what the prefix holds.
+    fn page<T>(
+        &self,
+        index: usize,
+        prefix: &[u8],
+        from: Vec<u8>,
+        limit: usize,
+        mut convert: impl FnMut(&[u8], &[u8]) -> Result<Option<T>, ProjectionError>,
+    ) -> Result<(Vec<T>, bool), ProjectionError> {
+        const CHUNK_ROWS: usize = 256;
+        let mut items = Vec::new();
+        let mut from = from;
+        loop {
+            let rows = self.tree(index).scan_prefix(prefix, &from, CHUNK_ROWS)?;
+            for (key, value) in &rows {
+                if let Some(item) = convert(key, value)? {
+                    if items.len() == limit {
+                        return Ok((items, true));
+                    }
+                    items.push(item);
+                }
+            }
+            match rows.last() {
+                Some((last, _)) if rows.len() == CHUNK_ROWS => {
+                    // The least key after the last one read.
+                    from = last.clone();
+                    from.push(0);
+                }
+                _ => return Ok((items, false)),
+            }
+        }
+    }
+
+    /// The key after which a page on a string-keyed prefix goes on: `prefix ‖ after ‖ 0`.
+    fn after_text(prefix: &[u8], after: Option<&str>) -> Vec<u8> {
+        after.map_or_else(Vec::new, |after| {
+            let mut from = prefix.to_vec();
+            from.extend_from_slice(after.as_bytes());
+            from.push(0);
+            from
+        })
+    }
+
     fn row<T: Record>(&self, index: usize, key: &[u8]) -> Result<Option<T>, ProjectionError> {
         self.tree(index)
             .get(key)?
@@ -568,6 +614,147 @@ impl ReadModels {
             }
         }
         Ok(records)
+    }
+
+    /// A resource's links or invitations (`tag` `l` or `i`) in number order after `after`,
+    /// those `keep` wants, at most `limit`, and whether more follow.
+    fn invites_page(
+        &self,
+        resource: &ResourceId,
+        tag: &[u8],
+        after: u64,
+        limit: usize,
+        mut keep: impl FnMut(&InviteRecord) -> bool,
+    ) -> Result<(Vec<InviteRecord>, bool), ProjectionError> {
+        let under = prefix(&[b"r", resource.to_string().as_bytes(), tag]);
+        let mut from = under.clone();
+        from.extend_from_slice(&after.saturating_add(1).to_be_bytes());
+        self.page(INVITATIONS, &under, from, limit, |key, _| {
+            let number = key
+                .get(key.len().saturating_sub(8)..)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes);
+            Ok(number
+                .map(|n| self.invite(n))
+                .transpose()?
+                .flatten()
+                .filter(|record| keep(record)))
+        })
+    }
+
+    /// A resource's links in number order after `after`, at most `limit`; more to come?
+    pub fn links_page(
+        &self,
+        resource: &ResourceId,
+        after: u64,
+        limit: usize,
+    ) -> Result<(Vec<LinkRecord>, bool), ProjectionError> {
+        let (records, more) = self.invites_page(resource, b"l", after, limit, |_| true)?;
+        let links = records
+            .into_iter()
+            .filter_map(|r| match r {
+                InviteRecord::Link(link) => Some(link),
+                InviteRecord::Email(_) => None,
+            })
+            .collect();
+        Ok((links, more))
+    }
+
+    /// A resource's email invitations that `keep` wants, in number order after `after`, at
+    /// most `limit`; more to come?
+    pub fn invitations_page(
+        &self,
+        resource: &ResourceId,
+        after: u64,
+        limit: usize,
+        mut keep: impl FnMut(&InvitationRecord) -> bool,
+    ) -> Result<(Vec<InvitationRecord>, bool), ProjectionError> {
+        let (records, more) = self.invites_page(resource, b"i", after, limit, |r| match r {
+            InviteRecord::Email(invitation) => keep(invitation),
+            InviteRecord::Link(_) => false,
+        })?;
+        let invitations = records
+            .into_iter()
+            .filter_map(|r| match r {
+                InviteRecord::Email(invitation) => Some(invitation),
+                InviteRecord::Link(_) => None,
+            })
+            .collect();
+        Ok((invitations, more))
+    }
+
+    /// A principal's memberships in resource order after the resource `after`, at most
+    /// `limit`; more to come?
+    pub fn memberships_page(
+        &self,
+        principal: &Principal,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<MembershipRecord>, bool), ProjectionError> {
+        let under = prefix(&[b"p", principal.as_str().as_bytes()]);
+        let from = Self::after_text(&under, after);
+        self.page(MEMBERS, &under, from, limit, |key, value| {
+            MembershipRecord::decode(key, value).map(Some)
+        })
+    }
+
+    /// Registered resources in name order (`kind/id`), of one kind and under one parent when
+    /// given, after `after`, at most `limit`; more to come?
+    pub fn resources_page(
+        &self,
+        kind: Option<&str>,
+        parent: Option<&ResourceId>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<ResourceRecord>, bool), ProjectionError> {
+        let all = prefix(&[b"r"]);
+        let mut under = all.clone();
+        if let Some(kind) = kind {
+            under.extend_from_slice(kind.as_bytes());
+            under.push(b'/');
+        }
+        let from = Self::after_text(&all, after);
+        let from = if from.as_slice() > under.as_slice() {
+            from
+        } else {
+            Vec::new()
+        };
+        self.page(RESOURCES, &under, from, limit, |key, value| {
+            let record = ResourceRecord::decode(key, value)?;
+            Ok(parent
+                .is_none_or(|p| record.parent.as_ref() == Some(p))
+                .then_some(record))
+        })
+    }
+
+    /// API keys in id order after `after`, at most `limit`; more to come?
+    pub fn api_keys_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<ApiKeyRow>, bool), ProjectionError> {
+        let under = prefix(&[b"k"]);
+        let from = Self::after_text(&under, after);
+        self.page(IDENTITY, &under, from, limit, |_, digest| {
+            self.row(
+                IDENTITY,
+                &Identity::key_by_digest(&String::from_utf8_lossy(digest)),
+            )
+        })
+    }
+
+    /// Webhook subscriptions in id order after `after`, at most `limit`; more to come?
+    pub fn webhooks_page(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<(Vec<WebhookRow>, bool), ProjectionError> {
+        let under = prefix(&[b"w"]);
+        let mut from = under.clone();
+        from.extend_from_slice(&after.saturating_add(1).to_be_bytes());
+        self.page(WEBHOOKS, &under, from, limit, |key, value| {
+            WebhookRow::decode(key, value).map(Some)
+        })
     }
 
     pub fn links(&self, resource: &ResourceId) -> Result<Vec<LinkRecord>, ProjectionError> {

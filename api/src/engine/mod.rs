@@ -683,14 +683,67 @@ impl Engine {
             )
         })?;
         let (resource, verified) = self.resolve(code)?;
-        let command = Command::Resource(ResourceCommand::AcceptInvitation {
+        let command = ResourceCommand::AcceptInvitation {
             resource: resource.clone(),
             code: verified,
-        });
+        };
+        self.accept_command(actor, principal, command, idempotency)
+            .await
+    }
+
+    /// Accepts a pending email invitation by its number for the acting principal, whose
+    /// verified email must be the invited one (no code: the host vouches for the email).
+    pub async fn accept_by_id(
+        &self,
+        actor: Actor,
+        invitation: u64,
+        idempotency: Option<Idempotency>,
+    ) -> Result<Accepted, EngineError> {
+        let principal = actor.principal().cloned().ok_or_else(|| {
+            DomainError::InvalidRequest(
+                "accepting needs a principal: name one with X-Roster-Actor".into(),
+            )
+        })?;
+        let resource = match self.inner.models.invite(invitation)? {
+            Some(InviteRecord::Email(record)) => record.resource,
+            _ => {
+                return Err(DomainError::NotFound(format!(
+                    "invitation {invitation} for your email"
+                ))
+                .into())
+            }
+        };
+        let command = ResourceCommand::AcceptInvitationById {
+            resource,
+            invitation,
+        };
+        self.accept_command(actor, principal, command, idempotency)
+            .await
+    }
+
+    /// Runs an acceptance and says what it left: the principal's role, and whether it changed.
+    async fn accept_command(
+        &self,
+        actor: Actor,
+        principal: Principal,
+        command: ResourceCommand,
+        idempotency: Option<Idempotency>,
+    ) -> Result<Accepted, EngineError> {
+        let resource = command.resource().clone();
         let executed = self
-            .execute(Request::new(actor, command).idempotent(idempotency))
+            .execute(Request::new(actor, Command::Resource(command)).idempotent(idempotency))
             .await?;
-        let role = match executed.actor_role {
+        // The role the acceptance gave, from its own events (a repeated key's first outcome
+        // included), else the role it left as it was; the read model is asked only when
+        // neither is known, since a command decided since may have changed it.
+        let granted = executed.events.iter().find_map(|e| match e {
+            Event::MemberAdded { role, .. } | Event::MemberRoleChanged { role, .. } => {
+                Some(role.clone())
+            }
+            _ => None,
+        });
+        let changed = granted.is_some();
+        let role = match granted.or(executed.actor_role) {
             Some(role) => role,
             None => self
                 .inner
@@ -699,12 +752,6 @@ impl Engine {
                 .map(|m| m.role)
                 .ok_or(DomainError::InvitationNotFound)?,
         };
-        let changed = executed.events.iter().any(|e| {
-            matches!(
-                e,
-                Event::MemberAdded { .. } | Event::MemberRoleChanged { .. }
-            )
-        });
         Ok(Accepted {
             resource,
             principal,
@@ -959,6 +1006,76 @@ impl Engine {
 
     pub fn memberships(&self, principal: &Principal) -> Result<Vec<MembershipRecord>, EngineError> {
         Ok(self.inner.models.memberships(principal)?)
+    }
+
+    /// A resource's links in number order after `after`, at most `limit`; more to come?
+    pub fn links_page(
+        &self,
+        resource: &ResourceId,
+        after: u64,
+        limit: usize,
+    ) -> Result<(Vec<LinkRecord>, bool), EngineError> {
+        Ok(self.inner.models.links_page(resource, after, limit)?)
+    }
+
+    /// A resource's email invitations that `keep` wants, in number order after `after`, at
+    /// most `limit`; more to come?
+    pub fn invitations_page(
+        &self,
+        resource: &ResourceId,
+        after: u64,
+        limit: usize,
+        keep: impl FnMut(&InvitationRecord) -> bool,
+    ) -> Result<(Vec<InvitationRecord>, bool), EngineError> {
+        Ok(self
+            .inner
+            .models
+            .invitations_page(resource, after, limit, keep)?)
+    }
+
+    /// A principal's memberships in resource order after `after`, at most `limit`.
+    pub fn memberships_page(
+        &self,
+        principal: &Principal,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<MembershipRecord>, bool), EngineError> {
+        Ok(self
+            .inner
+            .models
+            .memberships_page(principal, after, limit)?)
+    }
+
+    /// Registered resources in name order, of a kind and under a parent when given.
+    pub fn resources_page(
+        &self,
+        kind: Option<&str>,
+        parent: Option<&ResourceId>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<ResourceRecord>, bool), EngineError> {
+        Ok(self
+            .inner
+            .models
+            .resources_page(kind, parent, after, limit)?)
+    }
+
+    /// API keys in id order after `after`, at most `limit` (digests only, never keys).
+    pub fn api_keys_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<ApiKeyRow>, bool), EngineError> {
+        Ok(self.inner.models.api_keys_page(after, limit)?)
+    }
+
+    /// Webhook subscriptions in id order after `after`, at most `limit`.
+    pub fn webhooks_page(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<(Vec<roster_projections::WebhookRow>, bool), EngineError> {
+        Ok(self.inner.models.webhooks_page(after, limit)?)
     }
 
     pub fn links(&self, resource: &ResourceId) -> Result<Vec<LinkRecord>, EngineError> {
