@@ -142,7 +142,11 @@ async fn export_then_import_gives_the_same_chain_and_read_models() {
     let exported = roster(source.path(), &["export", export.to_str().expect("utf-8")]);
     assert!(exported.status.success(), "{}", text(&exported.stderr));
     let target = tempfile::tempdir().expect("temporary directory");
-    let imported = roster(target.path(), &["import", export.to_str().expect("utf-8")]);
+    // The log alone is what this test compares; the secret's move has a test of its own.
+    let imported = roster(
+        target.path(),
+        &["import", "--new-secret", export.to_str().expect("utf-8")],
+    );
     assert!(imported.status.success(), "{}", text(&imported.stderr));
     let again = roster(target.path(), &["verify", "--quiet"]);
     assert_eq!(
@@ -164,7 +168,10 @@ async fn an_edited_export_is_refused_with_the_first_bad_position() {
     let edited = source.path().join("edited.ndjson");
     std::fs::write(&edited, lines.join("\n")).expect("writes");
     let target = tempfile::tempdir().expect("temporary directory");
-    let refused = roster(target.path(), &["import", edited.to_str().expect("utf-8")]);
+    let refused = roster(
+        target.path(),
+        &["import", "--new-secret", edited.to_str().expect("utf-8")],
+    );
     assert_eq!(refused.status.code(), Some(1));
     assert!(
         text(&refused.stderr).contains("position 4"),

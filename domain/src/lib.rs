@@ -13,6 +13,7 @@ mod event;
 mod ids;
 mod keys;
 mod query;
+mod redecide;
 mod schema;
 mod state;
 #[cfg(feature = "proptest")]
@@ -22,7 +23,10 @@ mod webhooks;
 
 pub use codes::{InviteCode, ParsedCode, ServerSecret, VerifiedCode};
 pub use command::{ApiKeyCommand, Command, DeliveryOutcome, ResourceCommand, SchemaCommand};
-pub use context::{Actor, Context, KnownEmails, Limits, NumberSequence, NumberSource};
+pub use context::{
+    Actor, Context, KnownEmails, Limits, NumberSequence, NumberSource, ADMIN_ACTOR_LABEL,
+    LEGACY_ADMIN_ACTOR_LABEL,
+};
 pub use decide::{
     create_invitations, decide, evolve, fold, Aggregate, InvitationBatch,
     INVITATION_VALIDITY_DEFAULT_MS,
@@ -33,6 +37,7 @@ pub use event::{Event, EventDecodeError, Via, EVENT_SCHEMA_VERSION};
 pub use ids::{is_valid_number, Kind, Principal, ResourceId, StreamId, NUMBER_LIMIT};
 pub use keys::{ApiKeyId, KeyDigest, Scope};
 pub use query::{preview, resolve_code, CodeKind, CodeStatus, Preview, Resolved};
+pub use redecide::{describe, describe_all, redecide, LogCheck, LoggedCommand, Mismatch, Redecide};
 pub use schema::{KindUsage, Privilege, RoleDef, RoleName, RoleSchema, ROLES_PER_SCHEMA_MAX};
 pub use state::{
     ApiKeyRecord, ApiKeysState, DeliveryState, InvitationClosure, InvitationState,
