@@ -437,22 +437,24 @@ async fn serve(data: PathBuf, args: ServeArgs) -> Result<(), String> {
     config.code_failures_window_ms = args.code_failures_window_ms;
     config.rate_limit_keys_max = args.rate_limit_keys_max;
     config.trusted_proxies = args.trusted_proxies;
-    roster_api::serve(listener, config, shutdown_signal()).await
+    roster_api::serve(listener, config, shutdown_signal()?).await
 }
 
-/// Completes on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Completes on SIGTERM or Ctrl-C (SIGINT). Both are caught from the moment this returns,
+/// before the server says it listens: caught only once the server polled the future, a
+/// SIGTERM sent as soon as it listened met the default action and ended the process without
+/// a clean stop.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, String> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate =
+        signal(SignalKind::terminate()).map_err(|e| format!("cannot catch SIGTERM: {e}"))?;
+    let mut interrupt =
+        signal(SignalKind::interrupt()).map_err(|e| format!("cannot catch SIGINT: {e}"))?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
-    }
-    tracing::info!("shutting down: finishing the requests in flight");
+        tracing::info!("shutting down: finishing the requests in flight");
+    })
 }
