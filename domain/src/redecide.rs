@@ -590,7 +590,7 @@ impl LogCheck {
                 *state = logged
                     .events
                     .iter()
-                    .fold(std::mem::take(state), |s, e| Aggregate::evolve(s, e));
+                    .fold(std::mem::take(state), SchemaState::evolve);
                 Ok(())
             }
             StreamId::ApiKeys => {
