@@ -99,6 +99,7 @@ pub fn check_log(
         chain: ChainChecker::new(),
         domain: LogCheck::new(),
         pending: Vec::new(),
+        pending_events: Vec::new(),
         snapshots,
         cursors: HashMap::new(),
     };
@@ -141,9 +142,10 @@ struct SnapshotCursor {
 struct Check<'s> {
     chain: ChainChecker,
     domain: LogCheck,
-    /// The events of the command being read, each with its envelope: a command is known to be
+    /// The envelopes of the command being read, and their events: a command is known to be
     /// complete only when an envelope of another one comes (or the log ends).
-    pending: Vec<(Envelope, Event)>,
+    pending: Vec<Envelope>,
+    pending_events: Vec<Event>,
     snapshots: Option<&'s Snapshots>,
     cursors: HashMap<String, SnapshotCursor>,
 }
@@ -154,7 +156,7 @@ impl Check<'_> {
             position: e.position,
             reason: e.reason,
         })?;
-        let continues = self.pending.last().is_some_and(|(last, _)| {
+        let continues = self.pending.last().is_some_and(|last| {
             last.stream == envelope.stream && last.command_id == envelope.command_id
         });
         if !continues {
@@ -165,7 +167,8 @@ impl Check<'_> {
                 position: envelope.position,
                 reason: e.to_string(),
             })?;
-        self.pending.push((envelope, event));
+        self.pending.push(envelope);
+        self.pending_events.push(event);
         Ok(())
     }
 
@@ -174,16 +177,17 @@ impl Check<'_> {
     /// are no fault of theirs.
     fn flush(&mut self, complete: bool) -> Result<(), LogFault> {
         let pending = std::mem::take(&mut self.pending);
-        let Some((first, _)) = pending.first() else {
+        let events = std::mem::take(&mut self.pending_events);
+        let Some(first) = pending.first() else {
             return Ok(());
         };
         let at = |position: u64| move |reason: String| LogFault { position, reason };
         let stream =
             StreamId::parse(&first.stream).map_err(|e| at(first.position)(e.to_string()))?;
         // One command has one actor and one time: its events' envelopes must agree.
-        if let Some((odd, _)) = pending
+        if let Some(odd) = pending
             .iter()
-            .find(|(e, _)| e.actor != first.actor || e.occurred_at != first.occurred_at)
+            .find(|e| e.actor != first.actor || e.occurred_at != first.occurred_at)
         {
             return Err(at(odd.position)(format!(
                 "command {} names another actor or time than its first event",
@@ -192,7 +196,6 @@ impl Check<'_> {
         }
         let occurred_at = Timestamp::from_unix_ms(first.occurred_at.0)
             .map_err(|e| at(first.position)(e.to_string()))?;
-        let events: Vec<Event> = pending.iter().map(|(_, event)| event.clone()).collect();
         let logged = LoggedCommand {
             stream: &stream,
             actor: &first.actor,
@@ -202,7 +205,7 @@ impl Check<'_> {
         let (snapshots, cursors) = (self.snapshots, &mut self.cursors);
         let mut snapshot_fault = None;
         let mut after_each = |index: usize, state: &ResourceState| {
-            let Some(((envelope, _), snapshots)) = pending.get(index).zip(snapshots) else {
+            let Some((envelope, snapshots)) = pending.get(index).zip(snapshots) else {
                 return;
             };
             if snapshot_fault.is_none() {
@@ -217,7 +220,7 @@ impl Check<'_> {
                 let position = first.position.saturating_add(offset);
                 // Past the command's last event (the rules give more): name the last, or,
                 // when the command was cut short, the position that cut it.
-                let last = pending.last().map_or(first.position, |(e, _)| e.position);
+                let last = pending.last().map_or(first.position, |e| e.position);
                 at(if complete {
                     position.min(last)
                 } else {

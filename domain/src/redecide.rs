@@ -146,14 +146,14 @@ fn actors_of(label: &str) -> Result<Vec<Actor>, Mismatch> {
 
 /// The logged events against the decision: the same events, in the same order.
 fn compare(logged: &[Event], decided: Result<Vec<Event>, DomainError>) -> Result<(), Mismatch> {
-    let said = describe_all(logged);
     let decided = match decided {
         Ok(decided) => decided,
         Err(error) => {
             return Err(Mismatch {
                 index: 0,
                 reason: format!(
-                    "the log says {said}; the rules refuse it: {} ({error})",
+                    "the log says {}; the rules refuse it: {} ({error})",
+                    describe_all(logged),
                     error.code()
                 ),
             })
@@ -177,7 +177,10 @@ fn compare(logged: &[Event], decided: Result<Vec<Event>, DomainError>) -> Result
     };
     Err(Mismatch {
         index,
-        reason: format!("the log says {said}; the rules decide: {decided}{differ}"),
+        reason: format!(
+            "the log says {}; the rules decide: {decided}{differ}",
+            describe_all(logged)
+        ),
     })
 }
 
@@ -539,6 +542,9 @@ impl Redecide for WebhooksState {
 #[derive(Debug, Default)]
 pub struct LogCheck {
     schemas: HashMap<Kind, SchemaState>,
+    /// Each kind's schema in force, as `schemas` gives it: built once per change, not once
+    /// per command.
+    in_force: HashMap<Kind, RoleSchema>,
     resources: HashMap<ResourceId, ResourceState>,
     api_keys: ApiKeysState,
     webhooks: WebhooksState,
@@ -563,17 +569,17 @@ impl LogCheck {
         self.numbers_are_new(logged.events)?;
         match logged.stream {
             StreamId::Resource(resource) => {
-                let schema = self
-                    .schemas
-                    .get(resource.kind())
-                    .cloned()
-                    .unwrap_or_default()
-                    .in_force(resource.kind());
+                let kind = resource.kind();
+                if !self.in_force.contains_key(kind) {
+                    let schema = self.schemas.get(kind).cloned().unwrap_or_default();
+                    self.in_force.insert(kind.clone(), schema.in_force(kind));
+                }
+                let schema = &self.in_force[kind];
                 let state = self.resources.entry(resource.clone()).or_default();
                 // Decide, then fold regardless, so that a command both refused and leaving no
                 // owner is reported with both.
-                let decided = redecide(state, logged, &schema, &KindUsage::UNUSED);
-                let stranded = fold_resource(state, resource, &schema, logged.events, after_each);
+                let decided = redecide(state, logged, schema, &KindUsage::UNUSED);
+                let stranded = fold_resource(state, resource, schema, logged.events, after_each);
                 match (stranded, decided) {
                     (None, decided) => decided,
                     (Some(stranded), Ok(())) => Err(stranded),
@@ -591,6 +597,7 @@ impl LogCheck {
                     .events
                     .iter()
                     .fold(std::mem::take(state), SchemaState::evolve);
+                self.in_force.insert(kind.clone(), state.in_force(kind));
                 Ok(())
             }
             StreamId::ApiKeys => {
