@@ -598,6 +598,24 @@ async fn verify_and_import_refuse_a_log_the_rules_would_not_have_decided() {
         vec!["MemberPromoted"],
     ));
 
+    // A known type under a schema version this version does not know.
+    let mut unknown_schema = good.clone();
+    let mut newer = appended(
+        &unknown_schema,
+        space,
+        "alice",
+        "MemberRemoved",
+        serde_json::json!({"principal": "bob", "role": "editor", "removed_by": "alice", "left": false}),
+    );
+    newer.schema = 2;
+    unknown_schema.push(newer);
+    edits.push((
+        "an event of an unknown schema version",
+        unknown_schema,
+        10,
+        vec!["event type MemberRemoved has no schema version 2"],
+    ));
+
     for (what, mut log, position, words) in edits {
         rechain(&mut log);
         let said_at = format!("position {position}: ");
