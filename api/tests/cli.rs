@@ -670,6 +670,16 @@ async fn verify_and_import_refuse_a_log_the_rules_would_not_have_decided() {
     assert!(verified.status.success(), "{}", text(&verified.stderr));
 }
 
+/// A server killed when the test is done with it, or fails: this test only reads from it.
+struct Killed(support::Served);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.child.kill();
+        let _ = self.0.child.wait();
+    }
+}
+
 /// Answers `POST /v1/invitations/preview` for `code` on a server, as `(status, body)`.
 fn preview(address: &str, token: &str, code: &str) -> (String, String) {
     let output = Command::new("curl")
@@ -743,12 +753,11 @@ async fn import_moves_the_secret_with_the_log_or_says_why_not() {
         & 0o777;
     assert_eq!(mode, 0o600);
     let token = "an admin token for this test";
-    let mut served = support::Served::start(target.path(), Some(token));
-    let (status, body) = preview(&served.address, token, &code);
+    let served = Killed(support::Served::start(target.path(), Some(token)));
+    let (status, body) = preview(&served.0.address, token, &code);
     assert_eq!(status, "200", "{body}");
     assert!(body.contains("space/spc_42"), "{body}");
-    let _ = served.child.kill();
-    let _ = served.child.wait();
+    drop(served);
 
     // With ROSTER_SECRET set, nothing needs copying; with --new-secret, import says what
     // stops working.

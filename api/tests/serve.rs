@@ -91,6 +91,19 @@ fn first_start_makes_private_secrets_and_sigterm_stops_cleanly() {
     assert!(String::from_utf8_lossy(&verified.stdout).starts_with("ok: 1 events"));
 }
 
+/// A server the test stops itself; killed instead if the test fails first, so that a failing
+/// test leaves no process behind.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Every file and directory under `dir`, `dir` included, with its permission bits.
 fn modes(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u32)> {
     let mut found = vec![(
@@ -122,7 +135,8 @@ fn the_data_directory_and_every_file_in_it_are_for_the_owner_only() {
     std::fs::create_dir(&loose).expect("creates");
     std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     for dir in [&fresh, &loose] {
-        let (mut server, address, said) = start(dir);
+        let (server, address, said) = start(dir);
+        let mut server = Running(server);
         assert!(
             said.contains(&format!("no log in {}: starting a new one", dir.display())),
             "{said}"
@@ -158,7 +172,7 @@ fn the_data_directory_and_every_file_in_it_are_for_the_owner_only() {
             r#"{"emails": ["dana@example.com"]}"#,
         ]);
         assert!(invited.contains("dana@example.com"), "{invited}");
-        assert!(terminate(&mut server).success());
+        assert!(terminate(&mut server.0).success());
 
         let found = modes(dir);
         assert!(found.len() > 4, "sled's files are there: {found:?}");
@@ -166,8 +180,9 @@ fn the_data_directory_and_every_file_in_it_are_for_the_owner_only() {
         assert!(open.is_empty(), "readable by others: {open:?}");
 
         // Started again on its own log, serve says nothing of a new one.
-        let (mut server, _, said) = start(dir);
+        let (server, _, said) = start(dir);
+        let mut server = Running(server);
         assert!(!said.contains("no log in"), "{said}");
-        assert!(terminate(&mut server).success());
+        assert!(terminate(&mut server.0).success());
     }
 }
