@@ -1,9 +1,10 @@
-//! The files of a data directory besides the database: the server secret that codes are
-//! derived from, and the admin token. Both are made at first start with mode 0600.
+//! The data directory itself and its files besides the database: the server secret that codes
+//! are derived from, and the admin token. Both are made at first start with mode 0600, in a
+//! directory of mode 0700: the log holds invitees' email addresses.
 
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 
 use roster_domain::ServerSecret;
 
@@ -17,7 +18,7 @@ fn read_or_create(
     name: &str,
     make: impl FnOnce() -> String,
 ) -> Result<(String, bool), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    make_private(dir)?;
     let path = dir.join(name);
     match std::fs::read_to_string(&path) {
         Ok(text) => return Ok((text.trim().to_string(), false)),
@@ -64,4 +65,110 @@ pub fn admin_token(dir: &Path, from_env: Option<&str>) -> Result<(String, bool),
         Some(_) => Err("ROSTER_ADMIN_TOKEN must be at least 16 characters".into()),
         None => read_or_create(dir, ADMIN_TOKEN_FILE, || format!("ra_{}", random_hex())),
     }
+}
+
+/// Whether `dir` holds a Roster log: the files sled writes at its first open. A subcommand that
+/// reads the log checks this before opening it, because opening makes an empty one.
+pub fn holds_log(dir: &Path) -> bool {
+    dir.join("conf").is_file() && dir.join("db").is_file()
+}
+
+/// Why a subcommand that reads the log refuses `dir`.
+pub fn no_log(dir: &Path) -> String {
+    format!(
+        "{} holds no Roster log (give --data the directory serve wrote)",
+        dir.display()
+    )
+}
+
+/// What [`make_private`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Privacy {
+    /// The directory was made now, mode 0700.
+    Created,
+    /// It was private already.
+    Kept,
+    /// It let others in, with this mode; it is 0700 now.
+    Tightened(u32),
+}
+
+/// Makes `dir` (and any missing parent) with mode 0700, or takes group and other permissions
+/// away from an existing one: sled's files in it hold invitees' email addresses.
+pub fn make_private(dir: &Path) -> Result<Privacy, String> {
+    let cannot = |e: std::io::Error| format!("cannot create {}: {e}", dir.display());
+    match std::fs::metadata(dir) {
+        Ok(metadata) => {
+            let mode = metadata.permissions().mode() & 0o777;
+            if mode & 0o077 == 0 {
+                return Ok(Privacy::Kept);
+            }
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & 0o700))
+                .map_err(|e| format!("cannot make {} private: {e}", dir.display()))?;
+            Ok(Privacy::Tightened(mode))
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(cannot)?;
+            Ok(Privacy::Created)
+        }
+        Err(error) => Err(cannot(error)),
+    }
+}
+
+/// The server secret's file in a data directory.
+pub fn secret_path(dir: &Path) -> PathBuf {
+    dir.join(SECRET_FILE)
+}
+
+/// Copies the server secret of the data directory `from` into `to` (mode 0600, created
+/// exclusively, synced with its directory), so the codes of a log moved from `from` to `to`
+/// keep working. A secret already in `to` is kept if it is the same, refused otherwise.
+pub fn copy_secret(from: &Path, to: &Path) -> Result<(), String> {
+    let source = secret_path(from);
+    let secret = read_secret(&source)?;
+    let target = secret_path(to);
+    match std::fs::read(&target) {
+        Ok(existing) if existing == secret => return Ok(()),
+        Ok(_) => return Err(another_secret(to)),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(format!("cannot read {}: {error}", target.display())),
+    }
+    make_private(to)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&target)
+        .map_err(|e| format!("cannot create {}: {e}", target.display()))?;
+    file.write_all(&secret)
+        .and_then(|()| file.sync_all())
+        .and_then(|()| std::fs::File::open(to)?.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", target.display()))
+}
+
+/// Checks that [`copy_secret`] from `from` to `to` would succeed, before anything is written.
+pub fn check_secret_copy(from: &Path, to: &Path) -> Result<(), String> {
+    let secret = read_secret(&secret_path(from))?;
+    match std::fs::read(secret_path(to)) {
+        Ok(existing) if existing != secret => Err(another_secret(to)),
+        _ => Ok(()),
+    }
+}
+
+fn another_secret(dir: &Path) -> String {
+    format!(
+        "{} holds another secret already; remove it, or import into an empty directory",
+        secret_path(dir).display()
+    )
+}
+
+fn read_secret(path: &Path) -> Result<Vec<u8>, String> {
+    let secret = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if secret.trim_ascii().is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(secret)
 }

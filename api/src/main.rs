@@ -59,10 +59,19 @@ enum Command {
     },
     /// Write the log as NDJSON envelopes, one per line, to FILE or standard output.
     Export { file: Option<PathBuf> },
-    /// Read a log exported as NDJSON into an empty data directory, verifying it first.
+    /// Read a log exported as NDJSON into an empty data directory, checking it first as
+    /// `verify` would. The server secret must move with the log: name where it comes from.
     Import {
         /// The export; standard input when absent.
         file: Option<PathBuf>,
+        /// Copy `secret.key` from this data directory (the one the log was exported from),
+        /// so that the log's invitation codes, links and webhook secrets keep working.
+        #[arg(long, value_name = "DIR", conflicts_with = "new_secret")]
+        secret_from: Option<PathBuf>,
+        /// Copy no secret: the next start makes a new one, and every existing code and webhook
+        /// secret of the log stops working.
+        #[arg(long)]
+        new_secret: bool,
     },
     /// Open the engine on an existing data directory and report start-up time and peak memory
     /// as JSON (used by `bench startup`).
@@ -179,6 +188,9 @@ struct ServeArgs {
 }
 
 fn main() -> ExitCode {
+    // Whatever this process writes is for its user only: sled's files hold invitees' email
+    // addresses, and sled creates them with the default mode (0644 under the usual umask).
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let cli = Cli::parse();
     let json_logs = matches!(&cli.command, Command::Serve(args) if args.log_format == "json");
     // The server logs its requests; the other subcommands only their warnings.
@@ -222,13 +234,14 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Verify { quiet } => {
             let store = roster_api::log_tools::open(&cli.data)?;
-            let report = runtime.block_on(roster_api::log_tools::verify_log(&store, quiet))?;
-            let resources = runtime.block_on(roster_api::log_tools::verify_domain(
-                &cli.data, &store, quiet,
-            ))?;
+            let checked =
+                roster_api::log_tools::verify(&cli.data, &store, runtime.handle(), quiet)?;
             println!(
-                "ok: {} events in {} streams, {resources} resources, head hash {}",
-                report.events, report.streams, report.head_hash
+                "ok: {} events in {} streams, {} resources, head hash {}",
+                checked.report.events,
+                checked.report.streams,
+                checked.resources,
+                checked.report.head_hash
             );
             Ok(())
         }
@@ -274,28 +287,35 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Probe => {
+            if !roster_api::data_dir::holds_log(&cli.data) {
+                return Err(roster_api::data_dir::no_log(&cli.data));
+            }
             println!(
                 "{}",
                 runtime.block_on(roster_api::bench_replay::probe(&cli.data))?
             );
             Ok(())
         }
-        Command::Import { file } => {
-            std::fs::create_dir_all(&cli.data)
-                .map_err(|e| format!("cannot create {}: {e}", cli.data.display()))?;
-            // Standard input is read twice (verify, then write): keep a copy beside the data.
-            let (path, _copy) = match file {
-                Some(path) => (path, None),
+        Command::Import {
+            file,
+            secret_from,
+            new_secret,
+        } => {
+            use roster_api::log_tools::ImportSecret;
+            let secret = match secret_from {
+                Some(dir) => ImportSecret::CopyFrom(dir),
+                None if new_secret => ImportSecret::New,
+                None if std::env::var_os("ROSTER_SECRET").is_some() => ImportSecret::Environment,
                 None => {
-                    let mut copy =
-                        tempfile::NamedTempFile::new_in(&cli.data).map_err(|e| e.to_string())?;
-                    std::io::copy(&mut std::io::stdin().lock(), &mut copy)
-                        .map_err(|e| e.to_string())?;
-                    (copy.path().to_path_buf(), Some(copy))
+                    return Err("import needs the server secret the log's codes were made \
+                        with: pass --secret-from DIR (the data directory it was exported from) \
+                        or set ROSTER_SECRET, or pass --new-secret to make a new one, which \
+                        stops every existing code and webhook secret from working"
+                        .into())
                 }
             };
-            let events = roster_api::log_tools::import(&cli.data, &path, false)?;
-            eprintln!("imported {events} events");
+            let said = roster_api::log_tools::import(&cli.data, file.as_deref(), &secret, false)?;
+            eprintln!("{said}");
             Ok(())
         }
         Command::Bench {
@@ -417,22 +437,24 @@ async fn serve(data: PathBuf, args: ServeArgs) -> Result<(), String> {
     config.code_failures_window_ms = args.code_failures_window_ms;
     config.rate_limit_keys_max = args.rate_limit_keys_max;
     config.trusted_proxies = args.trusted_proxies;
-    roster_api::serve(listener, config, shutdown_signal()).await
+    roster_api::serve(listener, config, shutdown_signal()?).await
 }
 
-/// Completes on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Completes on SIGTERM or Ctrl-C (SIGINT). Both are caught from the moment this returns,
+/// before the server says it listens: caught only once the server polled the future, a
+/// SIGTERM sent as soon as it listened met the default action and ended the process without
+/// a clean stop.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, String> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate =
+        signal(SignalKind::terminate()).map_err(|e| format!("cannot catch SIGTERM: {e}"))?;
+    let mut interrupt =
+        signal(SignalKind::interrupt()).map_err(|e| format!("cannot catch SIGINT: {e}"))?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
-    }
-    tracing::info!("shutting down: finishing the requests in flight");
+        tracing::info!("shutting down: finishing the requests in flight");
+    })
 }

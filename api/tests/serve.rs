@@ -90,3 +90,99 @@ fn first_start_makes_private_secrets_and_sigterm_stops_cleanly() {
     assert!(verified.status.success());
     assert!(String::from_utf8_lossy(&verified.stdout).starts_with("ok: 1 events"));
 }
+
+/// A server the test stops itself; killed instead if the test fails first, so that a failing
+/// test leaves no process behind.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Every file and directory under `dir`, `dir` included, with its permission bits.
+fn modes(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u32)> {
+    let mut found = vec![(
+        dir.to_path_buf(),
+        std::fs::metadata(dir).expect("exists").permissions().mode() & 0o777,
+    )];
+    for entry in std::fs::read_dir(dir).expect("lists") {
+        let path = entry.expect("an entry").path();
+        if path.is_dir() {
+            found.extend(modes(&path));
+        } else {
+            let mode = std::fs::metadata(&path)
+                .expect("exists")
+                .permissions()
+                .mode()
+                & 0o777;
+            found.push((path, mode));
+        }
+    }
+    found
+}
+
+#[test]
+fn the_data_directory_and_every_file_in_it_are_for_the_owner_only() {
+    let parent = tempfile::tempdir().expect("temporary directory");
+    // One data directory serve makes, one an operator made open to everyone beforehand.
+    let fresh = parent.path().join("fresh");
+    let loose = parent.path().join("loose");
+    std::fs::create_dir(&loose).expect("creates");
+    std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    for dir in [&fresh, &loose] {
+        let (server, address, said) = start(dir);
+        let mut server = Running(server);
+        assert!(
+            said.contains(&format!("no log in {}: starting a new one", dir.display())),
+            "{said}"
+        );
+        if dir == &loose {
+            assert!(said.contains("was mode 755: made it 0700"), "{said}");
+        }
+        // A command, so that the log, the read models and the snapshots directory hold
+        // something (an invitee's email among it).
+        let token = std::fs::read_to_string(dir.join("admin-token")).expect("a token");
+        let auth = format!("Authorization: Bearer {}", token.trim());
+        let created = curl(&[
+            "-X",
+            "POST",
+            &format!("http://{address}/v1/resources"),
+            "-H",
+            &auth,
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            r#"{"resource": "space/s1", "owner": "alice"}"#,
+        ]);
+        assert!(created.contains("\"member_count\":1"), "{created}");
+        let invited = curl(&[
+            "-X",
+            "POST",
+            &format!("http://{address}/v1/resources/space/s1/invitations"),
+            "-H",
+            &auth,
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            r#"{"emails": ["dana@example.com"]}"#,
+        ]);
+        assert!(invited.contains("dana@example.com"), "{invited}");
+        assert!(terminate(&mut server.0).success());
+
+        let found = modes(dir);
+        assert!(found.len() > 4, "sled's files are there: {found:?}");
+        let open: Vec<_> = found.iter().filter(|(_, mode)| mode & 0o077 != 0).collect();
+        assert!(open.is_empty(), "readable by others: {open:?}");
+
+        // Started again on its own log, serve says nothing of a new one.
+        let (server, _, said) = start(dir);
+        let mut server = Running(server);
+        assert!(!said.contains("no log in"), "{said}");
+        assert!(terminate(&mut server.0).success());
+    }
+}

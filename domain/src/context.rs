@@ -6,6 +6,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::ids::NUMBER_LIMIT;
 use crate::{DomainError, Email, KindUsage, Principal, RoleSchema, Timestamp};
 
+/// The envelope's `actor` for the admin key acting as nobody. A principal never holds a `/`,
+/// so no principal can be taken for the admin, nor the admin for a principal.
+pub const ADMIN_ACTOR_LABEL: &str = "roster/admin";
+
+/// What logs written before [`ADMIN_ACTOR_LABEL`] name the admin with. It is also a valid
+/// principal, so such a log cannot tell the two apart: a reader takes it for the admin first
+/// (see [`Actor::from_label`]), and a check of the rules tries the principal too.
+pub const LEGACY_ADMIN_ACTOR_LABEL: &str = "admin";
+
 /// Who issued the command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Actor {
@@ -33,6 +42,27 @@ impl Actor {
             Actor::Principal { email, .. } => email.as_ref(),
         }
     }
+
+    /// Who an envelope names as the actor: the principal, or [`ADMIN_ACTOR_LABEL`]. The
+    /// verified email stays out of the log (DESIGN section 13).
+    pub fn label(&self) -> String {
+        match self {
+            Actor::Admin => ADMIN_ACTOR_LABEL.to_owned(),
+            Actor::Principal { principal, .. } => principal.to_string(),
+        }
+    }
+
+    /// The actor an envelope's label names, without a verified email (the log keeps none).
+    /// [`LEGACY_ADMIN_ACTOR_LABEL`] is read as the admin, as the logs that wrote it meant.
+    pub fn from_label(label: &str) -> Result<Actor, DomainError> {
+        if label == ADMIN_ACTOR_LABEL || label == LEGACY_ADMIN_ACTOR_LABEL {
+            return Ok(Actor::Admin);
+        }
+        Ok(Actor::Principal {
+            principal: Principal::parse(label)?,
+            email: None,
+        })
+    }
 }
 
 /// The configurable limits of DESIGN section 5 that the domain enforces.
@@ -54,6 +84,16 @@ impl Limits {
         active_links_max: 100,
         message_chars_max: 2_000,
         key_name_chars_max: 128,
+    };
+
+    /// No limit at all: what checking a log decides under, because limits are the server's
+    /// configuration at the time, which the log does not record.
+    pub const UNBOUNDED: Limits = Limits {
+        emails_per_request_max: usize::MAX,
+        pending_invitations_max: usize::MAX,
+        active_links_max: usize::MAX,
+        message_chars_max: usize::MAX,
+        key_name_chars_max: usize::MAX,
     };
 }
 

@@ -13,6 +13,7 @@ mod event;
 mod ids;
 mod keys;
 mod query;
+mod redecide;
 mod schema;
 mod state;
 #[cfg(feature = "proptest")]
@@ -23,7 +24,10 @@ mod webhooks;
 
 pub use codes::{InviteCode, ParsedCode, ServerSecret, VerifiedCode};
 pub use command::{ApiKeyCommand, Command, DeliveryOutcome, ResourceCommand, SchemaCommand};
-pub use context::{Actor, Context, KnownEmails, Limits, NumberSequence, NumberSource};
+pub use context::{
+    Actor, Context, KnownEmails, Limits, NumberSequence, NumberSource, ADMIN_ACTOR_LABEL,
+    LEGACY_ADMIN_ACTOR_LABEL,
+};
 pub use decide::{
     create_invitations, decide, evolve, fold, Aggregate, InvitationBatch,
     INVITATION_VALIDITY_DEFAULT_MS,
@@ -36,6 +40,7 @@ pub use keys::{ApiKeyId, KeyDigest, Scope};
 pub use query::{
     may_see_code, preview, resolve_code, CodeKind, CodeStatus, CodeViewer, Preview, Resolved,
 };
+pub use redecide::{describe, describe_all, redecide, LogCheck, LoggedCommand, Mismatch, Redecide};
 pub use schema::{KindUsage, Privilege, RoleDef, RoleName, RoleSchema, ROLES_PER_SCHEMA_MAX};
 pub use state::{
     ApiKeyRecord, ApiKeysState, DeliveryState, InvitationClosure, InvitationState,

@@ -5,7 +5,9 @@
 //! or the same error code), that the resource states agree, and the invariants: at least one holder
 //! of the highest role; nobody granted a role above what its grantor held at the time; link uses
 //! within their limit; each email invitation accepted at most once; folding the emitted events from
-//! scratch (through their JSON envelope parts) gives the running state.
+//! scratch (through their JSON envelope parts) gives the running state. Each accepted command is
+//! also re-decided as `roster verify` does (`redecide`), and an acceptance edited to grant another
+//! role, or logged twice, must be refused by it.
 //!
 //! Reproducing a failure: proptest prints the minimal failing sequence and appends its seed to
 //! `domain/tests/model.proptest-regressions`, which every later run replays first (commit it to keep
@@ -946,6 +948,90 @@ fn assert_grantors_ranked_high_enough(
     }
 }
 
+/// A decided command as the log would record it, for the re-decide check (what `roster verify`
+/// and `roster import` run): every command `decide` accepted must be accepted again from the
+/// state before it, and a log edited so that a use grants another role than its link's or
+/// invitation's, or so that a use happens twice, must be refused.
+struct Logged<'e> {
+    stream: StreamId,
+    label: String,
+    now: Timestamp,
+    events: &'e [Event],
+}
+
+impl<'e> Logged<'e> {
+    fn new(index: usize, actor: ActorPick, now: Timestamp, events: &'e [Event]) -> Logged<'e> {
+        Logged {
+            stream: StreamId::Resource(ResourceId::parse(&resource_name(index)).unwrap()),
+            // The envelope keeps the label only, not the actor's verified email.
+            label: actor_of(actor).label(),
+            now,
+            events,
+        }
+    }
+
+    fn check(
+        &self,
+        state: &ResourceState,
+        schema: &RoleSchema,
+        events: &[Event],
+    ) -> Result<(), Mismatch> {
+        let logged = LoggedCommand {
+            stream: &self.stream,
+            actor: &self.label,
+            occurred_at: self.now,
+            events,
+        };
+        redecide(state, &logged, schema, &KindUsage::default())
+    }
+
+    fn assert_redecided(&self, before: &ResourceState, schema: &RoleSchema) {
+        if let Err(mismatch) = self.check(before, schema, self.events) {
+            panic!("a decided command is refused on re-deciding: {mismatch}");
+        }
+    }
+
+    /// Is this an acceptance: a use of a link or invitation, then the grant it gave?
+    fn is_a_use(&self) -> bool {
+        matches!(
+            self.events.first(),
+            Some(Event::InviteLinkUsed { .. } | Event::InvitationAccepted { .. })
+        )
+    }
+
+    fn assert_a_changed_grant_is_caught(&self, before: &ResourceState, schema: &RoleSchema) {
+        if !self.is_a_use() {
+            return;
+        }
+        let mut edited = self.events.to_vec();
+        let other = |role: &RoleName| {
+            let roles = schema.roles();
+            let index = roles.iter().position(|r| &r.name == role).unwrap();
+            roles[(index + 1) % roles.len()].name.clone()
+        };
+        match &mut edited[1] {
+            Event::MemberAdded { role, .. } | Event::MemberRoleChanged { role, .. } => {
+                *role = other(role);
+            }
+            grant => panic!("an acceptance granted with {grant:?}"),
+        }
+        assert!(
+            self.check(before, schema, &edited).is_err(),
+            "a use granting another role than its own passed: {edited:?}"
+        );
+    }
+
+    fn assert_a_second_use_is_caught(&self, after: &ResourceState, schema: &RoleSchema) {
+        if self.is_a_use() {
+            assert!(
+                self.check(after, schema, self.events).is_err(),
+                "the same use twice passed: {:?}",
+                self.events
+            );
+        }
+    }
+}
+
 fn fold_onto(state: ResourceState, events: &[Event]) -> ResourceState {
     events.iter().fold(state, evolve)
 }
@@ -1019,6 +1105,12 @@ impl StateMachineTest for RosterTest {
                             &events,
                             &roster.schema,
                         );
+                        let logged = Logged::new(index, actor, roster.now, &events);
+                        logged.assert_redecided(&roster.states[index], &roster.schema);
+                        logged.assert_a_changed_grant_is_caught(
+                            &roster.states[index],
+                            &roster.schema,
+                        );
                         for event in &events {
                             if let Event::InviteLinkCreated { number, .. }
                             | Event::InvitationCreated { number, .. } = event
@@ -1029,6 +1121,7 @@ impl StateMachineTest for RosterTest {
                             roster.states[index] = evolve(state, event);
                         }
                         roster.logs[index].extend(events.iter().cloned());
+                        logged.assert_a_second_use_is_caught(&roster.states[index], &roster.schema);
                         Ok(!events.is_empty())
                     }
                 }

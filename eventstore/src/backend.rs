@@ -244,25 +244,41 @@ pub struct SledBackend {
     blobs_synced_at: Mutex<Option<SystemTime>>,
 }
 
+/// How long an open waits for a lock that is held, before it says so: enough for sled's I/O
+/// threads to let go of a database this process closed, short for an operator to wait.
+const LOCK_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl SledBackend {
     pub fn open(path: &Path, options: &SledOptions) -> Result<SledBackend, StoreError> {
         std::fs::create_dir_all(path)?;
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(path)
             .cache_capacity(options.cache_capacity_bytes)
             .flush_every_ms(Some(options.flush_interval_ms.max(1)))
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(|error| match error {
-                // sled reports a held lock as an I/O error whose text names it.
-                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-                    StoreError::Io(format!(
+            .mode(sled::Mode::HighThroughput);
+        // sled reports a held lock as an I/O error whose text names it.
+        let locked = |error: &sled::Error| matches!(error, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"));
+        // A database this process has just dropped can stay locked a moment: sled 0.34's
+        // I/O pool threads hold its file until their last write task returns, after the drop
+        // has already flushed. Reopening it (a close then an open, a test's engine then the
+        // `roster` binary) waits that out, a bounded time, before calling the lock another's.
+        let started = std::time::Instant::now();
+        let mut pause = std::time::Duration::from_millis(1);
+        let db = loop {
+            match config.open() {
+                Err(error) if locked(&error) && started.elapsed() < LOCK_WAIT_MAX => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(std::time::Duration::from_millis(100));
+                }
+                Err(error) if locked(&error) => {
+                    return Err(StoreError::Io(format!(
                         "the data directory {} is locked by another process",
                         path.display()
-                    ))
+                    )))
                 }
-                other => StoreError::from(other),
-            })?;
+                opened => break opened?,
+            }
+        };
         let tree = db.open_tree("log")?;
         let data_file = File::open(path.join("db"))?;
         // The directory entries of sled's files must survive too: sync the directory once.

@@ -477,7 +477,7 @@ impl Engine {
                     .clone()
                     .unwrap_or_else(|| command_id.to_string()),
             )
-            .actor(actor_label(&request.actor))
+            .actor(request.actor.label())
             .occurred_at(roster_eventstore::Timestamp::from_unix_ms(now.unix_ms()));
         let appended = match self.inner.store.append(append).await {
             Ok(appended) => appended,
@@ -1286,11 +1286,4 @@ fn decode(envelope: &roster_eventstore::Envelope) -> Result<Event, EngineError> 
             envelope.position
         )))
     })
-}
-
-/// Who the envelope names as the actor: the principal, or `admin`.
-fn actor_label(actor: &Actor) -> String {
-    actor
-        .principal()
-        .map_or_else(|| "admin".to_string(), |p| p.to_string())
 }

@@ -57,6 +57,20 @@ pub async fn serve(
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
+    let dir = &config.data_dir;
+    // Looked at before anything is written there: a mistyped `--data` starts an empty log,
+    // and the operator should be told so.
+    let fresh = !crate::data_dir::holds_log(dir);
+    match crate::data_dir::make_private(dir)? {
+        crate::data_dir::Privacy::Tightened(mode) => tracing::warn!(
+            "{} was mode {mode:o}: made it 0700, because its files hold invitees' email addresses",
+            dir.display()
+        ),
+        crate::data_dir::Privacy::Created | crate::data_dir::Privacy::Kept => {}
+    }
+    if fresh {
+        tracing::info!("no log in {}: starting a new one", dir.display());
+    }
     let secret = crate::data_dir::server_secret(&config.data_dir, config.secret.as_deref())?;
     let (token, created) =
         crate::data_dir::admin_token(&config.data_dir, config.admin_token.as_deref())?;
