@@ -32,7 +32,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the HTTP API (native and the seed products' routes).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Check the hash chain, gap-free positions and contiguous versions, and the domain's
     /// invariants, over the whole log; exit 1 naming the first bad position.
     Verify {
@@ -185,6 +185,10 @@ struct ServeArgs {
     /// without any, the TCP peer is the client address.
     #[arg(long, env = "ROSTER_TRUSTED_PROXIES", value_delimiter = ',')]
     trusted_proxies: Vec<std::net::IpAddr>,
+    /// Browser origins allowed to call the API from their pages (CORS), comma-separated,
+    /// e.g. `https://app.example`; none by default.
+    #[arg(long, env = "ROSTER_CORS_ORIGINS", value_delimiter = ',')]
+    cors_origins: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -222,7 +226,7 @@ fn run(cli: Cli) -> Result<(), String> {
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     match cli.command {
         Command::Serve(args) => {
-            let served = runtime.block_on(serve(cli.data.clone(), args));
+            let served = runtime.block_on(serve(cli.data.clone(), *args));
             // Every task holding the engine ends with the runtime; then the log can be settled.
             drop(runtime);
             if served.is_ok() {
@@ -437,6 +441,7 @@ async fn serve(data: PathBuf, args: ServeArgs) -> Result<(), String> {
     config.code_failures_window_ms = args.code_failures_window_ms;
     config.rate_limit_keys_max = args.rate_limit_keys_max;
     config.trusted_proxies = args.trusted_proxies;
+    config.cors_origins = args.cors_origins;
     roster_api::serve(listener, config, shutdown_signal()?).await
 }
 

@@ -328,7 +328,7 @@ impl Redecide for ResourceState {
                 let emails = events
                     .iter()
                     .map(|event| match event {
-                        Event::InvitationCreated { email, .. } => Ok(email.as_str().to_owned()),
+                        Event::InvitationCreated { email, .. } => Ok(email.written().to_owned()),
                         other => Err(format!(
                             "{} among the invitations of one request",
                             other.event_type()

@@ -364,7 +364,7 @@ struct Group<'a, B: Backend> {
     stream_heads: HashMap<String, u64>,
     /// Indices into `envelopes` of each stream's events in this group.
     uncommitted: HashMap<String, Vec<usize>>,
-    commands: HashMap<String, (Appended, Option<[u8; 32]>)>,
+    commands: HashMap<String, (Appended, Option<Fingerprint>)>,
     appends: u64,
     /// Each admitted command's caller and outcome, answered once the group is durable.
     replies: Vec<Reply>,
@@ -525,7 +525,7 @@ impl<'a, B: Backend> Group<'a, B> {
     fn first_outcome(
         &self,
         command_id: &str,
-    ) -> Result<Option<(Appended, Option<[u8; 32]>)>, StoreError> {
+    ) -> Result<Option<(Appended, Option<Fingerprint>)>, StoreError> {
         if let Some((outcome, fingerprint)) = self.commands.get(command_id) {
             let first = Appended {
                 duplicate: true,
@@ -568,6 +568,9 @@ impl<'a, B: Backend> Group<'a, B> {
     }
 }
 
+/// What an append's request was, as its caller digested it (`AppendRequest::fingerprint`).
+type Fingerprint = [u8; 32];
+
 /// The first outcome of a command as stored under its id: `1 ‖ position ‖ version ‖ events`,
 /// big-endian, the events as 32 bits; or, for a request with a fingerprint, `2 ‖ the same ‖
 /// fingerprint`. 21 bytes, so sled keeps the value inline instead of allocating it (only a
@@ -575,7 +578,7 @@ impl<'a, B: Backend> Group<'a, B> {
 /// event at `position`, read back on the rare duplicate.
 pub(crate) fn encode_outcome(
     outcome: &Appended,
-    fingerprint: Option<[u8; 32]>,
+    fingerprint: Option<Fingerprint>,
 ) -> Result<Vec<u8>, StoreError> {
     let Ok(events) = u32::try_from(outcome.events) else {
         // More events than any limit allows: the general form still holds it (without a
@@ -608,7 +611,7 @@ pub(crate) fn decode_outcome<B: Backend>(
     backend: &B,
     command_id: &str,
     stored: &[u8],
-) -> Result<(Appended, Option<[u8; 32]>), StoreError> {
+) -> Result<(Appended, Option<Fingerprint>), StoreError> {
     let corrupt =
         |what: &str| StoreError::corrupt(0, format!("the outcome of command {command_id}: {what}"));
     let fingerprint = match stored.first() {

@@ -53,6 +53,21 @@ impl Caller {
         }
     }
 
+    /// Whether the caller reads as an auditor: a key with the `audit` scope. The admin token
+    /// acting for a principal reads as that principal (the admin acting as nobody reads
+    /// everything anyway).
+    pub fn audits(&self) -> bool {
+        matches!(self.credential, Credential::Key(_)) && self.has_scope(Scope::Audit)
+    }
+
+    /// Whether the caller may name any principal: the admin and service keys, not user keys.
+    pub fn may_name_anyone(&self) -> bool {
+        match &self.credential {
+            Credential::Admin => true,
+            Credential::Key(key) => key.act_as,
+        }
+    }
+
     /// A user key (not `act_as`) speaks only for its own principal; the admin and service
     /// keys may name anyone.
     pub fn may_speak_for(&self, principal: &Principal) -> ApiResult<()> {
@@ -67,7 +82,7 @@ impl Caller {
     /// Whether the caller may read `principal`'s memberships and history: anyone who may speak
     /// for it with `read`, and any key with `audit`, which reads everyone's.
     pub fn may_read_principal(&self, principal: &Principal) -> ApiResult<()> {
-        if self.has_scope(Scope::Audit) {
+        if self.audits() {
             return Ok(());
         }
         self.require(Scope::Read)?;

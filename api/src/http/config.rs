@@ -63,6 +63,9 @@ pub struct ServerConfig {
     /// Peers whose `X-Forwarded-For` is believed (a reverse proxy in front of Roster); from
     /// anyone else the header is ignored and the TCP peer is the client.
     pub trusted_proxies: Vec<IpAddr>,
+    /// Browser origins allowed to call the API across origins (`https://app.example`); none
+    /// by default, so no page of another origin can use a key a browser holds.
+    pub cors_origins: Vec<String>,
 }
 
 impl ServerConfig {
@@ -90,6 +93,7 @@ impl ServerConfig {
             code_failures_window_ms: 60_000,
             rate_limit_keys_max: 65_536,
             trusted_proxies: Vec::new(),
+            cors_origins: Vec::new(),
         }
     }
 }

@@ -500,7 +500,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/api-keys", post(issue_key).get(list_keys))
         .route("/v1/api-keys/{id}", axum::routing::delete(revoke_key))
         .route("/v1/role-schemas/{kind}", put(put_schema).get(get_schema))
-        .route("/v1/resources", post(register))
+        .route("/v1/resources", post(register).get(list_resources))
         .route("/v1/resources/{kind}/{id}", get(get_resource))
         .route(
             "/v1/resources/{kind}/{id}/invite-links",
@@ -508,7 +508,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/v1/resources/{kind}/{id}/invite-links/{link_id}",
-            axum::routing::patch(change_link).delete(revoke_link),
+            get(get_link).patch(change_link).delete(revoke_link),
         )
         .route(
             "/v1/resources/{kind}/{id}/invite-links/{link_id}/rotate",
@@ -520,7 +520,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/v1/resources/{kind}/{id}/invitations/{invitation_id}",
-            axum::routing::delete(revoke_invitation),
+            get(get_invitation).delete(revoke_invitation),
         )
         .route(
             "/v1/resources/{kind}/{id}/invitations/{invitation_id}/resend",
@@ -529,6 +529,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/invitations", get(pending_for_email))
         .route("/v1/invitations/preview", post(preview))
         .route("/v1/invitations/accept", post(accept))
+        .route("/v1/invitations/{invitation_id}/accept", post(accept_by_id))
         .route("/v1/invitations/decline", post(decline))
         .route("/v1/resources/{kind}/{id}/members", get(list_members))
         .route(
@@ -559,6 +560,7 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), idempotency))
         .layer(middleware::from_fn_with_state(state.clone(), around))
         .layer(DefaultBodyLimit::max(body_bytes_max))
+        .layer(tower::util::option_layer(cors(&state.config.cors_origins)))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             |panic: Box<dyn std::any::Any + Send>| {
                 let message = panic
@@ -570,6 +572,42 @@ pub fn router(state: AppState) -> Router {
             },
         ))
         .with_state(state)
+}
+
+/// Cross-origin requests from the listed origins only; with none listed (the default) no
+/// CORS header is sent and browsers keep other origins out. A preflight is answered here,
+/// outside the routes, so it needs no key.
+fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o.trim_end_matches('/')).ok())
+        .collect();
+    if origins.is_empty() {
+        return None;
+    }
+    let layer = CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::HeaderName::from_static("idempotency-key"),
+            header::HeaderName::from_static(auth::ACTOR_HEADER),
+            header::HeaderName::from_static(auth::ACTOR_EMAIL_HEADER),
+        ])
+        .expose_headers([
+            header::HeaderName::from_static(POSITION_HEADER),
+            header::RETRY_AFTER,
+        ])
+        .max_age(Duration::from_secs(600));
+    Some(layer)
 }
 
 /// This document, so that it lists itself as DESIGN section 5 lists it.

@@ -21,6 +21,7 @@ use super::state::AppState;
 use super::support::{
     authorize, code_access, code_attempt, code_error, created_link, execute, link_of, number,
     page_limit, parse_resource, principal, refused, registered, resource_id, role, time,
+    PAGE_ITEMS_MAX,
 };
 use super::views::*;
 use crate::engine::{CodeAccess, Idempotency, KeyRequest};
@@ -150,18 +151,21 @@ pub async fn issue_key(
     }))
 }
 
-/// Lists API keys (never their secrets).
-#[utoipa::path(get, path = "/v1/api-keys", tag = "keys",
-    responses((status = 200, body = KeyList), (status = 401, body = Problem), (status = 403, body = Problem)), security(("bearer" = [])))]
-pub async fn list_keys(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
+/// Lists API keys (never their secrets), in id order, a page at a time.
+#[utoipa::path(get, path = "/v1/api-keys", tag = "keys", params(("limit" = Option<usize>, Query), ("after" = Option<String>, Query)),
+    responses((status = 200, body = KeyList), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)), security(("bearer" = [])))]
+pub async fn list_keys(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(page): Query<NamePage>,
+) -> ApiResult<Response> {
     caller.require(Scope::Admin)?;
+    let limit = page_limit(page.limit, PAGE_ITEMS_MAX)?;
+    let (rows, more) = state.engine.api_keys_page(page.after.as_deref(), limit)?;
+    let next = next_of(&rows, more, |k| k.key_id.to_string());
     Ok(ok(KeyList {
-        items: state
-            .engine
-            .api_keys()?
-            .into_iter()
-            .map(KeyView::from)
-            .collect(),
+        items: rows.into_iter().map(KeyView::from).collect(),
+        next,
     }))
 }
 
@@ -260,6 +264,57 @@ pub async fn register(
     Ok(created(resource_view(&state, &resource)?))
 }
 
+#[derive(Debug, Deserialize)]
+pub struct ResourcesQuery {
+    kind: Option<String>,
+    parent: Option<String>,
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Registered resources in name order (`kind/id`), of one kind or under one parent, a page at
+/// a time. For the admin, `audit` keys and service keys: a user key lists its own through its
+/// memberships, and learns nothing of other resources here.
+#[utoipa::path(get, path = "/v1/resources", tag = "resources",
+    params(("kind" = Option<String>, Query), ("parent" = Option<String>, Query, description = "`kind/id`"), ("after" = Option<String>, Query, description = "`kind/id`"), ("limit" = Option<usize>, Query)),
+    responses((status = 200, body = ResourceList), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)), security(("bearer" = [])))]
+pub async fn list_resources(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<ResourcesQuery>,
+) -> ApiResult<Response> {
+    if !caller.has_scope(Scope::Audit) {
+        caller.require(Scope::Read)?;
+        if !caller.may_name_anyone() {
+            return Err(ApiError::forbidden(
+                "a user key lists its own resources at /v1/principals/{principal}/memberships",
+            ));
+        }
+    }
+    let limit = page_limit(query.limit, PAGE_ITEMS_MAX)?;
+    let kind = query
+        .kind
+        .as_deref()
+        .map(|k| roster_domain::Kind::parse(k).map_err(|e| ApiError::invalid(e.to_string())))
+        .transpose()?;
+    let parent = query.parent.as_deref().map(parse_resource).transpose()?;
+    let (records, more) = state.engine.resources_page(
+        kind.as_ref().map(roster_domain::Kind::as_str),
+        parent.as_ref(),
+        query.after.as_deref(),
+        limit,
+    )?;
+    let next = next_of(&records, more, |r| r.resource.to_string());
+    let items = records
+        .into_iter()
+        .map(|record| {
+            let owners = state.engine.owners(&record.resource, OWNERS_SHOWN_MAX)?;
+            Ok(ResourceView::of(record, owners))
+        })
+        .collect::<ApiResult<_>>()?;
+    Ok(ok(ResourceList { items, next }))
+}
+
 fn resource_view(
     state: &AppState,
     resource: &roster_domain::ResourceId,
@@ -340,24 +395,69 @@ pub async fn create_link(
     Ok(created(link_view(&state, &access, number)?))
 }
 
-/// The resource's invite links.
-#[utoipa::path(get, path = "/v1/resources/{kind}/{id}/invite-links", tag = "invite links", params(("kind" = String, Path), ("id" = String, Path)),
-    responses((status = 200, body = LinkList), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
+/// The resource's invite links in id order, a page at a time; codes only for those who may
+/// see them.
+#[utoipa::path(get, path = "/v1/resources/{kind}/{id}/invite-links", tag = "invite links", params(("kind" = String, Path), ("id" = String, Path), ("limit" = Option<usize>, Query), ("after" = Option<u64>, Query)),
+    responses((status = 200, body = LinkList), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
 pub async fn list_links(
     State(state): State<AppState>,
     caller: Caller,
     Path((kind, id)): Path<(String, String)>,
+    Query(page): Query<NumberPage>,
 ) -> ApiResult<Response> {
     let resource = resource_id(&kind, &id)?;
+    let limit = page_limit(page.limit, PAGE_ITEMS_MAX)?;
     authorize(&state, &caller, &resource, Privilege::ViewMembers).await?;
     let access = code_access(&state, &caller, &resource).await?;
-    let items = state
+    let (links, more) = state
         .engine
-        .links(&resource)?
+        .links_page(&resource, page.after.unwrap_or(0), limit)?;
+    let next = next_of(&links, more, |l| l.number);
+    let items = links
         .iter()
         .map(|l| LinkView::of(l, &state.engine, &access, &state.config.public_url))
         .collect();
-    Ok(ok(LinkList { items }))
+    Ok(ok(LinkList { items, next }))
+}
+
+/// 404 unless the caller may see the resource's links and invitations: a stranger learns
+/// nothing of which numbers exist (the domain answers its commands the same way).
+async fn visible(
+    state: &AppState,
+    caller: &Caller,
+    resource: &roster_domain::ResourceId,
+    what: &str,
+) -> ApiResult<()> {
+    if !caller.has_scope(Scope::Audit) {
+        caller.require(Scope::Read)?;
+    }
+    match authorize(state, caller, resource, Privilege::ViewMembers).await {
+        Err(error) if matches!(error.status.as_u16(), 403 | 404) => {
+            Err(ApiError::not_found(format!("{what} of {resource}")))
+        }
+        other => other,
+    }
+}
+
+/// One invite link; its code only for those who may see it.
+#[utoipa::path(get, path = "/v1/resources/{kind}/{id}/invite-links/{link_id}", tag = "invite links", params(("kind" = String, Path), ("id" = String, Path), ("link_id" = u64, Path)),
+    responses((status = 200, body = LinkView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
+pub async fn get_link(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((kind, id, link_id)): Path<(String, String, String)>,
+) -> ApiResult<Response> {
+    let resource = resource_id(&kind, &id)?;
+    let number = number("link_id", &link_id)?;
+    visible(&state, &caller, &resource, &format!("invite link {number}")).await?;
+    let link = link_of(&state, &resource, number)?;
+    let access = code_access(&state, &caller, &resource).await?;
+    Ok(ok(LinkView::of(
+        &link,
+        &state.engine,
+        &access,
+        &state.config.public_url,
+    )))
 }
 
 fn link_number(
@@ -585,36 +685,92 @@ async fn outcome_without_invitations(
 }
 
 #[derive(Debug, Deserialize)]
-pub struct StatusQuery {
+pub struct InvitationsQuery {
     status: Option<String>,
+    email: Option<String>,
+    limit: Option<usize>,
+    after: Option<u64>,
 }
 
-/// The resource's email invitations, optionally of one status.
-#[utoipa::path(get, path = "/v1/resources/{kind}/{id}/invitations", tag = "invitations", params(("kind" = String, Path), ("id" = String, Path), ("status" = Option<String>, Query, description = "pending, accepted, declined, revoked or expired")),
-    responses((status = 200, body = InvitationList), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
+const INVITATION_STATUSES: [&str; 5] = ["pending", "accepted", "declined", "revoked", "expired"];
+
+/// The resource's email invitations in id order, optionally of one status or to one address,
+/// a page at a time.
+#[utoipa::path(get, path = "/v1/resources/{kind}/{id}/invitations", tag = "invitations",
+    params(("kind" = String, Path), ("id" = String, Path), ("status" = Option<String>, Query, description = "pending, accepted, declined, revoked or expired"), ("email" = Option<String>, Query, description = "compared in normal form"), ("limit" = Option<usize>, Query), ("after" = Option<u64>, Query)),
+    responses((status = 200, body = InvitationList), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem, description = "`email` is not a valid address (`invalid_email`)")), security(("bearer" = [])))]
 pub async fn list_invitations(
     State(state): State<AppState>,
     caller: Caller,
     Path((kind, id)): Path<(String, String)>,
-    Query(query): Query<StatusQuery>,
+    Query(query): Query<InvitationsQuery>,
 ) -> ApiResult<Response> {
     let resource = resource_id(&kind, &id)?;
     if let Some(status) = &query.status {
-        if !["pending", "accepted", "declined", "revoked", "expired"].contains(&status.as_str()) {
+        if !INVITATION_STATUSES.contains(&status.as_str()) {
             return Err(ApiError::invalid(format!(
-                "status {status:?} is none of pending, accepted, declined, revoked, expired"
+                "status {status:?} is none of {}",
+                INVITATION_STATUSES.join(", ")
             )));
         }
     }
+    let email = query.email.as_deref().map(email_query).transpose()?;
+    let limit = page_limit(query.limit, PAGE_ITEMS_MAX)?;
     authorize(&state, &caller, &resource, Privilege::ViewMembers).await?;
-    let items = state
-        .engine
-        .invitations(&resource)?
+    let now = state.engine.now();
+    let (invitations, more) =
+        state
+            .engine
+            .invitations_page(&resource, query.after.unwrap_or(0), limit, |i| {
+                email.as_ref().is_none_or(|e| &i.email == e)
+                    && query
+                        .status
+                        .as_deref()
+                        .is_none_or(|s| invitation_status(i.status(now)) == s)
+            })?;
+    let next = next_of(&invitations, more, |i| i.number);
+    let items = invitations
         .iter()
         .map(|i| InvitationView::of(i, &state.engine, delivery_configured(&state)))
-        .filter(|v| query.status.as_ref().is_none_or(|s| &v.status == s))
         .collect();
-    Ok(ok(InvitationList { items }))
+    Ok(ok(InvitationList { items, next }))
+}
+
+/// One email invitation (its code is shown only where it is made or resent).
+#[utoipa::path(get, path = "/v1/resources/{kind}/{id}/invitations/{invitation_id}", tag = "invitations", params(("kind" = String, Path), ("id" = String, Path), ("invitation_id" = u64, Path)),
+    responses((status = 200, body = InvitationView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
+pub async fn get_invitation(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((kind, id, invitation_id)): Path<(String, String, String)>,
+) -> ApiResult<Response> {
+    let resource = resource_id(&kind, &id)?;
+    let number = number("invitation_id", &invitation_id)?;
+    visible(&state, &caller, &resource, &format!("invitation {number}")).await?;
+    let record = match state.engine.invite(number)? {
+        Some(roster_projections::InviteRecord::Email(i)) if i.resource == resource => i,
+        _ => {
+            return Err(ApiError::not_found(format!(
+                "invitation {number} of {resource}"
+            )))
+        }
+    };
+    Ok(ok(InvitationView::of(
+        &record,
+        &state.engine,
+        delivery_configured(&state),
+    )))
+}
+
+/// An `email` query parameter: 422 `invalid_email` when it is not an address.
+fn email_query(text: &str) -> ApiResult<Email> {
+    Email::parse(text).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_email",
+            format!("{}: {}", e.email, e.error),
+        )
+    })
 }
 
 fn invitation_of(
@@ -757,6 +913,33 @@ pub async fn accept(
     }))
 }
 
+/// Accepts a pending email invitation by its id, without its code, for the acting principal
+/// whose verified email is the invited one (a key's `email`, or `X-Roster-Actor-Email` from
+/// a service key): for a host that shows a signed-in user "you have 2 invitations". An
+/// invitation to another address answers 404, as a missing one does.
+#[utoipa::path(post, path = "/v1/invitations/{invitation_id}/accept", tag = "codes", params(("invitation_id" = u64, Path)),
+    responses((status = 200, body = AcceptedView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 410, body = Problem)), security(("bearer" = [])))]
+pub async fn accept_by_id(
+    State(state): State<AppState>,
+    caller: Caller,
+    idempotency: IdempotencyKey,
+    Path(invitation_id): Path<String>,
+) -> ApiResult<Response> {
+    caller.require(Scope::Write)?;
+    let number = number("invitation_id", &invitation_id)?;
+    let accepted = state
+        .engine
+        .accept_by_id(caller.actor.clone(), number, idempotency.0)
+        .await
+        .map_err(|e| refused(&state, e.into()))?;
+    Ok(ok(AcceptedView {
+        resource: accepted.resource.to_string(),
+        principal: accepted.principal.to_string(),
+        role: accepted.role.to_string(),
+        changed: accepted.changed,
+    }))
+}
+
 /// Declines an email invitation (a link's decline records nothing).
 #[utoipa::path(post, path = "/v1/invitations/decline", tag = "codes", request_body = CodeBody,
     responses((status = 200, body = DeclinedView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem), (status = 410, body = Problem), (status = 429, body = Problem, description = "too many failed code checks from this address or principal; see `Retry-After`")), security(("bearer" = [])))]
@@ -800,13 +983,7 @@ pub async fn pending_for_email(
     let text = query
         .email
         .ok_or_else(|| ApiError::invalid("the email query parameter is required"))?;
-    let email = Email::parse(&text).map_err(|e| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_email",
-            format!("{}: {}", e.email, e.error),
-        )
-    })?;
+    let email = email_query(&text)?;
     caller.may_read_email(&email)?;
     let items = state
         .engine
@@ -814,7 +991,7 @@ pub async fn pending_for_email(
         .iter()
         .map(|i| InvitationView::of(i, &state.engine, delivery_configured(&state)))
         .collect();
-    Ok(ok(InvitationList { items }))
+    Ok(ok(InvitationList { items, next: None }))
 }
 
 // Members.
@@ -838,7 +1015,7 @@ pub async fn list_members(
     Query(query): Query<MembersQuery>,
 ) -> ApiResult<Response> {
     let resource = resource_id(&kind, &id)?;
-    let limit = page_limit(query.limit, 1000)?;
+    let limit = page_limit(query.limit, PAGE_ITEMS_MAX)?;
     let past = match (&query.as_of, query.at_position) {
         (Some(_), Some(_)) => return Err(ApiError::invalid("give as_of or at_position, not both")),
         (Some(text), None) => {
@@ -952,23 +1129,24 @@ pub async fn remove_member(
     Ok(no_content())
 }
 
-/// Every resource and role of a principal.
-#[utoipa::path(get, path = "/v1/principals/{principal}/memberships", tag = "members", params(("principal" = String, Path)),
+/// Every resource and role of a principal, in resource order, a page at a time.
+#[utoipa::path(get, path = "/v1/principals/{principal}/memberships", tag = "members", params(("principal" = String, Path), ("limit" = Option<usize>, Query), ("after" = Option<String>, Query, description = "`kind/id`")),
     responses((status = 200, body = MembershipList), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)), security(("bearer" = [])))]
 pub async fn memberships(
     State(state): State<AppState>,
     caller: Caller,
     Path(who): Path<String>,
+    Query(page): Query<NamePage>,
 ) -> ApiResult<Response> {
     let member = principal(&who)?;
     caller.may_read_principal(&member)?;
+    let limit = page_limit(page.limit, PAGE_ITEMS_MAX)?;
+    let (rows, more) = state
+        .engine
+        .memberships_page(&member, page.after.as_deref(), limit)?;
     Ok(ok(MembershipList {
-        items: state
-            .engine
-            .memberships(&member)?
-            .iter()
-            .map(MembershipView::from)
-            .collect(),
+        next: next_of(&rows, more, |m| m.resource.to_string()),
+        items: rows.iter().map(MembershipView::from).collect(),
     }))
 }
 
@@ -1036,7 +1214,7 @@ pub async fn resource_history(
     Query(query): Query<PageQuery>,
 ) -> ApiResult<Response> {
     let resource = resource_id(&kind, &id)?;
-    let limit = page_limit(query.limit, 1000)?;
+    let limit = page_limit(query.limit, PAGE_ITEMS_MAX)?;
     authorize(&state, &caller, &resource, Privilege::ViewHistory).await?;
     Ok(ok(history_page(
         state
@@ -1057,7 +1235,7 @@ pub async fn principal_history(
 ) -> ApiResult<Response> {
     let member = principal(&who)?;
     caller.may_read_principal(&member)?;
-    let limit = page_limit(query.limit, 1000)?;
+    let limit = page_limit(query.limit, PAGE_ITEMS_MAX)?;
     Ok(ok(history_page(
         state
             .engine
@@ -1075,7 +1253,7 @@ pub async fn events(
     Query(query): Query<PageQuery>,
 ) -> ApiResult<Response> {
     caller.require(Scope::Audit)?;
-    let limit = page_limit(query.limit, 1000)?;
+    let limit = page_limit(query.limit, PAGE_ITEMS_MAX)?;
     let envelopes = state
         .engine
         .store()

@@ -79,6 +79,8 @@ impl From<ApiKeyRow> for KeyView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct KeyList {
     pub items: Vec<KeyView>,
+    /// Pass as `after` for the next page; null on the last.
+    pub next: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -253,6 +255,8 @@ pub fn invitation_status(status: InvitationStatus) -> &'static str {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct LinkList {
     pub items: Vec<LinkView>,
+    /// Pass as `after` for the next page; null on the last.
+    pub next: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -373,6 +377,8 @@ impl InvitationView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct InvitationList {
     pub items: Vec<InvitationView>,
+    /// Pass as `after` for the next page; null on the last.
+    pub next: Option<u64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -490,6 +496,38 @@ impl From<&MembershipRecord> for MembershipView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MembershipList {
     pub items: Vec<MembershipView>,
+    /// Pass as `after` for the next page; null on the last.
+    pub next: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResourceList {
+    pub items: Vec<ResourceView>,
+    /// Pass as `after` for the next page; null on the last.
+    pub next: Option<String>,
+}
+
+/// `limit` and `after` of a list whose items are numbered (links, invitations, webhooks).
+#[derive(Debug, Deserialize)]
+pub struct NumberPage {
+    pub limit: Option<usize>,
+    pub after: Option<u64>,
+}
+
+/// `limit` and `after` of a list whose items are named (memberships, API keys).
+#[derive(Debug, Deserialize)]
+pub struct NamePage {
+    pub limit: Option<usize>,
+    pub after: Option<String>,
+}
+
+/// The `next` of a page: the last item's cursor when more follow.
+pub fn next_of<T, C>(items: &[T], more: bool, cursor: impl Fn(&T) -> C) -> Option<C> {
+    if more {
+        items.last().map(cursor)
+    } else {
+        None
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -13,7 +13,8 @@ use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{Json, Path, Query};
 use super::routes::IdempotencyKey;
 use super::state::AppState;
-use super::support::{execute, number, page_limit};
+use super::support::{execute, number, page_limit, PAGE_ITEMS_MAX};
+use super::views::{next_of, NumberPage};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -59,6 +60,8 @@ impl From<WebhookRow> for WebhookView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WebhookList {
     pub items: Vec<WebhookView>,
+    /// Pass as `after` for the next page; null on the last.
+    pub next: Option<u64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -126,19 +129,20 @@ pub async fn create_webhook(
     Ok((StatusCode::CREATED, axum::Json(view)).into_response())
 }
 
-/// Every subscription (no secrets).
-#[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks",
-    responses((status = 200, body = WebhookList), (status = 401, body = Problem), (status = 403, body = Problem)), security(("bearer" = [])))]
-pub async fn list_webhooks(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
+/// The subscriptions (no secrets), in id order, a page at a time.
+#[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks", params(("limit" = Option<usize>, Query), ("after" = Option<u64>, Query)),
+    responses((status = 200, body = WebhookList), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)), security(("bearer" = [])))]
+pub async fn list_webhooks(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(page): Query<NumberPage>,
+) -> ApiResult<Response> {
     caller.require(Scope::Admin)?;
-    let items = state
-        .engine
-        .read_models()
-        .webhooks()?
-        .into_iter()
-        .map(WebhookView::from)
-        .collect();
-    Ok(axum::Json(WebhookList { items }).into_response())
+    let limit = page_limit(page.limit, PAGE_ITEMS_MAX)?;
+    let (rows, more) = state.engine.webhooks_page(page.after.unwrap_or(0), limit)?;
+    let next = next_of(&rows, more, |w| w.id);
+    let items = rows.into_iter().map(WebhookView::from).collect();
+    Ok(axum::Json(WebhookList { items, next }).into_response())
 }
 
 fn webhook_of(state: &AppState, id: &str) -> ApiResult<u64> {
@@ -188,7 +192,7 @@ pub async fn webhook_deliveries(
 ) -> ApiResult<Response> {
     caller.require(Scope::Admin)?;
     let webhook = webhook_of(&state, &id)?;
-    let limit = page_limit(query.limit, 1000)?;
+    let limit = page_limit(query.limit, PAGE_ITEMS_MAX)?;
     let mut rows = state.engine.read_models().webhook_deliveries(
         webhook,
         query.after.unwrap_or(0),

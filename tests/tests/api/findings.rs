@@ -757,3 +757,314 @@ async fn a_header_that_names_someone_twice_is_refused_and_names_outside_ascii_wo
         assert_eq!(json_of(link).await["created_by"], "émile");
     }
 }
+
+/// Every page of `path` (which takes `limit` and `after`), `limit` at a time: the items of
+/// each page, and the page count.
+async fn pages(app: &TestApp, path: &str, limit: usize) -> (Vec<Value>, usize) {
+    let joiner = if path.contains('?') { '&' } else { '?' };
+    let mut items = Vec::new();
+    let mut after: Option<Value> = None;
+    for count in 1.. {
+        let from = match &after {
+            Some(Value::String(s)) => format!("&after={}", urlencode(s)),
+            Some(Value::Number(n)) => format!("&after={n}"),
+            _ => String::new(),
+        };
+        let page = app
+            .read(&format!("{path}{joiner}limit={limit}{from}"))
+            .await;
+        let got = page["items"].as_array().expect("items").clone();
+        assert!(got.len() <= limit, "{path}: {page}");
+        items.extend(got);
+        match &page["next"] {
+            Value::Null => return (items, count),
+            next => after = Some(next.clone()),
+        }
+    }
+    unreachable!("pages end")
+}
+
+/// Expected by users: every list pages with `limit`, `after` and `next`, and a resource's
+/// invitations filter by status and by address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_list_pages_with_limit_after_and_next() {
+    let app = space().await;
+    for _ in 0..5 {
+        app.link("space/s", &actor("alice"), json!({})).await;
+    }
+    let (links, count) = pages(&app, "/v1/resources/space/s/invite-links", 2).await;
+    assert_eq!((links.len(), count), (5, 3));
+    let ids: Vec<u64> = links.iter().filter_map(|l| l["id"].as_u64()).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+
+    for address in ["a@x.io", "b@x.io", "c@x.io", "Dee@X.io"] {
+        app.invite_one("space/s", &actor("alice"), address, None)
+            .await;
+    }
+    let revoked = app
+        .invite_one("space/s", &actor("alice"), "e@x.io", None)
+        .await;
+    app.delete(
+        &format!("/v1/resources/space/s/invitations/{}", revoked["id"]),
+        &actor("alice"),
+    )
+    .await;
+    let (all, count) = pages(&app, "/v1/resources/space/s/invitations", 2).await;
+    assert_eq!((all.len(), count), (5, 3));
+    let (pending, _) = pages(&app, "/v1/resources/space/s/invitations?status=pending", 3).await;
+    assert_eq!(pending.len(), 4);
+    let (gone, _) = pages(&app, "/v1/resources/space/s/invitations?status=revoked", 3).await;
+    assert_eq!(gone.len(), 1);
+    assert_eq!(gone[0]["email"], "e@x.io");
+    let (dee, _) = pages(
+        &app,
+        "/v1/resources/space/s/invitations?email=dee%40x.io",
+        3,
+    )
+    .await;
+    assert_eq!(dee.len(), 1, "the address compares in normal form");
+    assert_eq!(dee[0]["email"], "Dee@X.io");
+
+    for n in 0..4 {
+        app.register(&format!("team/t{n}"), "vic").await;
+    }
+    let (memberships, count) = pages(&app, "/v1/principals/vic/memberships", 2).await;
+    assert_eq!((memberships.len(), count), (5, 3));
+
+    for n in 0..3 {
+        app.key(&format!("k{n}"), &["read"], false, None).await;
+    }
+    let (keys, count) = pages(&app, "/v1/api-keys", 2).await;
+    assert_eq!((keys.len(), count), (3, 2));
+
+    for n in 0..3 {
+        let made = app
+            .post(
+                "/v1/webhooks",
+                &As::Admin,
+                json!({ "url": format!("https://receiver.example/{n}"), "events": [] }),
+            )
+            .await;
+        assert_eq!(made.status(), StatusCode::CREATED);
+    }
+    let (hooks, count) = pages(&app, "/v1/webhooks", 2).await;
+    assert_eq!((hooks.len(), count), (3, 2));
+
+    let (resources, _) = pages(&app, "/v1/resources?kind=team", 3).await;
+    let names: Vec<&str> = resources
+        .iter()
+        .filter_map(|r| r["resource"].as_str())
+        .collect();
+    assert_eq!(names, ["team/t0", "team/t1", "team/t2", "team/t3"]);
+    assert_eq!(resources[0]["owners"], json!(["vic"]));
+    let (everything, _) = pages(&app, "/v1/resources", 2).await;
+    assert_eq!(everything.len(), 5);
+}
+
+/// Expected by users: one link or invitation by id (a stranger gets 404 for either), the
+/// resources under a parent, and a user key that may not list resources.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_link_one_invitation_and_the_resource_list() {
+    let app = space().await;
+    let link = app
+        .link("space/s", &actor("carol"), json!({ "role": "creator" }))
+        .await;
+    let id = link["id"].as_u64().expect("id");
+    let path = format!("/v1/resources/space/s/invite-links/{id}");
+    let as_carol = json_of(app.get(&path, &actor("carol")).await).await;
+    assert_eq!(as_carol, link);
+    let as_vic = json_of(app.get(&path, &actor("vic")).await).await;
+    assert!(
+        as_vic.get("code").is_none() && as_vic["id"] == id,
+        "{as_vic}"
+    );
+    let invitation = app
+        .invite_one("space/s", &actor("alice"), "zoe@example.com", None)
+        .await;
+    let invitation_path = format!("/v1/resources/space/s/invitations/{}", invitation["id"]);
+    let shown = app.read(&invitation_path).await;
+    assert_eq!(shown["email"], "zoe@example.com");
+    assert!(shown.get("code").is_none(), "{shown}");
+    for path in [
+        path.as_str(),
+        invitation_path.as_str(),
+        "/v1/resources/space/s/invite-links/777",
+    ] {
+        let response = app.get(path, &actor("stranger")).await;
+        assert_problem(response, 404, "not_found").await;
+    }
+
+    let child = app
+        .post(
+            "/v1/resources",
+            &As::Admin,
+            json!({ "resource": "folder/f1", "owner": "alice", "parent": "workspace/w" }),
+        )
+        .await;
+    assert_eq!(child.status(), StatusCode::CREATED);
+    let (under, _) = pages(&app, "/v1/resources?parent=workspace%2Fw", 10).await;
+    assert_eq!(under.len(), 1);
+    assert_eq!(under[0]["resource"], "folder/f1");
+    let user = app.key("vic", &["read"], false, None).await;
+    let refused = app.get("/v1/resources", &As::Key(user)).await;
+    assert_problem(refused, 403, "forbidden").await;
+}
+
+/// Expected by users: a signed-in user accepts an invitation to its verified address by id,
+/// without the mailed code; any other address gets 404, and the invitation is used once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invitation_is_accepted_by_id_by_its_addressee_only() {
+    let app = space().await;
+    let invitation = app
+        .invite_one(
+            "space/s",
+            &actor("alice"),
+            "Kate@Example.com",
+            Some("editor"),
+        )
+        .await;
+    let id = invitation["id"].as_u64().expect("id");
+    let kate = As::Key(
+        app.key("kate", &["read", "write"], false, Some("kate@example.com"))
+            .await,
+    );
+    // What the host shows her: her pending invitations.
+    let mine = json_of(
+        app.get("/v1/invitations?email=kate@example.com", &kate)
+            .await,
+    )
+    .await;
+    assert_eq!(mine["items"][0]["id"], id);
+
+    let mallory = As::Key(
+        app.key(
+            "mallory",
+            &["read", "write"],
+            false,
+            Some("mallory@example.com"),
+        )
+        .await,
+    );
+    let path = format!("/v1/invitations/{id}/accept");
+    // Another address, or no verified address at all: as if there were no such invitation.
+    for who in [&mallory, &actor("nobody-with-an-email")] {
+        let refused = app.post(&path, who, json!({})).await;
+        assert_problem(refused, 404, "not_found").await;
+    }
+    let accepted = app.post(&path, &kate, json!({})).await;
+    assert_eq!(accepted.status(), StatusCode::OK);
+    let accepted = json_of(accepted).await;
+    assert_eq!(
+        (
+            accepted["principal"].clone(),
+            accepted["role"].clone(),
+            accepted["changed"].clone()
+        ),
+        (json!("kate"), json!("editor"), json!(true))
+    );
+    let again = app.post(&path, &kate, json!({})).await;
+    assert_problem(again, 410, "invitation_used").await;
+}
+
+/// Expected by users: a pasted code with spaces around it, or the whole invite URL, is
+/// understood on every route that takes a code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pasted_code_or_a_whole_invite_url_is_understood() {
+    let app = space().await;
+    let link = app
+        .link("space/s", &actor("alice"), json!({ "role": "viewer" }))
+        .await;
+    let (code, url) = (text(&link, "/code"), text(&link, "/url"));
+    let preview = app
+        .post(
+            "/v1/invitations/preview",
+            &actor("p1"),
+            json!({ "code": format!("  {code}\n") }),
+        )
+        .await;
+    assert_eq!(preview.status(), StatusCode::OK);
+    let accepted = app.accept(&format!(" {url} "), &actor("p2")).await;
+    assert_eq!(accepted.status(), StatusCode::OK);
+    let teable = app
+        .post(
+            "/api/invitation/link/accept",
+            &actor("p3"),
+            json!({ "invitationId": link["id"].as_u64().expect("id").to_string(), "invitationCode": format!("{code} ") }),
+        )
+        .await;
+    assert_eq!(teable.status(), StatusCode::CREATED);
+    let onedata = app
+        .post(
+            "/api/v3/onezone/user/spaces/join",
+            &actor("p4"),
+            json!({ "token": url }),
+        )
+        .await;
+    assert!(onedata.status().is_success(), "{}", onedata.status());
+}
+
+/// Expected by users: CORS is off unless origins are listed; then a listed origin's preflight
+/// and request are allowed and any other origin gets no CORS header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_is_off_by_default_and_on_for_listed_origins() {
+    let preflight = |app: &TestApp, origin: &str| {
+        app.client
+            .request(
+                reqwest::Method::OPTIONS,
+                app.url("/v1/resources/space/s/members"),
+            )
+            .header("Origin", origin.to_string())
+            .header("Access-Control-Request-Method", "GET")
+            .header(
+                "Access-Control-Request-Headers",
+                "authorization,x-roster-actor",
+            )
+            .send()
+    };
+    let closed = spawn_app().await;
+    let answer = preflight(&closed, "https://app.example")
+        .await
+        .expect("sent");
+    assert!(answer
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
+
+    let open = spawn_app_with(|c| c.cors_origins = vec!["https://app.example".into()]).await;
+    open.register("space/s", "alice").await;
+    let answer = preflight(&open, "https://app.example").await.expect("sent");
+    assert!(answer.status().is_success(), "{}", answer.status());
+    assert_eq!(
+        answer.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    let allowed = answer.headers()["access-control-allow-headers"]
+        .to_str()
+        .expect("text")
+        .to_ascii_lowercase();
+    assert!(
+        allowed.contains("authorization") && allowed.contains("x-roster-actor"),
+        "{allowed}"
+    );
+    let read = open
+        .client
+        .get(open.url("/v1/resources/space/s/members"))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("Origin", "https://app.example")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(read.status(), StatusCode::OK);
+    assert_eq!(
+        read.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    assert!(read.headers()["access-control-expose-headers"]
+        .to_str()
+        .expect("text")
+        .contains("x-roster-position"));
+    let other = preflight(&open, "https://evil.example")
+        .await
+        .expect("sent");
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+}

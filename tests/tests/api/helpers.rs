@@ -409,7 +409,7 @@ pub async fn assert_problem(response: Response, status: u16, code: &str) -> Valu
 }
 
 /// Every route of DESIGN section 5, as `(method, path template)`.
-pub const ROUTES: [(&str, &str); 31] = [
+pub const ROUTES: [(&str, &str); 35] = [
     ("GET", "/healthz"),
     ("GET", "/metrics"),
     ("GET", "/openapi.json"),
@@ -419,9 +419,11 @@ pub const ROUTES: [(&str, &str); 31] = [
     ("PUT", "/v1/role-schemas/{kind}"),
     ("GET", "/v1/role-schemas/{kind}"),
     ("POST", "/v1/resources"),
+    ("GET", "/v1/resources"),
     ("GET", "/v1/resources/{kind}/{id}"),
     ("POST", "/v1/resources/{kind}/{id}/invite-links"),
     ("GET", "/v1/resources/{kind}/{id}/invite-links"),
+    ("GET", "/v1/resources/{kind}/{id}/invite-links/{link_id}"),
     ("PATCH", "/v1/resources/{kind}/{id}/invite-links/{link_id}"),
     (
         "POST",
@@ -435,11 +437,16 @@ pub const ROUTES: [(&str, &str); 31] = [
         "/v1/resources/{kind}/{id}/invitations/{invitation_id}/resend",
     ),
     (
+        "GET",
+        "/v1/resources/{kind}/{id}/invitations/{invitation_id}",
+    ),
+    (
         "DELETE",
         "/v1/resources/{kind}/{id}/invitations/{invitation_id}",
     ),
     ("POST", "/v1/invitations/preview"),
     ("POST", "/v1/invitations/accept"),
+    ("POST", "/v1/invitations/{invitation_id}/accept"),
     ("POST", "/v1/invitations/decline"),
     ("GET", "/v1/resources/{kind}/{id}/members"),
     ("PUT", "/v1/resources/{kind}/{id}/members/{principal}"),
