@@ -1068,3 +1068,58 @@ async fn cors_is_off_by_default_and_on_for_listed_origins() {
         .expect("sent");
     assert!(other.headers().get("access-control-allow-origin").is_none());
 }
+
+/// Finding 11: principals with format characters (U+200B, U+202E, U+FEFF: Unicode's category
+/// Cf) were accepted and printed as other names in `roster audit`; and a principal named
+/// `admin` was written into events exactly as the admin was. Both are refused or told apart
+/// now: the admin acting as nobody is `roster/admin`, which no principal can be (no `/`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_with_invisible_characters_are_refused_and_the_admin_is_unambiguous() {
+    let app = space().await;
+    for sneaky in ["ali\u{200B}ce", "\u{202E}ecila", "\u{FEFF}alice", "bob\u{2060}"] {
+        let encoded = urlencode(sneaky);
+        let put = app
+            .put(
+                &format!("/v1/resources/space/s/members/{encoded}"),
+                &actor("alice"),
+                json!({ "role": "viewer" }),
+            )
+            .await;
+        assert_problem(put, 400, "invalid_request").await;
+        let register = app
+            .post(
+                "/v1/resources",
+                &As::Admin,
+                json!({ "resource": "space/sneaky", "owner": sneaky }),
+            )
+            .await;
+        assert_problem(register, 400, "invalid_request").await;
+        let acting = app
+            .client
+            .get(app.url("/v1/resources/space/s/members"))
+            .bearer_auth(ADMIN_TOKEN)
+            .header("X-Roster-Actor", encoded)
+            .send()
+            .await
+            .expect("sent");
+        assert_problem(acting, 400, "invalid_request").await;
+    }
+    // The admin as nobody, and a principal called admin, are two actors in the log.
+    app.link("space/s", &As::Admin, json!({})).await;
+    app.put(
+        "/v1/resources/space/s/members/admin",
+        &As::Admin,
+        json!({ "role": "editor" }),
+    )
+    .await;
+    app.link("space/s", &actor("admin"), json!({})).await;
+    let history = app.read("/v1/resources/space/s/history").await;
+    let actors: Vec<&str> = history["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|h| h["type"] == "InviteLinkCreated")
+        .filter_map(|h| h["actor"].as_str())
+        .collect();
+    assert_eq!(actors, ["roster/admin", "admin"]);
+}
