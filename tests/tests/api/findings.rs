@@ -1076,7 +1076,12 @@ async fn cors_is_off_by_default_and_on_for_listed_origins() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_with_invisible_characters_are_refused_and_the_admin_is_unambiguous() {
     let app = space().await;
-    for sneaky in ["ali\u{200B}ce", "\u{202E}ecila", "\u{FEFF}alice", "bob\u{2060}"] {
+    for sneaky in [
+        "ali\u{200B}ce",
+        "\u{202E}ecila",
+        "\u{FEFF}alice",
+        "bob\u{2060}",
+    ] {
         let encoded = urlencode(sneaky);
         let put = app
             .put(

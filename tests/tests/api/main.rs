@@ -2,6 +2,7 @@
 //! a `spawn_app()` helper, a temporary data directory per test.
 
 mod abuse;
+mod attacker;
 mod auth;
 mod codes;
 mod compat;
