@@ -1128,3 +1128,26 @@ async fn names_with_invisible_characters_are_refused_and_the_admin_is_unambiguou
         .collect();
     assert_eq!(actors, ["roster/admin", "admin"]);
 }
+
+/// Finding 15: error details named the domain's enum variants (`[ManageMembers]`). They name
+/// privileges as the API does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_names_privileges_as_the_api_does() {
+    let app = space().await;
+    let refused = app
+        .put(
+            "/v1/resources/space/s/members/zed",
+            &actor("vic"),
+            json!({ "role": "viewer" }),
+        )
+        .await;
+    let body = assert_problem(refused, 403, "forbidden").await;
+    let detail = text(&body, "/detail");
+    assert!(detail.contains("manage_members"), "{detail}");
+    let invite = app
+        .post("/v1/resources/space/s/invite-links", &actor("vic"), json!({}))
+        .await;
+    let detail = text(&assert_problem(invite, 403, "forbidden").await, "/detail");
+    assert!(detail.contains("invite or manage_invitations"), "{detail}");
+    assert!(!detail.contains('[') && !detail.contains("Invite,"), "{detail}");
+}
