@@ -1145,9 +1145,16 @@ async fn a_refusal_names_privileges_as_the_api_does() {
     let detail = text(&body, "/detail");
     assert!(detail.contains("manage_members"), "{detail}");
     let invite = app
-        .post("/v1/resources/space/s/invite-links", &actor("vic"), json!({}))
+        .post(
+            "/v1/resources/space/s/invite-links",
+            &actor("vic"),
+            json!({}),
+        )
         .await;
     let detail = text(&assert_problem(invite, 403, "forbidden").await, "/detail");
     assert!(detail.contains("invite or manage_invitations"), "{detail}");
-    assert!(!detail.contains('[') && !detail.contains("Invite,"), "{detail}");
+    assert!(
+        !detail.contains('[') && !detail.contains("Invite,"),
+        "{detail}"
+    );
 }
