@@ -1,1 +1,3 @@
-//! Helpers shared by the cross-crate tests.
+//! What the cross-crate tests share: the filesystem that forgets what was not synced.
+
+pub mod lazyfs;
