@@ -34,8 +34,11 @@ fn read_or_create(
         .mode(0o600)
         .open(&path)
         .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    // The file's content, then its entry in the directory: a power cut between the two would
+    // otherwise make a new secret at the next start, and every code handed out dies with it.
     file.write_all(format!("{value}\n").as_bytes())
         .and_then(|()| file.sync_all())
+        .and_then(|()| std::fs::File::open(dir)?.sync_all())
         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     Ok((value, true))
 }

@@ -248,9 +248,37 @@ pub struct SledBackend {
 /// threads to let go of a database this process closed, short for an operator to wait.
 const LOCK_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// sled's settings file in a data directory.
+const CONFIG_FILE: &str = "conf";
+
+/// Removes sled's `conf` when a power cut tore it (its last four bytes are not the CRC-32 of
+/// the rest): sled would refuse to open with "corrupted data", while the file only repeats
+/// settings sled writes again when it is absent, and Roster always opens with the same ones.
+/// An empty or short `conf` (a cut before any of it was synced) sled already treats as absent.
+fn remove_torn_config(dir: &Path) -> Result<(), StoreError> {
+    let path = dir.join(CONFIG_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(error.into()),
+    };
+    if bytes.len() <= 8 {
+        return Ok(());
+    }
+    let (settings, crc) = bytes.split_at(bytes.len() - 4);
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(settings);
+    if hasher.finalize().to_le_bytes() != crc {
+        tracing::warn!(path = %path.display(), "sled's settings file was torn (a power cut before it was synced): writing it again");
+        std::fs::remove_file(&path)?;
+    }
+    Ok(())
+}
+
 impl SledBackend {
     pub fn open(path: &Path, options: &SledOptions) -> Result<SledBackend, StoreError> {
         std::fs::create_dir_all(path)?;
+        remove_torn_config(path)?;
         let config = sled::Config::new()
             .path(path)
             .cache_capacity(options.cache_capacity_bytes)
@@ -281,8 +309,15 @@ impl SledBackend {
         };
         let tree = db.open_tree("log")?;
         let data_file = File::open(path.join("db"))?;
-        // The directory entries of sled's files must survive too: sync the directory once.
+        // sled writes its `conf` once and never syncs it: sync it, so a power cut cannot tear
+        // it later (one cut before this sync is mended by `remove_torn_config` next time).
+        File::open(path.join(CONFIG_FILE))?.sync_all()?;
+        // The directory entries of sled's files must survive too: sync the directory once,
+        // and its parent, which holds the directory's own entry when this open made it.
         File::open(path)?.sync_all()?;
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            File::open(parent)?.sync_all()?;
+        }
         Ok(SledBackend {
             db,
             tree,

@@ -1158,3 +1158,19 @@ async fn a_refusal_names_privileges_as_the_api_does() {
         "{detail}"
     );
 }
+
+/// A method a route does not take is 405, whatever its query says (the query check runs only
+/// for the operations the document lists).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undeclared_method_is_405_before_any_query_is_read() {
+    let app = spawn_app().await;
+    let response = app
+        .send(
+            reqwest::Method::from_bytes(b"TRACE").expect("a method"),
+            "/v1/events?after=0&limit=1",
+            &As::Admin,
+            None,
+        )
+        .await;
+    assert_problem(response, 405, "method_not_allowed").await;
+}
