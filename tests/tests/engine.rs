@@ -1,10 +1,10 @@
 //! The engine end to end, in memory and on sled: commands, read-your-writes, codes, past rolemaps.
 
-use roster_api::engine::{Engine, EngineConfig, EngineError, Request};
 use roster_domain::{
     Actor, Command, DomainError, Principal, ResourceCommand, ResourceId, RoleName, ServerSecret,
     Timestamp,
 };
+use roster_engine::{Engine, EngineConfig, EngineError, Request};
 use roster_projections::AsOf;
 
 fn principal(name: &str) -> Principal {

@@ -522,7 +522,7 @@ fn check_at_rest(dir: &Path, cycle: usize, seed: u64) {
     let store = SledStore::open(dir, SledOptions::default()).unwrap_or_else(|e| {
         panic!("cycle {cycle}: reopening after a power cut: {e} (seed {seed})")
     });
-    roster_api::log_tools::verify(dir, &store, runtime.handle(), true)
+    roster_cli::log_tools::verify(dir, &store, runtime.handle(), true)
         .unwrap_or_else(|e| panic!("cycle {cycle}: {e} (seed {seed})"));
     runtime.block_on(async {
         let live = ReadModels::open_sled(store.db(), "rm.").expect("opens read models");
@@ -540,7 +540,7 @@ fn check_at_rest(dir: &Path, cycle: usize, seed: u64) {
             "cycle {cycle}: the read models differ from a rebuild (seed {seed})"
         );
         live.flush().expect("writes what waits");
-        roster_api::log_tools::replay(&store, true, true)
+        roster_cli::log_tools::replay(&store, true, true)
             .await
             .unwrap_or_else(|e| panic!("cycle {cycle}: replay --verify: {e} (seed {seed})"));
     });

@@ -7,10 +7,10 @@
 //! `PROPTEST_RNG_SEED=<seed> cargo test -p roster-tests --test rebuild_chunks`.
 
 use proptest::prelude::*;
-use roster_api::engine::driver::Driver;
-use roster_api::engine::{Engine, EngineConfig};
-use roster_api::strategies::{steps, Step};
 use roster_domain::{ServerSecret, Timestamp};
+use roster_engine::driver::Driver;
+use roster_engine::strategies::{steps, Step};
+use roster_engine::{Engine, EngineConfig};
 use roster_eventstore::{SledOptions, SledStore};
 use roster_projections::ReadModels;
 

@@ -6,10 +6,10 @@
 
 use std::io::Write;
 
-use roster_api::engine::{Engine, EngineConfig, Request};
 use roster_domain::{
     Actor, Command, Principal, ResourceCommand, ResourceId, RoleName, ServerSecret,
 };
+use roster_engine::{Engine, EngineConfig, Request};
 
 fn ack(position: u64) -> bool {
     let mut out = std::io::stdout().lock();

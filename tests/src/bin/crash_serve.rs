@@ -4,7 +4,7 @@
 //! `ROSTER_ADMIN_TOKEN`.
 //! It prints `listening ADDRESS` when it accepts requests.
 
-use roster_api::http::ServerConfig;
+use roster_server::http::ServerConfig;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
@@ -30,13 +30,13 @@ async fn main() {
         config.smtp_url = Some(smtp_url);
         config.mail_from = Some("Roster <invites@roster.example>".into());
     }
-    config.delivery_retry = roster_api::workers::Retry {
+    config.delivery_retry = roster_server::workers::Retry {
         initial_ms: 20,
         max_ms: 200,
         attempts_max: 50,
     };
     println!("listening {address}");
-    if let Err(error) = roster_api::serve(listener, config, std::future::pending()).await {
+    if let Err(error) = roster_server::serve(listener, config, std::future::pending()).await {
         eprintln!("crash-serve: {error}");
         std::process::exit(1);
     }

@@ -11,8 +11,8 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use reqwest::{Method, Response, StatusCode};
-use roster_api::http::ServerConfig;
 use roster_domain::{DomainError, InviteCode, ServerSecret};
+use roster_server::http::ServerConfig;
 use serde_json::{json, Value};
 
 use crate::helpers::{json_of, spawn_app_with, As, TestApp, ADMIN_TOKEN};

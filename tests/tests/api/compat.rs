@@ -4,8 +4,8 @@
 //! causes; and families switched off.
 
 use reqwest::{Method, Response, StatusCode};
-use roster_api::http::Families;
 use roster_domain::{InviteCode, ServerSecret, Timestamp};
+use roster_server::http::Families;
 use serde_json::{json, Value};
 
 use crate::helpers::*;

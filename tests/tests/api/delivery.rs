@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use roster_api::workers::Retry;
+use roster_server::workers::Retry;
 use serde_json::{json, Value};
 
 use crate::helpers::*;

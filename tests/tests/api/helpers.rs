@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use reqwest::{Method, Response, StatusCode};
-use roster_api::http::ServerConfig;
+use roster_server::http::ServerConfig;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
@@ -92,7 +92,7 @@ pub async fn spawn_app_in(dir: &Path, tweak: impl FnOnce(&mut ServerConfig)) -> 
     config.admin_token = Some(ADMIN_TOKEN.into());
     tweak(&mut config);
     let (shutdown, stop) = oneshot::channel::<()>();
-    let server = tokio::spawn(roster_api::serve(listener, config, async move {
+    let server = tokio::spawn(roster_server::serve(listener, config, async move {
         let _ = stop.await;
     }));
     let app = TestApp {

@@ -3,11 +3,11 @@
 //! passed and every event has a known time.
 
 use reqwest::StatusCode;
-use roster_api::engine::{Engine, EngineConfig};
 use roster_domain::{
     Actor, Command, Event, Principal, ResourceCommand, ResourceId, RoleName, ServerSecret,
     Timestamp,
 };
+use roster_engine::{Engine, EngineConfig};
 use serde_json::json;
 
 use crate::helpers::*;
@@ -54,7 +54,7 @@ async fn past() -> Past {
         let engine = engine.clone();
         async move {
             engine
-                .execute(roster_api::engine::Request::new(
+                .execute(roster_engine::Request::new(
                     actor,
                     Command::Resource(command),
                 ))

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
 use hmac::{Hmac, Mac};
-use roster_api::workers::Retry;
+use roster_server::workers::Retry;
 use serde_json::{json, Value};
 use sha2::Sha256;
 

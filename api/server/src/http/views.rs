@@ -9,7 +9,7 @@ use roster_projections::{
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::engine::{CodeAccess, Engine};
+use roster_engine::{CodeAccess, Engine};
 
 fn time(at: Timestamp) -> String {
     at.to_string()

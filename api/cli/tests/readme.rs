@@ -10,7 +10,7 @@ use support::Served;
 
 /// The walk-through's blocks: shell code, each followed by its expected output (if any).
 fn walkthrough() -> Vec<(String, Option<String>)> {
-    let readme = include_str!("../../README.md");
+    let readme = include_str!("../../../README.md");
     let start = readme
         .find("<!-- walkthrough -->")
         .expect("the README marks its walk-through");

@@ -11,7 +11,7 @@ use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
 use super::rate_limit::{ClientAddress, CodeAttempt, Key};
 use super::state::AppState;
-use crate::engine::{CodeAccess, Executed, Idempotency, Request};
+use roster_engine::{CodeAccess, Executed, Idempotency, Request};
 
 pub fn resource_id(kind: &str, id: &str) -> ApiResult<ResourceId> {
     let kind = Kind::parse(kind).map_err(|e| ApiError::invalid(e.to_string()))?;
@@ -192,11 +192,11 @@ pub fn code_error(
     state: &AppState,
     family: &'static str,
     attempt: &CodeAttempt,
-    error: crate::engine::EngineError,
+    error: roster_engine::EngineError,
 ) -> ApiError {
     if matches!(
         error,
-        crate::engine::EngineError::Domain(DomainError::InvitationNotFound)
+        roster_engine::EngineError::Domain(DomainError::InvitationNotFound)
     ) {
         state.metrics.failed_code_check(family);
         state.code_failures.failed(attempt);

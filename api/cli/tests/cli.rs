@@ -6,11 +6,11 @@ mod support;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use roster_api::engine::{Engine, EngineConfig, Request};
 use roster_domain::{
     Actor, Command as DomainCommand, EmailList, Principal, ResourceCommand, ResourceId, RoleName,
     ServerSecret,
 };
+use roster_engine::{Engine, EngineConfig, Request};
 use roster_eventstore::{SledOptions, SledStore};
 use roster_projections::ReadModels;
 

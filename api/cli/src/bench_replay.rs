@@ -13,7 +13,7 @@ use roster_projections::{AsOf, ReadModels};
 use serde::Serialize;
 
 use crate::bench::to_f64;
-use crate::engine::{Engine, EngineConfig, Request};
+use roster_engine::{Engine, EngineConfig, Request};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ReplayFigure {

@@ -237,9 +237,9 @@ fn run(cli: Cli) -> Result<(), String> {
             served
         }
         Command::Verify { quiet } => {
-            let store = roster_api::log_tools::open(&cli.data)?;
+            let store = roster_cli::log_tools::open(&cli.data)?;
             let checked =
-                roster_api::log_tools::verify(&cli.data, &store, runtime.handle(), quiet)?;
+                roster_cli::log_tools::verify(&cli.data, &store, runtime.handle(), quiet)?;
             println!(
                 "ok: {} events in {} streams, {} resources, head hash {}",
                 checked.report.events,
@@ -250,8 +250,8 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Replay { verify } => {
-            let store = roster_api::log_tools::open(&cli.data)?;
-            let done = runtime.block_on(roster_api::log_tools::replay(&store, verify, false))?;
+            let store = roster_cli::log_tools::open(&cli.data)?;
+            let done = runtime.block_on(roster_cli::log_tools::replay(&store, verify, false))?;
             println!("{done}");
             Ok(())
         }
@@ -260,8 +260,8 @@ fn run(cli: Cli) -> Result<(), String> {
             as_of,
             principal,
         } => {
-            let store = roster_api::log_tools::open(&cli.data)?;
-            let tables = runtime.block_on(roster_api::log_tools::audit(
+            let store = roster_cli::log_tools::open(&cli.data)?;
+            let tables = runtime.block_on(roster_cli::log_tools::audit(
                 &cli.data,
                 &store,
                 &resource,
@@ -272,7 +272,7 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Export { file } => {
-            let store = roster_api::log_tools::open(&cli.data)?;
+            let store = roster_cli::log_tools::open(&cli.data)?;
             let mut out: Box<dyn std::io::Write> = match &file {
                 Some(path) => Box::new(std::io::BufWriter::new(
                     std::fs::File::create(path)
@@ -280,7 +280,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 )),
                 None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
             };
-            let events = runtime.block_on(roster_api::log_tools::export(
+            let events = runtime.block_on(roster_cli::log_tools::export(
                 &store,
                 &mut out,
                 file.is_none(),
@@ -291,12 +291,12 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Probe => {
-            if !roster_api::data_dir::holds_log(&cli.data) {
-                return Err(roster_api::data_dir::no_log(&cli.data));
+            if !roster_server::data_dir::holds_log(&cli.data) {
+                return Err(roster_server::data_dir::no_log(&cli.data));
             }
             println!(
                 "{}",
-                runtime.block_on(roster_api::bench_replay::probe(&cli.data))?
+                runtime.block_on(roster_cli::bench_replay::probe(&cli.data))?
             );
             Ok(())
         }
@@ -305,7 +305,7 @@ fn run(cli: Cli) -> Result<(), String> {
             secret_from,
             new_secret,
         } => {
-            use roster_api::log_tools::ImportSecret;
+            use roster_cli::log_tools::ImportSecret;
             let secret = match secret_from {
                 Some(dir) => ImportSecret::CopyFrom(dir),
                 None if new_secret => ImportSecret::New,
@@ -318,7 +318,7 @@ fn run(cli: Cli) -> Result<(), String> {
                         .into())
                 }
             };
-            let said = roster_api::log_tools::import(&cli.data, file.as_deref(), &secret, false)?;
+            let said = roster_cli::log_tools::import(&cli.data, file.as_deref(), &secret, false)?;
             eprintln!("{said}");
             Ok(())
         }
@@ -338,41 +338,41 @@ fn run(cli: Cli) -> Result<(), String> {
                 match scenario.as_str() {
                     "append" => {
                         let figures =
-                            roster_api::bench::append_scenario(&cli.data, &writers, seconds)?;
+                            roster_cli::bench::append_scenario(&cli.data, &writers, seconds)?;
                         if json {
                             println!(
                                 "{}",
                                 serde_json::to_string_pretty(&figures).map_err(|e| e.to_string())?
                             );
                         } else {
-                            print!("{}", roster_api::bench::append_table(&figures));
+                            print!("{}", roster_cli::bench::append_table(&figures));
                         }
                     }
                     "accept" => {
                         let figures =
-                            roster_api::bench_http::accept_scenario(&cli.data, 64, seconds)?;
+                            roster_cli::bench_http::accept_scenario(&cli.data, 64, seconds)?;
                         if json {
                             println!(
                                 "{}",
                                 serde_json::to_string_pretty(&figures).map_err(|e| e.to_string())?
                             );
                         } else {
-                            print!("{}", roster_api::bench_http::accept_table(&figures));
+                            print!("{}", roster_cli::bench_http::accept_table(&figures));
                         }
                     }
                     "replay" => {
-                        let figure = roster_api::bench_replay::replay_scenario(&cli.data, events)?;
+                        let figure = roster_cli::bench_replay::replay_scenario(&cli.data, events)?;
                         if json {
                             println!(
                                 "{}",
                                 serde_json::to_string_pretty(&figure).map_err(|e| e.to_string())?
                             );
                         } else {
-                            print!("{}", roster_api::bench_replay::replay_table(&figure));
+                            print!("{}", roster_cli::bench_replay::replay_table(&figure));
                         }
                     }
                     "as-of" => {
-                        let figure = roster_api::bench_replay::as_of_scenario(
+                        let figure = roster_cli::bench_replay::as_of_scenario(
                             &cli.data,
                             events.min(20_000),
                             200,
@@ -383,17 +383,17 @@ fn run(cli: Cli) -> Result<(), String> {
                                 serde_json::to_string_pretty(&figure).map_err(|e| e.to_string())?
                             );
                         } else {
-                            print!("{}", roster_api::bench_replay::as_of_table(&figure));
+                            print!("{}", roster_cli::bench_replay::as_of_table(&figure));
                         }
                     }
                     "startup" => {
-                        let figure = roster_api::bench_replay::startup_scenario(
+                        let figure = roster_cli::bench_replay::startup_scenario(
                             &cli.data, events, members, !unsettled,
                         )?;
                         if json {
                             println!("{}", serde_json::to_string_pretty(&figure).map_err(|e| e.to_string())?);
                         } else {
-                            print!("{}", roster_api::bench_replay::startup_table(&figure));
+                            print!("{}", roster_cli::bench_replay::startup_table(&figure));
                         }
                     }
                     other => {
@@ -412,7 +412,7 @@ async fn serve(data: PathBuf, args: ServeArgs) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-    let mut config = roster_api::http::ServerConfig::new(data);
+    let mut config = roster_server::http::ServerConfig::new(data);
     config.public_url = args
         .public_url
         .unwrap_or_else(|| format!("http://{}", args.listen));
@@ -429,7 +429,7 @@ async fn serve(data: PathBuf, args: ServeArgs) -> Result<(), String> {
     config.idle_timeout_ms = args.idle_timeout_ms;
     config.smtp_url = args.smtp_url;
     config.mail_from = args.mail_from;
-    let retry = roster_api::workers::Retry {
+    let retry = roster_server::workers::Retry {
         initial_ms: args.retry_backoff_ms,
         max_ms: args.retry_backoff_max_ms,
         attempts_max: args.retry_attempts_max,
@@ -442,7 +442,7 @@ async fn serve(data: PathBuf, args: ServeArgs) -> Result<(), String> {
     config.rate_limit_keys_max = args.rate_limit_keys_max;
     config.trusted_proxies = args.trusted_proxies;
     config.cors_origins = args.cors_origins;
-    roster_api::serve(listener, config, shutdown_signal()?).await
+    roster_server::serve(listener, config, shutdown_signal()?).await
 }
 
 /// Completes on SIGTERM or Ctrl-C (SIGINT). Both are caught from the moment this returns,

@@ -1,6 +1,12 @@
 //! The `Engine`: Roster as a library. It takes commands, decides them against the newest
 //! state inside the log's writer, waits until the read models reflect them, and answers
 //! queries from the read models and, for past states, from the log itself.
+//!
+//! This crate is what a host embeds: it compiles no HTTP, command-line, allocator or terminal
+//! crate (`tests/deps.rs` checks the tree), and nothing outside it reaches its store or read
+//! models: what a caller needs is a method of the [`Engine`].
+
+#![forbid(unsafe_code)]
 
 mod cache;
 mod clock;
@@ -1287,3 +1293,12 @@ fn decode(envelope: &roster_eventstore::Envelope) -> Result<Event, EngineError> 
         )))
     })
 }
+
+/// Strategies for commands and sessions, for hosts' own property tests (feature `proptest`).
+#[cfg(feature = "proptest")]
+pub use roster_domain::strategies;
+
+/// `docs/EMBEDDING.md`, whose example runs as a doctest so the document stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/EMBEDDING.md")]
+pub struct EmbeddingDocument;

@@ -7,7 +7,7 @@ use roster_domain::DomainError;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::engine::EngineError;
+use roster_engine::EngineError;
 
 /// The body of every error response.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]

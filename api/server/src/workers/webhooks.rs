@@ -18,7 +18,7 @@ use sha2::Sha256;
 use tokio::sync::watch;
 
 use super::Retry;
-use crate::engine::{Engine, Request};
+use roster_engine::{Engine, Request};
 
 #[derive(Debug, Clone)]
 pub struct WebhookConfig {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::http::ServerConfig;
+use roster_server::http::ServerConfig;
 
 const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
 
@@ -78,7 +78,7 @@ async fn run_shape(
     config.admin_token = Some(ADMIN_TOKEN.into());
     config.connections_max = connections.max(1) * 2;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(crate::serve(listener, config, async move {
+    let server = tokio::spawn(roster_server::serve(listener, config, async move {
         let _ = stopped.await;
     }));
     let setup = reqwest::Client::new();

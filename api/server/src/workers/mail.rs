@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::Retry;
-use crate::engine::{Engine, EngineError, Request};
+use roster_engine::{Engine, EngineError, Request};
 
 /// Where and how mail is sent.
 #[derive(Debug, Clone)]

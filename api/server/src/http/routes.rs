@@ -24,7 +24,7 @@ use super::support::{
     PAGE_ITEMS_MAX,
 };
 use super::views::*;
-use crate::engine::{CodeAccess, Idempotency, KeyRequest};
+use roster_engine::{CodeAccess, Idempotency, KeyRequest};
 
 /// The command id a request's `Idempotency-Key` maps to (set by the idempotency middleware).
 #[derive(Debug, Clone, Default)]
@@ -1259,7 +1259,7 @@ pub async fn events(
         .store()
         .read_all(query.after.unwrap_or(0), limit)
         .await
-        .map_err(crate::engine::EngineError::from)?;
+        .map_err(roster_engine::EngineError::from)?;
     // A next page only when the log holds more than this one.
     let head = state.engine.head();
     let next = envelopes

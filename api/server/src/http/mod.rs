@@ -40,7 +40,7 @@ pub use config::{Families, ServerConfig};
 pub use error::{ApiError, Problem};
 pub use openapi::document as openapi_document;
 
-use crate::engine::{Engine, EngineConfig, Idempotency};
+use roster_engine::{Engine, EngineConfig, Idempotency};
 use routes::IdempotencyKey;
 use state::{AppState, Shared};
 
@@ -145,7 +145,7 @@ const PROBE_BYTES: usize = 1024 * 1024;
 async fn open_engine(
     config: &ServerConfig,
     engine_config: &EngineConfig,
-) -> Result<Engine, crate::engine::EngineError> {
+) -> Result<Engine, roster_engine::EngineError> {
     let options = roster_eventstore::SledOptions {
         durability: config.durability,
         ..Default::default()

@@ -16,8 +16,8 @@ use roster_projections::{SnapshotName, Snapshots};
 /// Opens the log in `data_dir`, with a one-line reason when it cannot. A directory that holds
 /// no log is refused rather than given an empty one: a mistyped `--data` must not pass.
 pub fn open(data_dir: &Path) -> Result<SledStore, String> {
-    if !crate::data_dir::holds_log(data_dir) {
-        return Err(crate::data_dir::no_log(data_dir));
+    if !roster_server::data_dir::holds_log(data_dir) {
+        return Err(roster_server::data_dir::no_log(data_dir));
     }
     SledStore::open(data_dir, SledOptions::default())
         .map_err(|e| format!("cannot open {}: {e}", data_dir.display()))
@@ -393,7 +393,7 @@ pub fn import(
     quiet: bool,
 ) -> Result<String, String> {
     if let ImportSecret::CopyFrom(from) = secret {
-        crate::data_dir::check_secret_copy(from, data_dir)?;
+        roster_server::data_dir::check_secret_copy(from, data_dir)?;
     }
     let existed = data_dir.exists();
     // Standard input is read twice (checked, then written): a copy is kept beside the data,
@@ -401,7 +401,7 @@ pub fn import(
     let copy = match file {
         Some(_) => None,
         None => {
-            crate::data_dir::make_private(data_dir)?;
+            roster_server::data_dir::make_private(data_dir)?;
             let mut copy = tempfile::NamedTempFile::new_in(data_dir).map_err(|e| e.to_string())?;
             std::io::copy(&mut std::io::stdin().lock(), &mut copy).map_err(|e| e.to_string())?;
             Some(copy)
@@ -420,13 +420,13 @@ pub fn import(
             return Err(refused);
         }
     };
-    crate::data_dir::make_private(data_dir)?;
+    roster_server::data_dir::make_private(data_dir)?;
     let said_secret = match secret {
         ImportSecret::CopyFrom(from) => {
-            crate::data_dir::copy_secret(from, data_dir)?;
+            roster_server::data_dir::copy_secret(from, data_dir)?;
             format!(
                 "copied the server secret from {}: the log's codes keep working",
-                crate::data_dir::secret_path(from).display()
+                roster_server::data_dir::secret_path(from).display()
             )
         }
         ImportSecret::Environment => {

@@ -4,7 +4,7 @@
 use std::ops::Deref;
 use std::sync::Arc;
 
-use crate::engine::Engine;
+use roster_engine::Engine;
 
 use super::config::ServerConfig;
 use super::metrics::Metrics;

@@ -1,0 +1,9 @@
+//! The command line's library half: the operations over a log (verify, export, import,
+//! replay, audit) and the benchmarks, which `main.rs` calls and tests drive directly.
+
+#![forbid(unsafe_code)]
+
+pub mod bench;
+pub mod bench_http;
+pub mod bench_replay;
+pub mod log_tools;
