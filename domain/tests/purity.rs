@@ -1,4 +1,5 @@
-//! Tidy checks on the crate itself: no I/O crate among its dependencies, and every file says what it is for.
+//! Tidy checks on the crate itself: no I/O crate among its dependencies (the `//!` line of every
+//! file of every crate is checked in `tests/tests/tidy.rs`).
 
 use std::fs;
 use std::path::Path;
@@ -110,30 +111,4 @@ fn the_domain_depends_on_no_io_crate() {
 fn the_check_would_catch_an_io_crate() {
     let manifest = "[dependencies]\nserde.workspace = true\ntokio = { version = \"1\" }\n\n[target.'cfg(unix)'.dev-dependencies]\nsled = \"0.34\"\n";
     assert_eq!(dependency_names(manifest), ["serde", "tokio", "sled"]);
-}
-
-#[test]
-fn every_source_file_starts_with_a_doc_line() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut missing = Vec::new();
-    let mut seen = 0;
-    let mut dirs = vec![root.join("src"), root.join("tests")];
-    while let Some(dir) = dirs.pop() {
-        for entry in fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                seen += 1;
-                if !fs::read_to_string(&path).unwrap().starts_with("//! ") {
-                    missing.push(path.display().to_string());
-                }
-            }
-        }
-    }
-    assert!(seen >= 10, "only {seen} files found");
-    assert!(
-        missing.is_empty(),
-        "files without a leading //! line: {missing:?}"
-    );
 }
