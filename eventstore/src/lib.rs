@@ -65,4 +65,8 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Every event after `after`, then the live tail.
     fn subscribe(&self, after: u64) -> Subscription;
+
+    /// Stops taking appends after the ones already queued, and makes the log durable.
+    /// Appends after this are refused; reads go on.
+    fn close(&self);
 }

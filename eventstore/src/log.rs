@@ -471,6 +471,10 @@ impl<B: Backend> EventStore for Log<B> {
         self.head_position()
     }
 
+    fn close(&self) {
+        Log::close(self);
+    }
+
     fn subscribe(&self, after: u64) -> Subscription {
         let reader: Arc<dyn ReadAll> = self.shared.clone();
         let live = match &*self

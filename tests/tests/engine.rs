@@ -115,21 +115,36 @@ async fn the_walk_through_in_memory() {
     engine.close().await;
 }
 
+/// The engine on sled in `dir`, as `Engine::open` makes it, with a handle kept on its read
+/// models to compare them across a restart.
+async fn open_keeping_models(
+    dir: &std::path::Path,
+    config: EngineConfig,
+) -> (Engine, std::sync::Arc<roster_projections::ReadModels>) {
+    let store = std::sync::Arc::new(
+        roster_eventstore::SledStore::open(dir, Default::default()).expect("opens the log"),
+    );
+    let models = std::sync::Arc::new(
+        roster_projections::ReadModels::open_sled(store.db(), "rm.").expect("opens the models"),
+    );
+    let snapshots = roster_projections::Snapshots::in_dir(&dir.join("snapshots"));
+    let engine = Engine::start_with(store, std::sync::Arc::clone(&models), snapshots, config)
+        .await
+        .expect("starts");
+    (engine, models)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_walk_through_on_sled_survives_a_restart() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let config = EngineConfig::new(ServerSecret::new(b"test-secret".to_vec()));
-    let engine = Engine::open(dir.path(), Default::default(), config.clone())
-        .await
-        .expect("opens");
+    let (engine, models) = open_keeping_models(dir.path(), config.clone()).await;
     walk_through(&engine).await;
-    let dump = engine.read_models().dump().expect("dumps");
+    let dump = models.dump().expect("dumps");
     engine.close().await;
-    drop(engine);
-    let engine = Engine::open(dir.path(), Default::default(), config)
-        .await
-        .expect("reopens");
-    assert_eq!(engine.read_models().dump().expect("dumps"), dump);
+    drop((engine, models));
+    let (engine, models) = open_keeping_models(dir.path(), config).await;
+    assert_eq!(models.dump().expect("dumps"), dump);
     let space = ResourceId::parse("space/spc_42").expect("a valid resource");
     assert_eq!(
         engine.members(&space, None, 10).expect("lists").items.len(),

@@ -11,7 +11,10 @@ use roster_domain::{ServerSecret, Timestamp};
 use roster_engine::driver::Driver;
 use roster_engine::strategies::{steps, Step};
 use roster_engine::{Engine, EngineConfig};
-use roster_projections::{rolemap_as_of, AsOf, MemberRecord, ReadModels};
+use std::sync::Arc;
+
+use roster_eventstore::{EventStore, MemoryStore};
+use roster_projections::{rolemap_as_of, AsOf, MemberRecord, ReadModels, Snapshots};
 
 const RESOURCES: usize = 2;
 const PRINCIPALS: usize = 4;
@@ -30,7 +33,16 @@ fn run_session(seed: u64, session: &[Step]) -> Result<(), TestCaseError> {
         // start from a cold load, most of those from a snapshot.
         config.snapshot_events_min = 1;
         config.cached_streams_max = 1;
-        let engine = Engine::in_memory(config).await.expect("starts");
+        let store = Arc::new(MemoryStore::in_memory());
+        let models = Arc::new(ReadModels::in_memory());
+        let engine = Engine::start_with(
+            Arc::clone(&store) as Arc<dyn EventStore>,
+            Arc::clone(&models),
+            Snapshots::in_memory(),
+            config,
+        )
+        .await
+        .expect("starts");
         let driver = Driver::new(engine.clone(), clock, RESOURCES, PRINCIPALS)
             .await
             .expect("sets up");
@@ -44,7 +56,7 @@ fn run_session(seed: u64, session: &[Step]) -> Result<(), TestCaseError> {
             if std::env::var("ENGINE_MODEL_TRACE").is_ok() {
                 eprintln!("{step:?} -> {outcome:?}");
             }
-            let position = engine.read_models().checkpoint();
+            let position = engine.applied();
             for (index, resource) in driver.resources.iter().enumerate() {
                 seen.push((
                     position,
@@ -55,12 +67,12 @@ fn run_session(seed: u64, session: &[Step]) -> Result<(), TestCaseError> {
         }
         let rebuilt = ReadModels::in_memory();
         rebuilt
-            .catch_up(engine.store().as_ref(), &mut |_| {})
+            .catch_up(store.as_ref(), &mut |_| {})
             .await
             .expect("rebuilds");
         prop_assert_eq!(
             rebuilt.dump().expect("dumps"),
-            engine.read_models().dump().expect("dumps")
+            models.dump().expect("dumps")
         );
         for (position, index, live) in seen {
             let resource = &driver.resources[index];
@@ -70,15 +82,11 @@ fn run_session(seed: u64, session: &[Step]) -> Result<(), TestCaseError> {
                 .expect("reads")
                 .expect("registered");
             prop_assert_eq!(&past, &live, "as_of position {} of {}", position, resource);
-            let (folded, _) = rolemap_as_of(
-                engine.store().as_ref(),
-                None,
-                resource,
-                AsOf::Position(position),
-            )
-            .await
-            .expect("reads")
-            .expect("registered");
+            let (folded, _) =
+                rolemap_as_of(store.as_ref(), None, resource, AsOf::Position(position))
+                    .await
+                    .expect("reads")
+                    .expect("registered");
             prop_assert_eq!(
                 folded,
                 live,
@@ -86,7 +94,7 @@ fn run_session(seed: u64, session: &[Step]) -> Result<(), TestCaseError> {
                 position
             );
         }
-        roster_eventstore::verify(engine.store().as_ref())
+        roster_eventstore::verify(store.as_ref())
             .await
             .expect("the chain verifies");
         engine.close().await;

@@ -11,8 +11,10 @@ use roster_domain::{ServerSecret, Timestamp};
 use roster_engine::driver::Driver;
 use roster_engine::strategies::{steps, Step};
 use roster_engine::{Engine, EngineConfig};
-use roster_eventstore::{SledOptions, SledStore};
-use roster_projections::ReadModels;
+use std::sync::Arc;
+
+use roster_eventstore::{EventStore, MemoryStore, SledOptions, SledStore};
+use roster_projections::{ReadModels, Snapshots};
 
 const RESOURCES: usize = 2;
 const PRINCIPALS: usize = 4;
@@ -27,7 +29,16 @@ fn run_session(seed: u64, session: &[Step], resume_at: usize) -> Result<(), Test
         let start = Timestamp::from_unix_ms(1_790_000_000_000).expect("in range");
         let (config, clock) =
             EngineConfig::deterministic(ServerSecret::new(b"chunk-secret".to_vec()), seed, start);
-        let engine = Engine::in_memory(config).await.expect("starts");
+        let store = Arc::new(MemoryStore::in_memory());
+        let models = Arc::new(ReadModels::in_memory());
+        let engine = Engine::start_with(
+            Arc::clone(&store) as Arc<dyn EventStore>,
+            Arc::clone(&models),
+            Snapshots::in_memory(),
+            config,
+        )
+        .await
+        .expect("starts");
         let driver = Driver::new(engine.clone(), clock, RESOURCES, PRINCIPALS)
             .await
             .expect("sets up");
@@ -38,8 +49,8 @@ fn run_session(seed: u64, session: &[Step], resume_at: usize) -> Result<(), Test
                 .await
                 .expect("the engine itself never fails");
         }
-        let expected = engine.read_models().dump().expect("dumps");
-        let store = engine.store().as_ref();
+        let expected = models.dump().expect("dumps");
+        let store = store.as_ref();
         // Only the read models' trees are used in this database; the log is the engine's.
         let dir = tempfile::tempdir().expect("tempdir");
         let scratch = SledStore::open(dir.path(), SledOptions::default()).expect("opens");

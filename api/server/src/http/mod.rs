@@ -187,10 +187,7 @@ impl Serving {
             }
             tracing::info!("the data directory takes writes again: reopening the log");
             // From here no new request reaches the failed engine.
-            let position = self
-                .live
-                .as_ref()
-                .map_or(0, |l| l.engine.read_models().checkpoint());
+            let position = self.live.as_ref().map_or(0, |l| l.engine.applied());
             *self.current.write().unwrap_or_else(PoisonError::into_inner) =
                 reopening_router(position);
             if let Some(live) = self.live.take() {
@@ -646,7 +643,7 @@ async fn around(State(state): State<AppState>, request: Request, next: Next) -> 
         Ok(response) => response,
         Err(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", "the request took longer than the server allows; a command may still complete, retry with the same Idempotency-Key").into_response(),
     };
-    let position = state.engine.read_models().checkpoint();
+    let position = state.engine.applied();
     response
         .headers_mut()
         .insert(POSITION_HEADER, HeaderValue::from(position));

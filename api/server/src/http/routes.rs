@@ -79,7 +79,7 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let body = state
         .metrics
-        .render(state.engine.head(), state.engine.read_models().checkpoint());
+        .render(state.engine.head(), state.engine.applied());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
@@ -1254,12 +1254,7 @@ pub async fn events(
 ) -> ApiResult<Response> {
     caller.require(Scope::Audit)?;
     let limit = page_limit(query.limit, PAGE_ITEMS_MAX)?;
-    let envelopes = state
-        .engine
-        .store()
-        .read_all(query.after.unwrap_or(0), limit)
-        .await
-        .map_err(roster_engine::EngineError::from)?;
+    let envelopes = state.engine.events(query.after.unwrap_or(0), limit).await?;
     // A next page only when the log holds more than this one.
     let head = state.engine.head();
     let next = envelopes

@@ -120,10 +120,10 @@ pub async fn create_webhook(
             _ => None,
         })
         .ok_or_else(|| ApiError::internal("a subscription appended no WebhookSubscribed"))?;
-    let row =
-        state.engine.read_models().webhook(id)?.ok_or_else(|| {
-            ApiError::internal(format_args!("webhook {id} is not in the read model"))
-        })?;
+    let row = state
+        .engine
+        .webhook(id)?
+        .ok_or_else(|| ApiError::internal(format_args!("webhook {id} is not in the read model")))?;
     let mut view = WebhookView::from(row);
     view.secret = Some(crate::workers::webhooks::secret(&state.engine, id));
     Ok((StatusCode::CREATED, axum::Json(view)).into_response())
@@ -149,7 +149,6 @@ fn webhook_of(state: &AppState, id: &str) -> ApiResult<u64> {
     let id = number("id", id)?;
     state
         .engine
-        .read_models()
         .webhook(id)?
         .map(|_| id)
         .ok_or_else(|| ApiError::not_found(format!("webhook {id}")))
@@ -193,11 +192,9 @@ pub async fn webhook_deliveries(
     caller.require(Scope::Admin)?;
     let webhook = webhook_of(&state, &id)?;
     let limit = page_limit(query.limit, PAGE_ITEMS_MAX)?;
-    let mut rows = state.engine.read_models().webhook_deliveries(
-        webhook,
-        query.after.unwrap_or(0),
-        limit + 1,
-    )?;
+    let mut rows = state
+        .engine
+        .webhook_deliveries(webhook, query.after.unwrap_or(0), limit + 1)?;
     let next = if rows.len() > limit {
         rows.truncate(limit);
         rows.last().map(|r| r.position)

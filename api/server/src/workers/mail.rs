@@ -54,9 +54,9 @@ pub async fn run(
         .map_err(|e| format!("ROSTER_SMTP_URL: {e}"))?
         .timeout(Some(std::time::Duration::from_secs(10)))
         .build();
-    let start = engine.read_models().checkpoint();
+    let start = engine.applied();
     let mut owed = owed_at_start(&engine, &config.retry).map_err(|e| e.to_string())?;
-    let mut tail = engine.store().subscribe(start);
+    let mut tail = engine.subscribe(start);
     let mut seen = start;
     loop {
         let next_due = owed.values().map(|o| o.due).min();
@@ -100,7 +100,7 @@ async fn sleep_until(due: Option<Instant>) {
 fn owed_at_start(engine: &Engine, retry: &Retry) -> Result<BTreeMap<u64, Owed>, EngineError> {
     let now = engine.now();
     let mut owed = BTreeMap::new();
-    for invitation in engine.read_models().all_invitations()? {
+    for invitation in engine.all_invitations()? {
         let delivered = invitation.delivery.delivered_generation == Some(invitation.generation);
         let open = invitation.status(now) == InvitationStatus::Pending;
         if open && !delivered && invitation.delivery.attempts < retry.attempts_max {

@@ -52,9 +52,9 @@ pub async fn run(
         .timeout(Duration::from_millis(config.timeout_ms))
         .build()
         .map_err(|e| e.to_string())?;
-    let start = engine.read_models().checkpoint();
+    let start = engine.applied();
     let mut deliverers: HashMap<u64, tokio::task::JoinHandle<()>> = HashMap::new();
-    for hook in engine.read_models().webhooks().map_err(|e| e.to_string())? {
+    for hook in engine.webhooks().map_err(|e| e.to_string())? {
         if !hook.removed {
             let task = tokio::spawn(deliver(
                 engine.clone(),
@@ -67,7 +67,7 @@ pub async fn run(
             deliverers.insert(hook.id, task);
         }
     }
-    let mut tail = engine.store().subscribe(start);
+    let mut tail = engine.subscribe(start);
     loop {
         tokio::select! {
             changed = stop.changed() => {
@@ -111,7 +111,7 @@ async fn deliver(
     mut stop: watch::Receiver<bool>,
 ) {
     let secret = secret(&engine, webhook);
-    let mut tail = engine.store().subscribe(after);
+    let mut tail = engine.subscribe(after);
     loop {
         let envelope = tokio::select! {
             envelope = tail.next() => match envelope {
@@ -124,7 +124,7 @@ async fn deliver(
         if envelope.stream == "webhooks" {
             continue;
         }
-        let Ok(Some(hook)) = engine.read_models().webhook(webhook) else {
+        let Ok(Some(hook)) = engine.webhook(webhook) else {
             return;
         };
         if hook.removed {

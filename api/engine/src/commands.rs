@@ -1,0 +1,589 @@
+//! Commands: a request decided inside the log's writer against the newest state of its stream,
+//! appended, and answered once the read models reflect it; acceptance and declining by code,
+//! and API keys.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use roster_domain::{
+    create_invitations, Actor, ApiKeyCommand, ApiKeyId, Command, DomainError, Email, Event,
+    InvitationBatch, KeyDigest, KindUsage, KnownEmails, Limits, Membership, NumberSequence,
+    Principal, ResourceCommand, ResourceId, ResourceState, RoleName, RoleSchema, SchemaCommand,
+    SchemaState, StreamId, Timestamp, VerifiedCode,
+};
+use roster_eventstore::{AppendError, AppendRequest, NewEvent, Rejection, StoreError, StreamView};
+use roster_projections::{InviteRecord, ReadModels};
+
+use crate::cache::{lock, Cached, Entry, StreamState};
+use crate::clock::IdSource;
+use crate::{
+    decode, Accepted, Engine, EngineError, Executed, Idempotency, IssuedKey, KeyRequest, Request,
+};
+
+/// What a decision inside the writer hands back besides its events.
+struct Decided {
+    events: Vec<Event>,
+    invitations: Option<InvitationBatch>,
+    actor_role: Option<RoleName>,
+    member: Option<Membership>,
+}
+
+/// A decision met a cached state older than the log: reload and decide again.
+#[derive(Debug, thiserror::Error)]
+#[error("the cached state is stale")]
+struct Stale;
+
+/// Emails verified through keys or acceptances, as the identity read model knows them.
+pub(crate) struct ModelEmails(pub(crate) Arc<ReadModels>);
+
+impl KnownEmails for ModelEmails {
+    fn principal_of(&self, email: &Email) -> Option<Principal> {
+        self.0.known_principal(email).ok().flatten()
+    }
+}
+
+/// Attempts at a command whose cached state turned out stale (only after a failed append).
+const STALE_RETRIES_MAX: u32 = 20;
+
+impl Engine {
+    // Commands.
+
+    /// Decides and appends a command; returns once the read models reflect it.
+    pub async fn execute(&self, request: Request) -> Result<Executed, EngineError> {
+        let stream = request.command.stream();
+        let name = stream.to_string();
+        let command_id = match &request.command_id {
+            Some(id) => id.clone(),
+            None => self.inner.config.ids.ulid(self.now()),
+        };
+        for attempt in 0..STALE_RETRIES_MAX {
+            let entry = self.entry(&stream).await?;
+            match self
+                .try_execute(&request, &name, &command_id, Arc::clone(&entry))
+                .await
+            {
+                Err(Retry::Stale) => {
+                    self.inner.cache.invalidate(&name);
+                    // Only after a failed append: give the log a moment to make its last
+                    // group visible, then load again.
+                    tokio::time::sleep(Duration::from_millis(1 << attempt.min(6))).await;
+                }
+                Err(Retry::No(error)) => {
+                    if matches!(error, EngineError::Store(_) | EngineError::Unavailable(_)) {
+                        self.inner.cache.invalidate(&name);
+                    }
+                    return Err(error);
+                }
+                Ok(executed) => {
+                    if !executed.duplicate {
+                        self.snapshot_if_due(name, entry);
+                    }
+                    return Ok(executed);
+                }
+            }
+        }
+        Err(EngineError::Unavailable(format!(
+            "stream {name} kept changing under a stale cache"
+        )))
+    }
+
+    pub(crate) async fn try_execute(
+        &self,
+        request: &Request,
+        stream: &str,
+        command_id: &str,
+        entry: Entry,
+    ) -> Result<Executed, Retry> {
+        let now = self.now();
+        let inputs = self.inputs(&request.command).await.map_err(Retry::No)?;
+        let slot: Arc<Mutex<Option<Decided>>> = Arc::new(Mutex::new(None));
+        let decision = Decision {
+            entry,
+            command: request.command.clone(),
+            actor: request.actor.clone(),
+            now,
+            inputs,
+            limits: self.inner.config.limits.clone(),
+            numbers: Arc::clone(&self.inner.numbers),
+            emails: ModelEmails(Arc::clone(&self.inner.models)),
+            ids: Arc::clone(&self.inner.config.ids),
+            slot: Arc::clone(&slot),
+        };
+        let append = AppendRequest::decided(stream, move |view: StreamView<'_>| decision.run(view))
+            .command_id(command_id)
+            .fingerprint(request.fingerprint)
+            .correlation_id(
+                request
+                    .correlation_id
+                    .clone()
+                    .unwrap_or_else(|| command_id.to_string()),
+            )
+            .actor(request.actor.label())
+            .occurred_at(roster_eventstore::Timestamp::from_unix_ms(now.unix_ms()));
+        let appended = match self.inner.store.append(append).await {
+            Ok(appended) => appended,
+            Err(AppendError::Rejected(reason)) => {
+                return Err(match reason.downcast::<DomainError>() {
+                    Ok(domain) => Retry::No(EngineError::Domain(*domain)),
+                    Err(other) if other.is::<Stale>() => Retry::Stale,
+                    Err(other) => Retry::No(EngineError::Unavailable(other.to_string())),
+                });
+            }
+            Err(AppendError::Conflict { .. }) => return Err(Retry::Stale),
+            Err(AppendError::Reused { .. }) => {
+                return Err(Retry::No(EngineError::IdempotencyKeyReused))
+            }
+            Err(AppendError::Store(error)) => {
+                if matches!(error, StoreError::Io(_)) {
+                    self.inner
+                        .store_failed
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                return Err(Retry::No(EngineError::Store(error)));
+            }
+        };
+        self.wait_applied(appended.position)
+            .await
+            .map_err(Retry::No)?;
+        let decided = slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        match decided {
+            Some(decided) if !appended.duplicate => Ok(Executed {
+                position: appended.position,
+                events: decided.events,
+                duplicate: false,
+                invitations: decided.invitations,
+                actor_role: decided.actor_role,
+                member: decided.member,
+            }),
+            _ => {
+                // The first outcome, rebuilt from the log: nothing kept for it holds a secret.
+                let (events, occurred_ms) = self.events_at(&appended).await.map_err(Retry::No)?;
+                let invitations = match (&request.command, occurred_ms) {
+                    (
+                        Command::Resource(
+                            command @ ResourceCommand::CreateInvitations { resource, .. },
+                        ),
+                        Some(occurred_ms),
+                    ) => Some(
+                        self.first_invitation_batch(
+                            &request.actor,
+                            resource,
+                            command,
+                            (*appended.positions().start(), occurred_ms),
+                            events.clone(),
+                        )
+                        .await
+                        .map_err(Retry::No)?,
+                    ),
+                    _ => None,
+                };
+                Ok(Executed {
+                    position: appended.position,
+                    events,
+                    duplicate: true,
+                    invitations,
+                    actor_role: None,
+                    member: None,
+                })
+            }
+        }
+    }
+
+    /// What a decision needs from outside its stream, gathered before it is queued.
+    pub(crate) async fn inputs(&self, command: &Command) -> Result<Inputs, EngineError> {
+        let (schema, usage) = match command {
+            Command::Resource(command) => (
+                self.schema(command.resource().kind().as_str()).await?,
+                KindUsage::default(),
+            ),
+            Command::Schema(SchemaCommand::DefineRoleSchema { kind, .. }) => (
+                self.schema(kind.as_str()).await?,
+                self.inner.models.kind_usage(kind.as_str())?,
+            ),
+            // API keys and webhooks have no kind; any schema serves, none is consulted, so
+            // none is loaded from the log either.
+            Command::ApiKeys(_) | Command::Webhooks(_) => (
+                RoleSchema::builtin(&roster_domain::Kind::parse("space")?),
+                KindUsage::default(),
+            ),
+        };
+        Ok(Inputs { schema, usage })
+    }
+
+    /// The cached state of a stream, loaded from the log when absent.
+    pub(crate) async fn entry(&self, stream: &StreamId) -> Result<Entry, EngineError> {
+        let name = stream.to_string();
+        if let Some(entry) = self.inner.cache.get(&name) {
+            return Ok(entry);
+        }
+        let snapshot = match stream {
+            StreamId::Resource(_) => {
+                let store = self.inner.store.as_ref();
+                self.inner.snapshots.latest(store, &name, None).await?
+            }
+            _ => None,
+        };
+        let mut cached = match snapshot {
+            Some(snapshot) => Cached {
+                state: StreamState::Resource(snapshot.state),
+                version: snapshot.version,
+                latest_ms: snapshot.latest_ms,
+                snapshot_version: snapshot.version,
+                valid: true,
+            },
+            None => Cached {
+                state: match stream {
+                    StreamId::Resource(_) => StreamState::Resource(ResourceState::default()),
+                    StreamId::RoleSchema(_) => StreamState::Schema(SchemaState::default()),
+                    StreamId::ApiKeys => StreamState::ApiKeys(Default::default()),
+                    StreamId::Webhooks => StreamState::Webhooks(Default::default()),
+                },
+                version: 0,
+                latest_ms: i64::MIN,
+                snapshot_version: 0,
+                valid: true,
+            },
+        };
+        loop {
+            let page = self
+                .inner
+                .store
+                .read_stream(&name, cached.version + 1, 4096)
+                .await?;
+            if page.is_empty() {
+                break;
+            }
+            for envelope in &page {
+                apply(&mut cached, &decode(envelope)?, envelope.occurred_at.0);
+            }
+        }
+        Ok(self.inner.cache.install(&name, cached))
+    }
+
+    /// Accepts a link's or an invitation's code for the acting principal.
+    pub async fn accept(
+        &self,
+        actor: Actor,
+        code: &str,
+        idempotency: Option<Idempotency>,
+    ) -> Result<Accepted, EngineError> {
+        let principal = actor.principal().cloned().ok_or_else(|| {
+            DomainError::InvalidRequest(
+                "accepting needs a principal: name one with X-Roster-Actor".into(),
+            )
+        })?;
+        let (resource, verified) = self.resolve(code)?;
+        let command = ResourceCommand::AcceptInvitation {
+            resource: resource.clone(),
+            code: verified,
+        };
+        self.accept_command(actor, principal, command, idempotency)
+            .await
+    }
+
+    /// Accepts a pending email invitation by its number for the acting principal, whose
+    /// verified email must be the invited one (no code: the host vouches for the email).
+    pub async fn accept_by_id(
+        &self,
+        actor: Actor,
+        invitation: u64,
+        idempotency: Option<Idempotency>,
+    ) -> Result<Accepted, EngineError> {
+        let principal = actor.principal().cloned().ok_or_else(|| {
+            DomainError::InvalidRequest(
+                "accepting needs a principal: name one with X-Roster-Actor".into(),
+            )
+        })?;
+        let resource = match self.inner.models.invite(invitation)? {
+            Some(InviteRecord::Email(record)) => record.resource,
+            _ => {
+                return Err(DomainError::NotFound(format!(
+                    "invitation {invitation} for your email"
+                ))
+                .into())
+            }
+        };
+        let command = ResourceCommand::AcceptInvitationById {
+            resource,
+            invitation,
+        };
+        self.accept_command(actor, principal, command, idempotency)
+            .await
+    }
+
+    /// Runs an acceptance and says what it left: the principal's role, and whether it changed.
+    pub(crate) async fn accept_command(
+        &self,
+        actor: Actor,
+        principal: Principal,
+        command: ResourceCommand,
+        idempotency: Option<Idempotency>,
+    ) -> Result<Accepted, EngineError> {
+        let resource = command.resource().clone();
+        let executed = self
+            .execute(Request::new(actor, Command::Resource(command)).idempotent(idempotency))
+            .await?;
+        // The role the acceptance gave, from its own events (a repeated key's first outcome
+        // included), else the role it left as it was; the read model is asked only when
+        // neither is known, since a command decided since may have changed it.
+        let granted = executed.events.iter().find_map(|e| match e {
+            Event::MemberAdded { role, .. } | Event::MemberRoleChanged { role, .. } => {
+                Some(role.clone())
+            }
+            _ => None,
+        });
+        let changed = granted.is_some();
+        let role = match granted.or(executed.actor_role) {
+            Some(role) => role,
+            None => self
+                .inner
+                .models
+                .member(&resource, &principal)?
+                .map(|m| m.role)
+                .ok_or(DomainError::InvitationNotFound)?,
+        };
+        Ok(Accepted {
+            resource,
+            principal,
+            role,
+            changed,
+            position: executed.position,
+        })
+    }
+
+    /// The per-email outcome `CreateInvitations` would have now, without appending anything:
+    /// for explaining a batch that invited nobody.
+    pub async fn invitation_outcome(
+        &self,
+        actor: Actor,
+        command: ResourceCommand,
+    ) -> Result<InvitationBatch, EngineError> {
+        let entry = self.entry(&command.resource().stream()).await?;
+        let inputs = self.inputs(&Command::Resource(command.clone())).await?;
+        let cached = lock(&entry);
+        match &cached.state {
+            StreamState::Resource(state) => {
+                let numbers = NumberSequence::starting_at(self.inner.numbers.peek());
+                self.decide_invitations(state, &command, actor, self.now(), &inputs, &numbers)
+            }
+            _ => Err(DomainError::InvalidRequest("not a resource".into()).into()),
+        }
+    }
+
+    /// Declines an email invitation (a link's decline records nothing).
+    pub async fn decline(
+        &self,
+        actor: Actor,
+        code: &str,
+        idempotency: Option<Idempotency>,
+    ) -> Result<(ResourceId, Executed), EngineError> {
+        let (resource, verified) = self.resolve(code)?;
+        let command = Command::Resource(ResourceCommand::DeclineInvitation {
+            resource: resource.clone(),
+            code: verified,
+        });
+        let executed = self
+            .execute(Request::new(actor, command).idempotent(idempotency))
+            .await?;
+        Ok((resource, executed))
+    }
+
+    /// A code's verified form and the resource it belongs to. Unknown, malformed and forged
+    /// codes all answer the same `invitation_not_found`.
+    pub(crate) fn resolve(&self, code: &str) -> Result<(ResourceId, VerifiedCode), EngineError> {
+        let verified = VerifiedCode::from_text(&self.inner.config.secret, code)?;
+        let record = self
+            .inner
+            .models
+            .invite(verified.number())?
+            .ok_or(DomainError::InvitationNotFound)?;
+        Ok((record.resource().clone(), verified))
+    }
+
+    /// Issues an API key: the key is made here, shown once, and only its digest is logged.
+    pub async fn issue_api_key(
+        &self,
+        actor: Actor,
+        key: KeyRequest,
+        idempotency: Option<Idempotency>,
+    ) -> Result<IssuedKey, EngineError> {
+        let now = self.now();
+        let key_id = ApiKeyId::parse(&format!(
+            "key_{}",
+            self.inner.config.ids.ulid(now).to_lowercase()
+        ))?;
+        let secret = format!("rk_{}", hex::encode(self.inner.config.ids.secret_bytes()));
+        let digest = KeyDigest::of_key(&secret);
+        let KeyRequest {
+            principal,
+            scopes,
+            act_as,
+            email,
+            name,
+        } = key;
+        let command = Command::ApiKeys(ApiKeyCommand::IssueApiKey {
+            key_id: key_id.clone(),
+            principal,
+            scopes,
+            act_as,
+            email,
+            name,
+            digest,
+        });
+        let executed = self
+            .execute(Request::new(actor, command).idempotent(idempotency))
+            .await?;
+        if executed.duplicate {
+            return Err(DomainError::Conflict(
+                "this idempotency key already issued a key, which is shown only once".into(),
+            )
+            .into());
+        }
+        let row = self
+            .inner
+            .models
+            .api_key(key_id.as_str())?
+            .ok_or_else(|| EngineError::Unavailable("the key was not projected".into()))?;
+        Ok(IssuedKey {
+            row,
+            key: secret,
+            position: executed.position,
+        })
+    }
+}
+
+pub(crate) enum Retry {
+    Stale,
+    No(EngineError),
+}
+
+pub(crate) struct Inputs {
+    pub(crate) schema: RoleSchema,
+    pub(crate) usage: KindUsage,
+}
+
+/// A command's decision, run by the log's writer against the stream's newest state.
+struct Decision {
+    entry: Entry,
+    command: Command,
+    actor: Actor,
+    now: Timestamp,
+    inputs: Inputs,
+    limits: Limits,
+    numbers: Arc<NumberSequence>,
+    emails: ModelEmails,
+    ids: Arc<dyn IdSource>,
+    slot: Arc<Mutex<Option<Decided>>>,
+}
+
+impl Decision {
+    pub(crate) fn run(self, view: StreamView<'_>) -> Result<Vec<NewEvent>, Rejection> {
+        let mut cached = lock(&self.entry);
+        if !cached.valid {
+            return Err(Box::new(Stale));
+        }
+        // Events of this stream decided earlier in the same group are already in the cache
+        // (their decisions put them there); only foreign ones would need folding here.
+        for envelope in view.uncommitted {
+            if envelope.version == cached.version + 1 {
+                let event = decode(envelope).map_err(|e| Box::new(e) as Rejection)?;
+                apply(&mut cached, &event, envelope.occurred_at.0);
+            }
+        }
+        if cached.version != view.version {
+            return Err(Box::new(Stale));
+        }
+        let named_member = match &self.command {
+            Command::Resource(ResourceCommand::SetMemberRole { principal, .. }) => {
+                Some(principal.clone())
+            }
+            _ => None,
+        };
+        let ctx = roster_domain::Context::new(self.now, self.actor.clone(), &self.inputs.schema)
+            .with_limits(&self.limits)
+            .with_numbers(self.numbers.as_ref())
+            .with_known_emails(&self.emails)
+            .with_kind_usage(&self.inputs.usage);
+        let (events, invitations) =
+            decide(&cached.state, self.command, &ctx).map_err(|e| Box::new(e) as Rejection)?;
+        for event in &events {
+            apply(&mut cached, event, self.now.unix_ms());
+        }
+        let (actor_role, member) = match &cached.state {
+            StreamState::Resource(state) => (
+                self.actor
+                    .principal()
+                    .and_then(|p| state.member(p))
+                    .map(|m| m.role.clone()),
+                named_member.and_then(|p| state.member(&p).cloned()),
+            ),
+            _ => (None, None),
+        };
+        let new_events = events
+            .iter()
+            .map(|event| NewEvent {
+                event_id: self.ids.ulid(self.now),
+                event_type: event.event_type().to_string(),
+                schema: event.schema(),
+                data: event.to_data(),
+            })
+            .collect();
+        *self
+            .slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Decided {
+            events,
+            invitations,
+            actor_role,
+            member,
+        });
+        Ok(new_events)
+    }
+}
+
+/// Folds one event of the stream, which occurred at `occurred_ms`, into its cached state.
+fn apply(cached: &mut Cached, event: &Event, occurred_ms: i64) {
+    let state = std::mem::replace(&mut cached.state, StreamState::ApiKeys(Default::default()));
+    cached.state = state.evolve(event);
+    cached.version += 1;
+    cached.latest_ms = cached.latest_ms.max(occurred_ms);
+}
+
+/// Routes a command to its stream's `decide`.
+fn decide(
+    state: &StreamState,
+    command: Command,
+    ctx: &roster_domain::Context<'_>,
+) -> Result<(Vec<Event>, Option<InvitationBatch>), DomainError> {
+    match (state, command) {
+        (
+            StreamState::Resource(state),
+            Command::Resource(command @ ResourceCommand::CreateInvitations { .. }),
+        ) => {
+            let batch = create_invitations(state, &command, ctx)?;
+            if batch.invited.is_empty() {
+                // Decided through `decide` too, so the refusal is the domain's own.
+                roster_domain::decide(state, command, ctx)?;
+            }
+            Ok((batch.events.clone(), Some(batch)))
+        }
+        (StreamState::Resource(state), Command::Resource(command)) => {
+            Ok((roster_domain::decide(state, command, ctx)?, None))
+        }
+        (StreamState::Schema(state), Command::Schema(command)) => {
+            Ok((roster_domain::decide(state, command, ctx)?, None))
+        }
+        (StreamState::ApiKeys(state), Command::ApiKeys(command)) => {
+            Ok((roster_domain::decide(state, command, ctx)?, None))
+        }
+        (StreamState::Webhooks(state), Command::Webhooks(command)) => {
+            Ok((roster_domain::decide(state, command, ctx)?, None))
+        }
+        _ => Err(DomainError::InvalidRequest(
+            "a command reached another kind of stream".into(),
+        )),
+    }
+}
