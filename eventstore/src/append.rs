@@ -14,6 +14,11 @@ pub struct StreamView<'a> {
     pub stream: &'a str,
     pub version: u64,
     pub uncommitted: &'a [&'a Envelope],
+    /// The time the writer gives this append's events: the request's, or the log's latest
+    /// when that is later, so times rise with positions. A decision takes it as its "now",
+    /// so what it decided and what its events say agree. (A store shared by many nodes takes
+    /// it from its own clock, under its lock.)
+    pub occurred_at: Timestamp,
 }
 
 /// A decision taken inside the writer, against the newest version of the stream.

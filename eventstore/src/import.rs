@@ -7,7 +7,7 @@
 
 use crate::append::Appended;
 use crate::backend::{keys, Backend, Entry};
-use crate::envelope::Envelope;
+use crate::envelope::{Envelope, Timestamp};
 use crate::error::StoreError;
 use crate::log::ChainHead;
 use crate::verify::ChainChecker;
@@ -76,6 +76,7 @@ pub(crate) fn import_into<B: Backend>(
                 ChainHead {
                     position: checker.position(),
                     hash: last_hash,
+                    latest: Timestamp(i64::MIN),
                 },
             )?;
             progress(checker.position());
@@ -91,6 +92,7 @@ pub(crate) fn import_into<B: Backend>(
         ChainHead {
             position: checker.position(),
             hash: last_hash,
+            latest: Timestamp(i64::MIN),
         },
     )?;
     backend.close()?;

@@ -11,7 +11,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::append::{AppendRequest, Appended};
 use crate::backend::{keys, Backend, MemoryBackend, SledBackend, SledOptions};
-use crate::envelope::{Envelope, Hash};
+use crate::envelope::{Envelope, Hash, Timestamp};
 use crate::error::{AppendError, StoreError};
 use crate::stored;
 use crate::subscription::{ReadAll, Subscription};
@@ -48,14 +48,23 @@ impl Default for Limits {
     }
 }
 
-/// The last event's position and hash.
+/// The last event's position and hash, and the latest time the log holds: the writer never
+/// stamps an event earlier than that, so times rise with positions. Only the position and the
+/// hash are stored; the time is the last event's, read back at load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ChainHead {
     pub position: u64,
     pub hash: Hash,
+    pub latest: Timestamp,
 }
 
 impl ChainHead {
+    /// The time the writer gives an append asked for at `requested`: never before the log's
+    /// latest.
+    pub fn stamp(&self, requested: Timestamp) -> Timestamp {
+        requested.max(self.latest)
+    }
+
     pub fn to_bytes(self) -> Vec<u8> {
         let mut bytes = self.position.to_be_bytes().to_vec();
         bytes.extend_from_slice(&self.hash.0);
@@ -67,6 +76,7 @@ impl ChainHead {
             return Ok(ChainHead {
                 position: 0,
                 hash: Hash::GENESIS,
+                latest: Timestamp(i64::MIN),
             });
         };
         let position = keys::decode_u64(&bytes)
@@ -75,9 +85,15 @@ impl ChainHead {
             .get(8..40)
             .and_then(|raw| <[u8; 32]>::try_from(raw).ok())
             .ok_or_else(|| StoreError::corrupt(position, "the chain head record"))?;
+        let latest = if position == 0 {
+            Timestamp(i64::MIN)
+        } else {
+            crate::stored::read_event(backend, position)?.occurred_at
+        };
         Ok(ChainHead {
             position,
             hash: Hash(hash),
+            latest,
         })
     }
 }

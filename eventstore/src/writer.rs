@@ -451,6 +451,7 @@ impl<'a, B: Backend> Group<'a, B> {
                     stream: &request.stream,
                     version: current,
                     uncommitted: &uncommitted,
+                    occurred_at: self.chain.stamp(request.occurred_at),
                 };
                 decide.decide(view).map_err(AppendError::Rejected)?
             }
@@ -653,8 +654,10 @@ pub(crate) fn decode_outcome<B: Backend>(
     Ok((outcome, fingerprint))
 }
 
-/// Gives an event its place in the log and links it into the chain.
+/// Gives an event its place in the log and links it into the chain, at the request's time or,
+/// when the log already holds a later one, at that: times rise with positions.
 fn seal(request: &AppendRequest, event: NewEvent, version: u64, chain: &mut ChainHead) -> Envelope {
+    let occurred_at = chain.stamp(request.occurred_at);
     let mut envelope = Envelope {
         position: chain.position + 1,
         stream: request.stream.clone(),
@@ -662,7 +665,7 @@ fn seal(request: &AppendRequest, event: NewEvent, version: u64, chain: &mut Chai
         event_id: event.event_id,
         event_type: event.event_type,
         schema: event.schema,
-        occurred_at: request.occurred_at,
+        occurred_at,
         actor: request.actor.clone(),
         command_id: request.command_id.clone(),
         correlation_id: request.correlation_id.clone(),
@@ -674,6 +677,7 @@ fn seal(request: &AppendRequest, event: NewEvent, version: u64, chain: &mut Chai
     *chain = ChainHead {
         position: envelope.position,
         hash: envelope.hash,
+        latest: occurred_at,
     };
     envelope
 }
