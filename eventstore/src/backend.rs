@@ -195,6 +195,17 @@ pub enum Durability {
     Relaxed,
 }
 
+/// The word `FromStr` reads, so that a default can be shown and read back (`roster serve
+/// --help`).
+impl std::fmt::Display for Durability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Durability::Sync => "sync",
+            Durability::Relaxed => "relaxed",
+        })
+    }
+}
+
 impl std::str::FromStr for Durability {
     type Err = String;
     fn from_str(text: &str) -> Result<Durability, String> {

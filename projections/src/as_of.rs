@@ -17,6 +17,17 @@ pub enum AsOf {
     Time(Timestamp),
 }
 
+impl AsOf {
+    /// Whether an event at `position` that occurred at `occurred_ms` (Unix ms) is in the past
+    /// of this moment: the one reading of "as of" for rolemaps, snapshots and `roster audit`.
+    pub fn includes(&self, position: u64, occurred_ms: i64) -> bool {
+        match *self {
+            AsOf::Position(until) => position <= until,
+            AsOf::Time(until) => occurred_ms <= until.unix_ms(),
+        }
+    }
+}
+
 /// The rolemap at that moment, ordered by principal, and the position it reflects; `None`
 /// when the resource did not exist yet. With `snapshots`, the fold starts from the newest
 /// snapshot taken at or before that moment instead of the stream's start.
@@ -68,11 +79,7 @@ pub async fn state_as_of(
         let Some(last) = page.last() else { break };
         next_version = last.version + 1;
         for envelope in page {
-            let past = match as_of {
-                AsOf::Position(position) => envelope.position > position,
-                AsOf::Time(time) => envelope.occurred_at.unix_ms() > time.unix_ms(),
-            };
-            if past {
+            if !as_of.includes(envelope.position, envelope.occurred_at.unix_ms()) {
                 break 'pages;
             }
             let (schema, data) =

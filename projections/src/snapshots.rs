@@ -20,7 +20,7 @@ use std::sync::Mutex;
 use sha2::{Digest, Sha256};
 
 use roster_domain::ResourceState;
-use roster_eventstore::{EventStore, Hash};
+use roster_eventstore::{Envelope, EventStore, Hash};
 
 use crate::as_of::AsOf;
 use crate::ProjectionError;
@@ -82,6 +82,13 @@ impl IndexEntry {
         self.hash
     }
 
+    /// Whether `event` (of the snapshot's stream) is the very event the snapshot was taken
+    /// after: only then does the log back it, and may a fold start from it (and `roster
+    /// verify` compare it with the log). Anything else is passed over.
+    pub fn taken_after(&self, event: &Envelope) -> bool {
+        event.version == self.version && event.position == self.position && event.hash == self.hash
+    }
+
     fn file_name(&self) -> String {
         format!(
             "{:020}.{:020}.{}.{}",
@@ -100,11 +107,10 @@ impl IndexEntry {
         parts.next().is_none().then_some(entry)
     }
 
+    /// Whether a fold up to `as_of` may start from this snapshot: no event it holds is past
+    /// that moment (its latest time stands for them all, since times are not in log order).
     fn covers(&self, as_of: AsOf) -> bool {
-        match as_of {
-            AsOf::Position(position) => self.position <= position,
-            AsOf::Time(time) => self.latest_ms <= time.unix_ms(),
-        }
+        as_of.includes(self.position, self.latest_ms)
     }
 }
 
@@ -215,10 +221,7 @@ impl Snapshots {
                 continue;
             }
             let logged = store.read_stream(stream, entry.version, 1).await?;
-            let holds_it = logged.first().is_some_and(|e| {
-                e.version == entry.version && e.position == entry.position && e.hash == entry.hash
-            });
-            if !holds_it {
+            if !logged.first().is_some_and(|e| entry.taken_after(e)) {
                 continue;
             }
             if let Some(snapshot) = self.read_off_runtime(stream, entry).await? {

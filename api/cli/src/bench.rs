@@ -12,6 +12,43 @@ use roster_eventstore::{
 use serde::Serialize;
 use serde_json::json;
 
+/// Why a benchmark could not run; one line each. Most are the failure of what it drives,
+/// passed on as that says it.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Store(#[from] roster_eventstore::StoreError),
+    #[error(transparent)]
+    Sled(#[from] sled::Error),
+    #[error(transparent)]
+    Engine(#[from] roster_engine::EngineError),
+    #[error(transparent)]
+    Domain(#[from] roster_domain::DomainError),
+    #[error(transparent)]
+    Projection(#[from] roster_projections::ProjectionError),
+    #[error(transparent)]
+    Http(#[from] reqwest::Error),
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Task(#[from] tokio::task::JoinError),
+    /// The server under load stopped with this reason.
+    #[error("{0}")]
+    Server(String),
+    #[error("registering {resource}: {status}")]
+    Register {
+        resource: String,
+        status: reqwest::StatusCode,
+    },
+    #[error("a link without a code")]
+    LinkWithoutCode,
+    /// `roster probe` failed; what it wrote to standard error.
+    #[error("{0}")]
+    Probe(String),
+}
+
 /// Durable append throughput with this many concurrent writers, beside raw sled.
 #[derive(Debug, Clone, Serialize)]
 pub struct AppendFigure {
@@ -74,18 +111,15 @@ pub fn append_scenario(
     scratch: &Path,
     writer_counts: &[usize],
     seconds: f64,
-) -> Result<Vec<AppendFigure>, String> {
+) -> Result<Vec<AppendFigure>, BenchError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+        .build()?;
     let duration = Duration::from_secs_f64(seconds);
     let mut figures = Vec::new();
     for &writers in writer_counts {
-        let dir = tempfile::tempdir_in(scratch).map_err(|e| e.to_string())?;
-        let store = Arc::new(
-            SledStore::open(dir.path(), SledOptions::default()).map_err(|e| e.to_string())?,
-        );
+        let dir = tempfile::tempdir_in(scratch)?;
+        let store = Arc::new(SledStore::open(dir.path(), SledOptions::default())?);
         let (appends, elapsed) =
             runtime.block_on(drive_appends(Arc::clone(&store), writers, duration))?;
         let stats = store.stats();
@@ -146,7 +180,7 @@ async fn drive_appends(
     store: Arc<SledStore>,
     writers: usize,
     duration: Duration,
-) -> Result<(u64, Duration), String> {
+) -> Result<(u64, Duration), BenchError> {
     let done = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -162,18 +196,18 @@ async fn drive_appends(
                         ExpectedVersion::Any,
                         vec![sample_event(writer, n)],
                     );
-                    store.append(request).await.map_err(|e| e.to_string())?;
+                    store.append(request).await?;
                     count.fetch_add(1, Ordering::Relaxed);
                     n += 1;
                 }
-                Ok::<(), String>(())
+                Ok::<(), BenchError>(())
             })
         })
         .collect();
     tokio::time::sleep(duration).await;
     done.store(true, Ordering::Relaxed);
     for task in tasks {
-        task.await.map_err(|e| e.to_string())??;
+        task.await??;
     }
     Ok((count.load(Ordering::Relaxed), started.elapsed()))
 }
@@ -199,18 +233,17 @@ fn raw_sled(
     duration: Duration,
     layout: Layout,
     fdatasync: bool,
-) -> Result<f64, String> {
-    let dir = tempfile::tempdir_in(scratch).map_err(|e| e.to_string())?;
+) -> Result<f64, BenchError> {
+    let dir = tempfile::tempdir_in(scratch)?;
     let defaults = SledOptions::default();
     let db = sled::Config::new()
         .path(dir.path())
         .cache_capacity(defaults.cache_capacity_bytes)
         .flush_every_ms(Some(defaults.flush_interval_ms))
         .mode(sled::Mode::HighThroughput)
-        .open()
-        .map_err(|e| e.to_string())?;
-    let tree = db.open_tree("log").map_err(|e| e.to_string())?;
-    let data_file = std::fs::File::open(dir.path().join("db")).map_err(|e| e.to_string())?;
+        .open()?;
+    let tree = db.open_tree("log")?;
+    let data_file = std::fs::File::open(dir.path().join("db"))?;
     let value = vec![b'x'; value_bytes];
     let per_batch = batch_size(batch);
     // As many events as Roster puts in one run, and a run's bytes (its header, a length per
@@ -249,10 +282,10 @@ fn raw_sled(
         if let Layout::RosterKeys { .. } = layout {
             writes.insert(b"m", &[0u8; 40][..]);
         }
-        tree.apply_batch(writes).map_err(|e| e.to_string())?;
-        db.flush().map_err(|e| e.to_string())?;
+        tree.apply_batch(writes)?;
+        db.flush()?;
         if fdatasync {
-            data_file.sync_data().map_err(|e| e.to_string())?;
+            data_file.sync_data()?;
         }
     }
     Ok(to_f64(key) / started.elapsed().as_secs_f64())

@@ -12,6 +12,8 @@ use serde_json::json;
 
 use roster_server::http::ServerConfig;
 
+use crate::bench::BenchError;
+
 const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
 
 #[derive(Debug, Clone, Serialize)]
@@ -33,17 +35,13 @@ pub struct AcceptFigure {
     pub healthz: Throughput,
 }
 
-fn error(e: impl std::fmt::Display) -> String {
-    e.to_string()
-}
-
 /// Runs both shapes on a fresh server in `scratch`, `seconds` per measurement.
 pub fn accept_scenario(
     scratch: &std::path::Path,
     connections: usize,
     seconds: f64,
-) -> Result<Vec<AcceptFigure>, String> {
-    let runtime = tokio::runtime::Runtime::new().map_err(error)?;
+) -> Result<Vec<AcceptFigure>, BenchError> {
+    let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let mut figures = Vec::new();
         for (shape, resources) in [("one link", 1usize), ("many resources", 1000)] {
@@ -68,12 +66,10 @@ async fn run_shape(
     resources: usize,
     connections: usize,
     duration: Duration,
-) -> Result<AcceptFigure, String> {
-    let dir = tempfile::tempdir_in(scratch).map_err(error)?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(error)?;
-    let base = format!("http://{}", listener.local_addr().map_err(error)?);
+) -> Result<AcceptFigure, BenchError> {
+    let dir = tempfile::tempdir_in(scratch)?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
     let mut config = ServerConfig::new(dir.path().to_path_buf());
     config.admin_token = Some(ADMIN_TOKEN.into());
     config.connections_max = connections.max(1) * 2;
@@ -94,10 +90,12 @@ async fn run_shape(
             .bearer_auth(ADMIN_TOKEN)
             .json(&json!({"resource": resource, "owner": "owner"}))
             .send()
-            .await
-            .map_err(error)?;
+            .await?;
         if !registered.status().is_success() {
-            return Err(format!("registering {resource}: {}", registered.status()));
+            return Err(BenchError::Register {
+                resource,
+                status: registered.status(),
+            });
         }
         let link: serde_json::Value = setup
             .post(format!("{base}/v1/resources/{resource}/invite-links"))
@@ -105,15 +103,13 @@ async fn run_shape(
             .header("X-Roster-Actor", "owner")
             .json(&json!({"role": "editor"}))
             .send()
-            .await
-            .map_err(error)?
+            .await?
             .json()
-            .await
-            .map_err(error)?;
+            .await?;
         codes.push(
             link["code"]
                 .as_str()
-                .ok_or("a link without a code")?
+                .ok_or(BenchError::LinkWithoutCode)?
                 .to_string(),
         );
     }
@@ -125,7 +121,7 @@ async fn run_shape(
     })
     .await?;
     let _ = stop.send(());
-    server.await.map_err(error)??;
+    server.await?.map_err(BenchError::Server)?;
     Ok(AcceptFigure {
         shape: shape.into(),
         resources,
@@ -147,7 +143,7 @@ async fn drive(
     connections: usize,
     duration: Duration,
     body: impl Fn(usize, usize) -> Option<(String, serde_json::Value)> + Send + Sync + 'static,
-) -> Result<Throughput, String> {
+) -> Result<Throughput, BenchError> {
     let address = base.trim_start_matches("http://").to_string();
     let body = Arc::new(body);
     let done = Arc::new(AtomicBool::new(false));
@@ -202,7 +198,7 @@ async fn drive(
     done.store(true, Ordering::Relaxed);
     let mut latencies = Vec::new();
     for task in tasks {
-        latencies.extend(task.await.map_err(error)?);
+        latencies.extend(task.await?);
     }
     let elapsed = started.elapsed().as_secs_f64();
     latencies.sort();

@@ -12,7 +12,7 @@ use roster_eventstore::{Durability, EventStore, SledOptions, SledStore};
 use roster_projections::{AsOf, ReadModels};
 use serde::Serialize;
 
-use crate::bench::to_f64;
+use crate::bench::{to_f64, BenchError};
 use roster_engine::{Engine, EngineConfig, Request};
 
 #[derive(Debug, Clone, Serialize)]
@@ -30,28 +30,24 @@ pub struct AsOfFigure {
     pub p99_ms: f64,
 }
 
-fn error(e: impl std::fmt::Display) -> String {
-    e.to_string()
-}
-
-fn principal(name: &str) -> Result<Principal, String> {
-    Principal::parse(name).map_err(error)
+fn principal(name: &str) -> Result<Principal, BenchError> {
+    Ok(Principal::parse(name)?)
 }
 
 /// Fills a log with `events` events of people joining `resources` spaces through their links,
 /// from 64 concurrent tasks (relaxed durability: this is set-up, not the measurement).
-async fn populate(dir: &Path, resources: usize, events: u64) -> Result<(), String> {
+async fn populate(dir: &Path, resources: usize, events: u64) -> Result<(), BenchError> {
     let options = SledOptions {
         durability: Durability::Relaxed,
         ..SledOptions::default()
     };
-    let start = Timestamp::parse("2026-01-01T00:00:00Z").map_err(error)?;
+    let start = Timestamp::parse("2026-01-01T00:00:00Z")?;
     let (config, clock) =
         EngineConfig::deterministic(ServerSecret::new(b"bench".to_vec()), 1, start);
-    let engine = Engine::open(dir, options, config).await.map_err(error)?;
+    let engine = Engine::open(dir, options, config).await?;
     let mut codes = Vec::new();
     for r in 0..resources.max(1) {
-        let resource = ResourceId::parse(&format!("space/bench-{r}")).map_err(error)?;
+        let resource = ResourceId::parse(&format!("space/bench-{r}"))?;
         let register = ResourceCommand::RegisterResource {
             resource: resource.clone(),
             owner: principal("owner")?,
@@ -67,9 +63,9 @@ async fn populate(dir: &Path, resources: usize, events: u64) -> Result<(), Strin
             engine
                 .execute(Request::new(Actor::Admin, Command::Resource(command)))
                 .await
-                .map_err(error)?;
+                ?;
         }
-        let link = engine.links(&resource).map_err(error)?.remove(0);
+        let link = engine.links(&resource)?.remove(0);
         codes.push(engine.code(link.number, link.generation).encode_base64());
     }
     let codes = Arc::new(codes);
@@ -84,45 +80,44 @@ async fn populate(dir: &Path, resources: usize, events: u64) -> Result<(), Strin
                         principal: principal(&format!("u{task}-{n}"))?,
                         email: None,
                     };
-                    engine.accept(joiner, code, None).await.map_err(error)?;
+                    engine.accept(joiner, code, None).await?;
                     clock.advance_ms(1);
                     n += 1;
                 }
-                Ok::<(), String>(())
+                Ok::<(), BenchError>(())
             })
         })
         .collect();
     for task in tasks {
-        task.await.map_err(error)??;
+        task.await??;
     }
     engine.close().await;
     Ok(())
 }
 
 /// Replay against a raw scan, on a log of about `events` events.
-pub fn replay_scenario(scratch: &Path, events: u64) -> Result<ReplayFigure, String> {
-    let runtime = tokio::runtime::Runtime::new().map_err(error)?;
-    let dir = tempfile::tempdir_in(scratch).map_err(error)?;
+pub fn replay_scenario(scratch: &Path, events: u64) -> Result<ReplayFigure, BenchError> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    let dir = tempfile::tempdir_in(scratch)?;
     runtime.block_on(populate(dir.path(), 100, events))?;
-    let store = SledStore::open(dir.path(), SledOptions::default()).map_err(error)?;
+    let store = SledStore::open(dir.path(), SledOptions::default())?;
     let total = store.head();
 
     let started = Instant::now();
     let mut scanned = 0u64;
-    store
-        .scan_stored_json(&mut |json| {
-            let parsed: serde_json::Value = serde_json::from_slice(json).map_err(error)?;
-            scanned += u64::from(parsed.is_object());
-            Ok(())
-        })
-        .map_err(error)?;
+    store.scan_stored_json(&mut |json| {
+        let parsed: serde_json::Value =
+            serde_json::from_slice(json).map_err(|e| e.to_string())?;
+        scanned += u64::from(parsed.is_object());
+        Ok(())
+    })?;
     let raw = to_f64(scanned) / started.elapsed().as_secs_f64();
 
-    let models = ReadModels::open_sled(store.db(), "bench.rm.").map_err(error)?;
+    let models = ReadModels::open_sled(store.db(), "bench.rm.")?;
     let started = Instant::now();
     let replayed = runtime
         .block_on(models.rebuild(&store, &mut |_| {}))
-        .map_err(error)?;
+        ?;
     let replay = to_f64(replayed) / started.elapsed().as_secs_f64();
     Ok(ReplayFigure {
         events: total,
@@ -136,12 +131,12 @@ pub fn as_of_scenario(
     scratch: &Path,
     stream_events: u64,
     queries: usize,
-) -> Result<AsOfFigure, String> {
-    let runtime = tokio::runtime::Runtime::new().map_err(error)?;
-    let dir = tempfile::tempdir_in(scratch).map_err(error)?;
+) -> Result<AsOfFigure, BenchError> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    let dir = tempfile::tempdir_in(scratch)?;
     runtime.block_on(populate(dir.path(), 1, stream_events))?;
-    let store = SledStore::open(dir.path(), SledOptions::default()).map_err(error)?;
-    let resource = ResourceId::parse("space/bench-0").map_err(error)?;
+    let store = SledStore::open(dir.path(), SledOptions::default())?;
+    let resource = ResourceId::parse("space/bench-0")?;
     let snapshots = roster_projections::Snapshots::in_dir(&dir.path().join("snapshots"));
     let head = store.head().max(1);
     let mut latencies = Vec::with_capacity(queries);
@@ -157,7 +152,7 @@ pub fn as_of_scenario(
                 &resource,
                 AsOf::Position(position),
             ))
-            .map_err(error)?;
+            ?;
         latencies.push(started.elapsed().as_secs_f64() * 1000.0);
     }
     latencies.sort_by(f64::total_cmp);
@@ -169,7 +164,7 @@ pub fn as_of_scenario(
     };
     let stream_events = runtime
         .block_on(store.stream_version(&resource.stream().to_string()))
-        .map_err(error)?;
+        ?;
     Ok(AsOfFigure {
         stream_events,
         queries: latencies.len(),
@@ -208,16 +203,16 @@ pub struct StartupFigure {
 
 /// Fills a log: `members` people join one space through its link, then role changes make
 /// up the rest of `events`.
-async fn populate_members(dir: &Path, members: u64, events: u64) -> Result<(), String> {
+async fn populate_members(dir: &Path, members: u64, events: u64) -> Result<(), BenchError> {
     let options = SledOptions {
         durability: Durability::Relaxed,
         ..SledOptions::default()
     };
-    let start = Timestamp::parse("2026-01-01T00:00:00Z").map_err(error)?;
+    let start = Timestamp::parse("2026-01-01T00:00:00Z")?;
     let (config, _clock) =
         EngineConfig::deterministic(ServerSecret::new(b"bench".to_vec()), 2, start);
-    let engine = Engine::open(dir, options, config).await.map_err(error)?;
-    let resource = ResourceId::parse("space/big").map_err(error)?;
+    let engine = Engine::open(dir, options, config).await?;
+    let resource = ResourceId::parse("space/big")?;
     let register = ResourceCommand::RegisterResource {
         resource: resource.clone(),
         owner: principal("owner")?,
@@ -226,7 +221,7 @@ async fn populate_members(dir: &Path, members: u64, events: u64) -> Result<(), S
     engine
         .execute(Request::new(Actor::Admin, Command::Resource(register)))
         .await
-        .map_err(error)?;
+        ?;
     let link = ResourceCommand::CreateInviteLink {
         resource: resource.clone(),
         role: None,
@@ -236,8 +231,8 @@ async fn populate_members(dir: &Path, members: u64, events: u64) -> Result<(), S
     engine
         .execute(Request::new(Actor::Admin, Command::Resource(link)))
         .await
-        .map_err(error)?;
-    let link = engine.links(&resource).map_err(error)?.remove(0);
+        ?;
+    let link = engine.links(&resource)?.remove(0);
     let code = Arc::new(engine.code(link.number, link.generation).encode_base64());
     let tasks: Vec<_> = (0..64u64)
         .map(|task| {
@@ -249,7 +244,7 @@ async fn populate_members(dir: &Path, members: u64, events: u64) -> Result<(), S
                         principal: principal(&format!("m{n}"))?,
                         email: None,
                     };
-                    engine.accept(joiner, &code, None).await.map_err(error)?;
+                    engine.accept(joiner, &code, None).await?;
                     n += 64;
                 }
                 let roles = ["viewer", "commenter"];
@@ -259,7 +254,7 @@ async fn populate_members(dir: &Path, members: u64, events: u64) -> Result<(), S
                         "m{}",
                         (task + 64 * u64::try_from(flip).unwrap_or(0)) % members.max(1)
                     ))?;
-                    let role = roster_domain::RoleName::parse(roles[flip % 2]).map_err(error)?;
+                    let role = roster_domain::RoleName::parse(roles[flip % 2])?;
                     let change = ResourceCommand::SetMemberRole {
                         resource: resource.clone(),
                         principal: who,
@@ -268,15 +263,15 @@ async fn populate_members(dir: &Path, members: u64, events: u64) -> Result<(), S
                     engine
                         .execute(Request::new(Actor::Admin, Command::Resource(change)))
                         .await
-                        .map_err(error)?;
+                        ?;
                     flip += 1;
                 }
-                Ok::<(), String>(())
+                Ok::<(), BenchError>(())
             })
         })
         .collect();
     for task in tasks {
-        task.await.map_err(error)??;
+        task.await??;
     }
     engine.close().await;
     Ok(())
@@ -288,29 +283,27 @@ pub fn startup_scenario(
     events: u64,
     members: u64,
     settled: bool,
-) -> Result<StartupFigure, String> {
-    let runtime = tokio::runtime::Runtime::new().map_err(error)?;
-    let dir = tempfile::tempdir_in(scratch).map_err(error)?;
+) -> Result<StartupFigure, BenchError> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    let dir = tempfile::tempdir_in(scratch)?;
     runtime.block_on(populate_members(dir.path(), members, events))?;
     // As `roster serve` does after a clean stop (see `SledStore::settle`); `--unsettled`
     // measures a start after a crash instead.
     drop(runtime);
     if settled {
-        SledStore::settle(dir.path()).map_err(error)?;
+        SledStore::settle(dir.path())?;
     }
-    let exe = std::env::current_exe().map_err(error)?;
+    let exe = std::env::current_exe()?;
     let output = std::process::Command::new(exe)
-        .args([
-            "--data",
-            dir.path().to_str().ok_or("a UTF-8 path")?,
-            "probe",
-        ])
-        .output()
-        .map_err(error)?;
+        .arg("--data")
+        .arg(dir.path())
+        .arg("probe")
+        .output()?;
     if !output.status.success() {
-        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+        let said = String::from_utf8_lossy(&output.stderr);
+        return Err(BenchError::Probe(said.trim_end().to_string()));
     }
-    let probe: serde_json::Value = serde_json::from_slice(&output.stdout).map_err(error)?;
+    let probe: serde_json::Value = serde_json::from_slice(&output.stdout)?;
     Ok(StartupFigure {
         events: probe["events"].as_u64().unwrap_or(0),
         members: probe["members"].as_u64().unwrap_or(0),
@@ -321,22 +314,22 @@ pub fn startup_scenario(
 
 /// `roster probe`: opens the engine on an existing data directory, answers a rolemap query,
 /// and prints the time to open, the events and members, and the process's peak memory.
-pub async fn probe(dir: &Path) -> Result<String, String> {
+pub async fn probe(dir: &Path) -> Result<String, BenchError> {
     let started = Instant::now();
     let secret = ServerSecret::new(b"bench".to_vec());
     let engine = Engine::open(dir, SledOptions::default(), EngineConfig::new(secret))
         .await
-        .map_err(error)?;
+        ?;
     let startup_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let resource = ResourceId::parse("space/big").map_err(error)?;
+    let resource = ResourceId::parse("space/big")?;
     let members = engine
         .resource(&resource)
-        .map_err(error)?
+        ?
         .map_or(0, |r| r.member_count);
-    let page = engine.members(&resource, None, 100).map_err(error)?;
+    let page = engine.members(&resource, None, 100)?;
     let events = engine.head();
     engine.close().await;
-    let status = std::fs::read_to_string("/proc/self/status").map_err(error)?;
+    let status = std::fs::read_to_string("/proc/self/status")?;
     let peak_kib: f64 = status
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))

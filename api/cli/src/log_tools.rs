@@ -4,23 +4,67 @@ use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use roster_domain::{Event, LogCheck, LoggedCommand, ResourceState, StreamId, Timestamp};
+use roster_domain::{
+    DomainError, Event, LogCheck, LoggedCommand, ResourceId, ResourceState, StreamId, Timestamp,
+};
 use roster_eventstore::{
     ChainChecker, Envelope, EventStore, SledOptions, SledStore, StoreError, VerifyReport,
 };
-use roster_projections::{SnapshotName, Snapshots};
+use roster_projections::{ProjectionError, Snapshot, SnapshotName, Snapshots};
+use roster_server::data_dir::DataDirError;
+
+/// Why a log tool failed; one line each, as `roster` prints it after `roster: `.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    #[error("cannot open {}: {source}", path.display())]
+    Open { path: PathBuf, source: StoreError },
+    #[error("cannot open {}: {source}", path.display())]
+    OpenExport {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot write the export: {0}")]
+    WriteExport(#[source] std::io::Error),
+    /// Keeping a copy of an export read from standard input failed.
+    #[error(transparent)]
+    CopyStdin(std::io::Error),
+    #[error("verify failed at {0}")]
+    VerifyFailed(#[source] LogFault),
+    #[error("import refused: {0}")]
+    ImportRefused(#[source] LogFault),
+    #[error("import failed: {0}")]
+    ImportFailed(#[source] StoreError),
+    #[error(transparent)]
+    Projection(#[from] ProjectionError),
+    #[error("read model {name} differs from a rebuild, first at row {row:?}")]
+    ReadModelDiffers { name: String, row: String },
+    #[error(transparent)]
+    Resource(DomainError),
+    #[error("--as-of: {0}")]
+    AsOf(#[source] DomainError),
+    #[error("--principal: {0}")]
+    Principal(#[source] DomainError),
+    #[error("{0} did not exist then")]
+    NotYet(ResourceId),
+}
 
 /// Opens the log in `data_dir`, with a one-line reason when it cannot. A directory that holds
 /// no log is refused rather than given an empty one: a mistyped `--data` must not pass.
-pub fn open(data_dir: &Path) -> Result<SledStore, String> {
+pub fn open(data_dir: &Path) -> Result<SledStore, ToolError> {
     if !roster_server::data_dir::holds_log(data_dir) {
-        return Err(roster_server::data_dir::no_log(data_dir));
+        return Err(roster_server::data_dir::no_log(data_dir).into());
     }
-    SledStore::open(data_dir, SledOptions::default())
-        .map_err(|e| format!("cannot open {}: {e}", data_dir.display()))
+    SledStore::open(data_dir, SledOptions::default()).map_err(|source| ToolError::Open {
+        path: data_dir.to_path_buf(),
+        source,
+    })
 }
 
 fn progress_bar(length: u64, quiet: bool) -> ProgressBar {
@@ -35,40 +79,54 @@ fn progress_bar(length: u64, quiet: bool) -> ProgressBar {
 }
 
 /// Writes every envelope as one line of NDJSON.
-pub async fn export(store: &SledStore, out: &mut dyn Write, quiet: bool) -> Result<u64, String> {
+pub async fn export(
+    store: &SledStore,
+    out: &mut dyn Write,
+    quiet: bool,
+) -> Result<u64, ToolError> {
     let bar = progress_bar(store.head(), quiet);
     bar.set_message("exporting");
     let mut position = 0;
     loop {
-        let page = store
-            .read_all(position, 4096)
-            .await
-            .map_err(|e| e.to_string())?;
+        let page = store.read_all(position, 4096).await?;
         let Some(last) = page.last() else { break };
         position = last.position;
         for envelope in &page {
-            writeln!(out, "{}", envelope.to_json_line())
-                .map_err(|e| format!("cannot write the export: {e}"))?;
+            writeln!(out, "{}", envelope.to_json_line()).map_err(ToolError::WriteExport)?;
         }
         bar.set_position(position);
     }
-    out.flush()
-        .map_err(|e| format!("cannot write the export: {e}"))?;
+    out.flush().map_err(ToolError::WriteExport)?;
     bar.finish_and_clear();
     Ok(position)
 }
 
 /// The first bad position of a log, and what is wrong there.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("position {position}: {reason}")]
 pub struct LogFault {
     pub position: u64,
     pub reason: String,
 }
 
-impl std::fmt::Display for LogFault {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "position {}: {}", self.position, self.reason)
-    }
+/// Why the envelope at the next position could not be read at all.
+#[derive(Debug, thiserror::Error)]
+pub enum Unreadable {
+    #[error("line {line}: {source}")]
+    Line {
+        line: usize,
+        source: std::io::Error,
+    },
+    #[error("line {line}: not an envelope: {source}")]
+    NotAnEnvelope {
+        line: usize,
+        source: serde_json::Error,
+    },
+    /// The store's head is past the last event it gave.
+    #[error("missing event")]
+    Missing,
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// What a log that passed every check holds.
@@ -91,7 +149,7 @@ pub struct Checked {
 ///   state folded from the log up to it, because `as_of` starts from snapshots, so an edited
 ///   one would change what an audit answers while the chain still verifies.
 pub fn check_log(
-    envelopes: impl Iterator<Item = Result<Envelope, String>>,
+    envelopes: impl Iterator<Item = Result<Envelope, Unreadable>>,
     snapshots: Option<&Snapshots>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Checked, LogFault> {
@@ -108,9 +166,9 @@ pub fn check_log(
         // A bad envelope is reported after the command before it is checked as far as it
         // goes: that command may hold an earlier bad position.
         let fault = match envelope {
-            Err(reason) => Some(LogFault {
+            Err(unreadable) => Some(LogFault {
                 position: next,
-                reason,
+                reason: unreadable.to_string(),
             }),
             Ok(envelope) => check.push(envelope).err(),
         };
@@ -261,11 +319,9 @@ fn compare_snapshot(
         .is_some_and(|name| name.version() <= envelope.version)
     {
         let name = cursor.ahead.pop_front();
-        // A snapshot of an event a crash took back names another hash (or an older version
-        // was passed): passed over when read, so not an error here either.
-        let Some(name) =
-            name.filter(|n| n.version() == envelope.version && n.hash() == envelope.hash)
-        else {
+        // A snapshot the log does not back (of an event a crash took back, or an older
+        // version passed) is passed over when read, so it is no error here either.
+        let Some(name) = name.filter(|n| n.taken_after(envelope)) else {
             continue;
         };
         let Some(snapshot) = snapshots
@@ -274,10 +330,14 @@ fn compare_snapshot(
         else {
             continue;
         };
-        if snapshot.position != at
-            || snapshot.latest_ms != cursor.latest_ms
-            || &snapshot.state != state
-        {
+        let from_the_log = Snapshot {
+            version: envelope.version,
+            position: at,
+            latest_ms: cursor.latest_ms,
+            hash: envelope.hash,
+            state: state.clone(),
+        };
+        if snapshot != from_the_log {
             let resource = envelope.stream.trim_start_matches("resource:");
             return Err(failed(format!(
                 "the snapshot of {resource} at version {} differs from the log (remove the \
@@ -295,7 +355,7 @@ fn compare_snapshot(
 fn store_envelopes<'a>(
     store: &'a SledStore,
     runtime: &'a tokio::runtime::Handle,
-) -> impl Iterator<Item = Result<Envelope, String>> + 'a {
+) -> impl Iterator<Item = Result<Envelope, Unreadable>> + 'a {
     let head = store.head();
     let mut after = 0;
     let mut done = false;
@@ -304,9 +364,9 @@ fn store_envelopes<'a>(
             return None;
         }
         let page = match runtime.block_on(store.read_all(after, 4096)) {
-            Ok(page) if page.is_empty() => Err("missing event".to_string()),
+            Ok(page) if page.is_empty() => Err(Unreadable::Missing),
             Ok(page) => Ok(page),
-            Err(error) => Err(error.to_string()),
+            Err(error) => Err(Unreadable::Store(error)),
         };
         match page {
             Ok(page) => {
@@ -329,7 +389,7 @@ pub fn verify(
     store: &SledStore,
     runtime: &tokio::runtime::Handle,
     quiet: bool,
-) -> Result<Checked, String> {
+) -> Result<Checked, ToolError> {
     let bar = progress_bar(store.head(), quiet);
     bar.set_message("verifying");
     let snapshots = Snapshots::in_dir(&data_dir.join("snapshots"));
@@ -339,36 +399,45 @@ pub fn verify(
         &mut |p| bar.set_position(p),
     );
     bar.finish_and_clear();
-    checked.map_err(|fault| format!("verify failed at {fault}"))
+    checked.map_err(ToolError::VerifyFailed)
 }
 
 /// Reads an export: one envelope per line, numbered from 1 for error messages.
-fn envelopes(path: &Path) -> Result<impl Iterator<Item = Result<Envelope, String>>, String> {
-    let file =
-        std::fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+fn envelopes(
+    path: &Path,
+) -> Result<impl Iterator<Item = Result<Envelope, Unreadable>>, ToolError> {
+    let file = std::fs::File::open(path).map_err(|source| ToolError::OpenExport {
+        path: path.to_path_buf(),
+        source,
+    })?;
     Ok(BufReader::new(file)
         .lines()
         .enumerate()
         .filter_map(|(index, line)| match line {
-            Err(error) => Some(Err(format!("line {}: {error}", index + 1))),
+            Err(source) => Some(Err(Unreadable::Line {
+                line: index + 1,
+                source,
+            })),
             Ok(line) if line.trim().is_empty() => None,
-            Ok(line) => Some(
-                serde_json::from_str(&line)
-                    .map_err(|e| format!("line {}: not an envelope: {e}", index + 1)),
-            ),
+            Ok(line) => Some(serde_json::from_str(&line).map_err(|source| {
+                Unreadable::NotAnEnvelope {
+                    line: index + 1,
+                    source,
+                }
+            })),
         }))
 }
 
 /// `roster import`'s first pass: the whole export through [`check_log`], exactly what
 /// `verify` would check of it, before anything is written. Returns the events it holds.
-pub fn check_export(file: &Path, quiet: bool) -> Result<u64, String> {
+pub fn check_export(file: &Path, quiet: bool) -> Result<u64, ToolError> {
     let bar = progress_bar(0, quiet);
     bar.set_message("verifying");
     let checked = check_log(envelopes(file)?, None, &mut |p| bar.set_position(p));
     bar.finish_and_clear();
     checked
         .map(|c| c.report.events)
-        .map_err(|fault| format!("import refused: {fault}"))
+        .map_err(ToolError::ImportRefused)
 }
 
 /// Where the codes of an imported log get their server secret from: codes, links and webhook
@@ -376,7 +445,7 @@ pub fn check_export(file: &Path, quiet: bool) -> Result<u64, String> {
 #[derive(Debug, Clone)]
 pub enum ImportSecret {
     /// Copy `secret.key` from the data directory the log comes from.
-    CopyFrom(std::path::PathBuf),
+    CopyFrom(PathBuf),
     /// `ROSTER_SECRET` is set; the server will take it from there.
     Environment,
     /// On purpose: `serve` makes a new one, and every existing code stops working.
@@ -391,25 +460,25 @@ pub fn import(
     file: Option<&Path>,
     secret: &ImportSecret,
     quiet: bool,
-) -> Result<String, String> {
+) -> Result<String, ToolError> {
     if let ImportSecret::CopyFrom(from) = secret {
         roster_server::data_dir::check_secret_copy(from, data_dir)?;
     }
     let existed = data_dir.exists();
     // Standard input is read twice (checked, then written): a copy is kept beside the data,
     // in a file only the owner reads, gone when this returns.
-    let copy = match file {
-        Some(_) => None,
+    let (path, copy) = match file {
+        Some(file) => (file.to_path_buf(), None),
         None => {
             roster_server::data_dir::make_private(data_dir)?;
-            let mut copy = tempfile::NamedTempFile::new_in(data_dir).map_err(|e| e.to_string())?;
-            std::io::copy(&mut std::io::stdin().lock(), &mut copy).map_err(|e| e.to_string())?;
-            Some(copy)
+            let mut copy =
+                tempfile::NamedTempFile::new_in(data_dir).map_err(ToolError::CopyStdin)?;
+            std::io::copy(&mut std::io::stdin().lock(), &mut copy)
+                .map_err(ToolError::CopyStdin)?;
+            (copy.path().to_path_buf(), Some(copy))
         }
     };
-    let path = file.or(copy.as_ref().map(tempfile::NamedTempFile::path));
-    let path = path.ok_or("no export to read")?;
-    let events = match check_export(path, quiet) {
+    let events = match check_export(&path, quiet) {
         Ok(events) => events,
         Err(refused) => {
             drop(copy);
@@ -440,51 +509,48 @@ pub fn import(
     };
     let bar = progress_bar(events, quiet);
     bar.set_message("importing");
-    let mut lines = envelopes(path)?.map(|line| line.map_err(StoreError::Invalid));
+    let mut lines =
+        envelopes(&path)?.map(|line| line.map_err(|e| StoreError::Invalid(e.to_string())));
     let written = SledStore::import(data_dir, SledOptions::default(), &mut lines, &mut |p| {
         bar.set_position(p)
     })
-    .map_err(|e| format!("import failed: {e}"))?;
+    .map_err(ToolError::ImportFailed)?;
     bar.finish_and_clear();
     Ok(format!("imported {written} events\n{said_secret}"))
 }
 
 /// Rebuilds every read model from the log; with `verify`, rebuilds into scratch trees
 /// instead and compares them with the live ones, changing nothing.
-pub async fn replay(store: &SledStore, verify: bool, quiet: bool) -> Result<String, String> {
+pub async fn replay(store: &SledStore, verify: bool, quiet: bool) -> Result<String, ToolError> {
     use roster_projections::ReadModels;
 
     let bar = progress_bar(store.head(), quiet);
-    let error = |e: roster_projections::ProjectionError| e.to_string();
-    let live = ReadModels::open_sled(store.db(), "rm.").map_err(error)?;
+    let live = ReadModels::open_sled(store.db(), "rm.")?;
     if !verify {
         bar.set_message("replaying");
-        let events = live
-            .rebuild(store, &mut |p| bar.set_position(p))
-            .await
-            .map_err(error)?;
+        let events = live.rebuild(store, &mut |p| bar.set_position(p)).await?;
         bar.finish_and_clear();
         return Ok(format!("rebuilt the read models from {events} events"));
     }
-    live.catch_up(store, &mut |_| {}).await.map_err(error)?;
-    let scratch = ReadModels::open_sled(store.db(), "scratch.rm.").map_err(error)?;
+    live.catch_up(store, &mut |_| {}).await?;
+    let scratch = ReadModels::open_sled(store.db(), "scratch.rm.")?;
     bar.set_message("replaying into scratch trees");
     let rebuilt = scratch.rebuild(store, &mut |p| bar.set_position(p)).await;
     bar.finish_and_clear();
-    let compared = rebuilt.map_err(error).and_then(|events| {
-        let (live_rows, scratch_rows) =
-            (live.dump().map_err(error)?, scratch.dump().map_err(error)?);
+    let compared = rebuilt.map_err(ToolError::from).and_then(|events| {
+        let (live_rows, scratch_rows) = (live.dump()?, scratch.dump()?);
         for ((name, expected), (_, actual)) in live_rows.iter().zip(&scratch_rows) {
             if expected != actual {
-                let first = expected
+                let row = expected
                     .iter()
                     .zip(actual)
                     .find(|(a, b)| a != b)
                     .map(|(a, _)| String::from_utf8_lossy(&a.0).into_owned())
                     .unwrap_or_else(|| "(one has more rows)".into());
-                return Err(format!(
-                    "read model {name} differs from a rebuild, first at row {first:?}"
-                ));
+                return Err(ToolError::ReadModelDiffers {
+                    name: name.clone(),
+                    row,
+                });
             }
         }
         Ok(format!(
@@ -505,41 +571,33 @@ pub async fn audit(
     resource: &str,
     as_of: Option<&str>,
     principal: Option<&str>,
-) -> Result<String, String> {
-    use roster_domain::{Principal, ResourceId, Timestamp};
-    use roster_projections::{rolemap_as_of, AsOf, ReadModels, Snapshots};
+) -> Result<String, ToolError> {
+    use roster_domain::Principal;
+    use roster_projections::{rolemap_as_of, AsOf, ReadModels};
     use std::fmt::Write as _;
 
-    let resource = ResourceId::parse(resource).map_err(|e| e.to_string())?;
+    let resource = ResourceId::parse(resource).map_err(ToolError::Resource)?;
     let until = as_of
-        .map(|t| Timestamp::parse(t).map_err(|e| format!("--as-of: {e}")))
+        .map(|t| Timestamp::parse(t).map_err(ToolError::AsOf))
         .transpose()?;
     let principal = principal
-        .map(|p| Principal::parse(p).map_err(|e| format!("--principal: {e}")))
+        .map(|p| Principal::parse(p).map_err(ToolError::Principal))
         .transpose()?;
-    let models = ReadModels::open_sled(store.db(), "rm.").map_err(|e| e.to_string())?;
-    models
-        .catch_up(store, &mut |_| {})
-        .await
-        .map_err(|e| e.to_string())?;
+    let models = ReadModels::open_sled(store.db(), "rm.")?;
+    models.catch_up(store, &mut |_| {}).await?;
     let entries = match &principal {
         Some(p) => models
-            .principal_history(p, 0, usize::MAX)
-            .map_err(|e| e.to_string())?
+            .principal_history(p, 0, usize::MAX)?
             .into_iter()
             .filter(|h| h.resource.as_ref() == Some(&resource))
             .collect(),
-        None => models
-            .history(&resource, 0, usize::MAX)
-            .map_err(|e| e.to_string())?,
+        None => models.history(&resource, 0, usize::MAX)?,
     };
     let as_of = until.map_or(AsOf::Position(store.head()), AsOf::Time);
     let snapshots = Snapshots::in_dir(&data_dir.join("snapshots"));
-    let Some((members, reached)) = rolemap_as_of(store, Some(&snapshots), &resource, as_of)
-        .await
-        .map_err(|e| e.to_string())?
+    let Some((members, reached)) = rolemap_as_of(store, Some(&snapshots), &resource, as_of).await?
     else {
-        return Err(format!("{resource} did not exist then"));
+        return Err(ToolError::NotYet(resource));
     };
     let mut out = String::new();
     let when = until.map_or_else(|| "now".to_string(), |t| t.to_string());
@@ -549,9 +607,10 @@ pub async fn audit(
         "{:>9}  {:<24}  {:<16}  summary",
         "position", "time", "actor"
     );
+    // The history up to the moment the rolemap is taken at, as the projections read "as of".
     for entry in entries
         .iter()
-        .filter(|e| until.is_none_or(|t| e.occurred_at <= t))
+        .filter(|e| as_of.includes(e.position, e.occurred_at.unix_ms()))
     {
         let _ = writeln!(
             out,

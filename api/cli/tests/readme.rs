@@ -103,3 +103,41 @@ fn the_readme_walk_through_prints_what_it_says() {
         );
     }
 }
+
+/// The README's paragraph of `serve` settings names every flag `roster serve` takes, and no
+/// flag it does not.
+#[test]
+fn the_readme_names_every_serve_setting() {
+    use clap::CommandFactory;
+
+    let readme = include_str!("../../../README.md");
+    let start = readme
+        .find("`serve` settings, each a flag and a variable")
+        .expect("the README has its settings paragraph");
+    let paragraph = &readme[start..];
+    let paragraph = &paragraph[..paragraph.find("\n\n").unwrap_or(paragraph.len())];
+    let command = roster_cli::Cli::command();
+    let serve = command
+        .get_subcommands()
+        .find(|c| c.get_name() == "serve")
+        .expect("a serve subcommand");
+    let flags: Vec<String> = serve
+        .get_arguments()
+        .filter(|arg| !arg.is_global_set())
+        .filter_map(|arg| arg.get_long())
+        .filter(|long| *long != "help")
+        .map(|long| format!("--{long}"))
+        .collect();
+    assert!(flags.len() > 30, "{flags:?}");
+    for flag in &flags {
+        assert!(
+            paragraph.contains(&format!("`{flag}`")) || paragraph.contains(&format!("`{flag} ")),
+            "the README does not name {flag}"
+        );
+    }
+    // Every flag it names is one.
+    for named in paragraph.split('`').filter(|s| s.starts_with("--")) {
+        let flag = named.split_whitespace().next().unwrap_or(named);
+        assert!(flags.iter().any(|f| f == flag), "{flag} is not a serve flag");
+    }
+}

@@ -30,7 +30,7 @@ async fn main() {
         config.smtp_url = Some(smtp_url);
         config.mail_from = Some("Roster <invites@roster.example>".into());
     }
-    config.delivery_retry = roster_server::workers::Retry {
+    config.retry.delivery = roster_server::workers::Retry {
         initial_ms: 20,
         max_ms: 200,
         attempts_max: 50,

@@ -140,7 +140,7 @@ async fn invitations_are_mailed_and_their_codes_work() {
     let app = spawn_app_with(|c| {
         c.smtp_url = Some(sink.url());
         c.mail_from = Some("Roster <invites@roster.example>".into());
-        c.delivery_retry = quick_retry();
+        c.retry.delivery = quick_retry();
     })
     .await;
     app.register("space/mail", "alice").await;
@@ -209,7 +209,7 @@ async fn a_mail_server_that_comes_up_late_gets_the_mail_after_retries() {
     let app = spawn_app_with(|c| {
         c.smtp_url = Some(format!("smtp://{address}"));
         c.mail_from = Some("invites@roster.example".into());
-        c.delivery_retry = quick_retry();
+        c.retry.delivery = quick_retry();
     })
     .await;
     app.register("space/late", "alice").await;

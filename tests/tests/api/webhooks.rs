@@ -78,7 +78,7 @@ fn verify(secret: &str, header: &str, body: &[u8]) -> bool {
 async fn webhooks_arrive_signed_in_order_after_retries() {
     let (url, received) = receiver(2).await;
     let app = spawn_app_with(|c| {
-        c.webhook_retry = Retry {
+        c.retry.webhook = Retry {
             initial_ms: 10,
             max_ms: 50,
             attempts_max: 10,

@@ -84,7 +84,7 @@ pub async fn serve(
     let admin_digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
     drop(token);
     let engine_config = EngineConfig {
-        limits: config.limits.clone(),
+        limits: config.limits.into(),
         ..EngineConfig::new(secret)
     };
     let engine = open_engine(&config, &engine_config)
@@ -470,12 +470,12 @@ fn start_workers(
             smtp_url: smtp_url.clone(),
             from: from.clone(),
             public_url: config.public_url.clone(),
-            retry: config.delivery_retry,
+            retry: config.retry.delivery,
         };
         workers.push(tokio::spawn(mail::run(engine.clone(), mail, stop.clone())));
     }
     let hooks = webhooks::WebhookConfig {
-        retry: config.webhook_retry,
+        retry: config.retry.webhook,
         timeout_ms: config.webhook_timeout_ms,
     };
     workers.push(tokio::spawn(webhooks::run(

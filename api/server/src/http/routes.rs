@@ -566,7 +566,7 @@ fn invitation_record(
 /// The mail worker's attempt limit, when it runs.
 fn delivery_configured(state: &AppState) -> Option<u32> {
     (state.config.smtp_url.is_some() && state.config.mail_from.is_some())
-        .then_some(state.config.delivery_retry.attempts_max)
+        .then_some(state.config.retry.delivery.attempts_max)
 }
 
 /// Invites one or more emails; each gets its own outcome.

@@ -18,15 +18,19 @@ pub struct Retry {
 
 impl Default for Retry {
     fn default() -> Retry {
-        Retry {
-            initial_ms: 1000,
-            max_ms: 60_000,
-            attempts_max: 10,
-        }
+        Retry::DEFAULT
     }
 }
 
 impl Retry {
+    /// The schedule both workers keep unless told otherwise (`roster serve`'s retry flags
+    /// default to it): a minute between attempts at most, ten attempts, about eight minutes.
+    pub const DEFAULT: Retry = Retry {
+        initial_ms: 1000,
+        max_ms: 60_000,
+        attempts_max: 10,
+    };
+
     /// The wait after failed attempt number `attempt` (counting from 1).
     pub fn after(&self, attempt: u32) -> Duration {
         let doublings = attempt.saturating_sub(1).min(32);
