@@ -526,13 +526,8 @@ fn decide_resource(
         command @ ResourceCommand::CreateInvitations { .. } => {
             let batch = create_invitations(state, &command, ctx)?;
             if batch.invited.is_empty() {
-                // DESIGN section 5: 422 when nobody was invited; `create_invitations` gives the body.
-                return Err(DomainError::InvalidEmail(format!(
-                    "nobody was invited: {} already members, {} already invited, {} invalid",
-                    batch.already_members.len(),
-                    batch.already_invited.len(),
-                    batch.email_errors.len()
-                )));
+                // DESIGN section 5: 422 when nobody was invited, with each address's outcome.
+                return Err(DomainError::InvalidEmail(Box::new(batch)));
             }
             Ok(batch.events)
         }
