@@ -526,13 +526,8 @@ fn decide_resource(
         command @ ResourceCommand::CreateInvitations { .. } => {
             let batch = create_invitations(state, &command, ctx)?;
             if batch.invited.is_empty() {
-                // DESIGN section 5: 422 when nobody was invited; `create_invitations` gives the body.
-                return Err(DomainError::InvalidEmail(format!(
-                    "nobody was invited: {} already members, {} already invited, {} invalid",
-                    batch.already_members.len(),
-                    batch.already_invited.len(),
-                    batch.email_errors.len()
-                )));
+                // DESIGN section 5: 422 when nobody was invited, with each address's outcome.
+                return Err(DomainError::InvalidEmail(Box::new(batch)));
             }
             Ok(batch.events)
         }
@@ -1069,7 +1064,7 @@ mod tests {
 
     #[test]
     fn the_error_list_is_complete_and_codes_are_distinct() {
-        let codes: BTreeSet<&str> = DomainError::ALL_CODES.into_iter().collect();
+        let codes: BTreeSet<&str> = DomainError::ALL_CODES.iter().copied().collect();
         assert_eq!(codes.len(), DomainError::ALL_CODES.len());
     }
 }

@@ -1,10 +1,12 @@
-//! The domain's rule violations, each with the stable machine-readable code and HTTP status of DESIGN section 5.
+//! The domain's rule violations, each with the stable machine-readable code of DESIGN section 5.
+
+use crate::decide::InvitationBatch;
 
 /// Why a command was refused.
 ///
-/// The variants are the domain's part of the error codes of DESIGN section 5; the transport
-/// layer maps them with [`DomainError::code`] and [`DomainError::status`] and must not
-/// invent codes of its own for domain outcomes.
+/// The variants are the domain's part of the error codes of DESIGN section 5; a transport maps
+/// each to its own form (the server to an HTTP status) and must not invent codes of its own for
+/// domain outcomes. The domain knows no transport: no status lives here.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DomainError {
     /// The actor is not a member, lacks the privilege, or ranks below the member it acts on.
@@ -52,9 +54,16 @@ pub enum DomainError {
     /// A configured limit would be exceeded.
     #[error("limit reached: {0}")]
     LimitReached(String),
-    /// No email of the request could be invited (see the per-email outcome for why).
-    #[error("invalid email: {0}")]
-    InvalidEmail(String),
+    /// No email of a `CreateInvitations` could be invited. The refusal carries the batch's
+    /// per-email outcome (members already, invited already, not addresses), so whoever
+    /// explains the refusal reads it from here rather than deciding the command again.
+    #[error(
+        "invalid email: nobody was invited: {} already members, {} already invited, {} invalid",
+        .0.already_members.len(),
+        .0.already_invited.len(),
+        .0.email_errors.len()
+    )]
+    InvalidEmail(Box<InvitationBatch>),
     /// The actor may not grant this role (rule 1).
     #[error("the role {0} is ranked above the actor's own")]
     RoleNotGrantable(String),
@@ -66,75 +75,71 @@ pub enum DomainError {
     InvalidUrl(String),
 }
 
-impl DomainError {
-    /// The stable machine-readable code of DESIGN section 5.
-    pub fn code(&self) -> &'static str {
-        match self {
-            DomainError::Forbidden(_) => "forbidden",
-            DomainError::NotFound(_) => "not_found",
-            DomainError::InvitationNotFound => "invitation_not_found",
-            DomainError::Conflict(_) => "conflict",
-            DomainError::AlreadyExists(_) => "already_exists",
-            DomainError::LastOwner(_) => "last_owner",
-            DomainError::InvitationExpired => "invitation_expired",
-            DomainError::InvitationRevoked => "invitation_revoked",
-            DomainError::InvitationExhausted => "invitation_exhausted",
-            DomainError::InvitationUsed => "invitation_used",
-            DomainError::InvitationDeclined => "invitation_declined",
-            DomainError::InviterLostPrivilege => "inviter_lost_privilege",
-            DomainError::InvitationEmailMismatch => "invitation_email_mismatch",
-            DomainError::InvalidRequest(_) => "invalid_request",
-            DomainError::LimitReached(_) => "limit_reached",
-            DomainError::InvalidEmail(_) => "invalid_email",
-            DomainError::RoleNotGrantable(_) => "role_not_grantable",
-            DomainError::UnknownRole(_) => "unknown_role",
-            DomainError::InvalidUrl(_) => "invalid_url",
+/// Writes [`DomainError::code`] and [`DomainError::ALL_CODES`] from one list, so the two cannot
+/// drift: `code`'s match is exhaustive, so a new variant does not compile until it is listed
+/// here, and being listed puts its code in `ALL_CODES`.
+macro_rules! codes {
+    ($($variant:ident => $code:literal,)*) => {
+        impl DomainError {
+            /// The stable machine-readable code of DESIGN section 5.
+            pub fn code(&self) -> &'static str {
+                match self {
+                    $(DomainError::$variant { .. } => $code,)*
+                }
+            }
+
+            /// Every code the domain can produce, one per variant in declaration order, for
+            /// exhaustiveness checks in tests and in the API's documentation.
+            pub const ALL_CODES: &'static [&'static str] = &[$($code),*];
         }
+    };
+}
+
+codes! {
+    Forbidden => "forbidden",
+    NotFound => "not_found",
+    InvitationNotFound => "invitation_not_found",
+    Conflict => "conflict",
+    AlreadyExists => "already_exists",
+    LastOwner => "last_owner",
+    InvitationExpired => "invitation_expired",
+    InvitationRevoked => "invitation_revoked",
+    InvitationExhausted => "invitation_exhausted",
+    InvitationUsed => "invitation_used",
+    InvitationDeclined => "invitation_declined",
+    InviterLostPrivilege => "inviter_lost_privilege",
+    InvitationEmailMismatch => "invitation_email_mismatch",
+    InvalidRequest => "invalid_request",
+    LimitReached => "limit_reached",
+    InvalidEmail => "invalid_email",
+    RoleNotGrantable => "role_not_grantable",
+    UnknownRole => "unknown_role",
+    InvalidUrl => "invalid_url",
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DomainError;
+
+    #[test]
+    fn each_code_is_listed_once() {
+        let mut codes = DomainError::ALL_CODES.to_vec();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), DomainError::ALL_CODES.len());
     }
 
-    /// The HTTP status DESIGN section 5 pairs with the code.
-    pub fn status(&self) -> u16 {
-        match self {
-            DomainError::Forbidden(_)
-            | DomainError::InvitationEmailMismatch
-            | DomainError::RoleNotGrantable(_) => 403,
-            DomainError::NotFound(_) | DomainError::InvitationNotFound => 404,
-            DomainError::Conflict(_)
-            | DomainError::AlreadyExists(_)
-            | DomainError::LastOwner(_) => 409,
-            DomainError::InvitationExpired
-            | DomainError::InvitationRevoked
-            | DomainError::InvitationExhausted
-            | DomainError::InvitationUsed
-            | DomainError::InvitationDeclined
-            | DomainError::InviterLostPrivilege => 410,
-            DomainError::InvalidRequest(_) | DomainError::UnknownRole(_) => 400,
-            DomainError::LimitReached(_)
-            | DomainError::InvalidEmail(_)
-            | DomainError::InvalidUrl(_) => 422,
-        }
+    #[test]
+    fn a_refused_batch_says_what_it_holds_as_before() {
+        let batch = crate::InvitationBatch {
+            already_members: vec![crate::Email::parse("a@example.com").expect("an address")],
+            ..Default::default()
+        };
+        let error = DomainError::InvalidEmail(Box::new(batch));
+        assert_eq!(error.code(), "invalid_email");
+        assert_eq!(
+            error.to_string(),
+            "invalid email: nobody was invited: 1 already members, 0 already invited, 0 invalid"
+        );
     }
-
-    /// Every code the domain can produce, for exhaustiveness checks in tests and in the API's documentation.
-    pub const ALL_CODES: [&'static str; 19] = [
-        "forbidden",
-        "not_found",
-        "invitation_not_found",
-        "conflict",
-        "already_exists",
-        "last_owner",
-        "invitation_expired",
-        "invitation_revoked",
-        "invitation_exhausted",
-        "invitation_used",
-        "invitation_declined",
-        "inviter_lost_privilege",
-        "invitation_email_mismatch",
-        "invalid_request",
-        "limit_reached",
-        "invalid_email",
-        "role_not_grantable",
-        "unknown_role",
-        "invalid_url",
-    ];
 }

@@ -7,14 +7,15 @@ use sha2::{Digest, Sha256};
 
 use crate::DomainError;
 
-/// What an API key may do (DESIGN section 5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Scope {
-    Read,
-    Write,
-    Audit,
-    Admin,
+named_enum! {
+    /// What an API key may do (DESIGN section 5).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+    pub enum Scope {
+        Read => "read",
+        Write => "write",
+        Audit => "audit",
+        Admin => "admin",
+    }
 }
 
 /// An API key's public id, as shown in listings and used to revoke it: 1 to 64 of `[A-Za-z0-9_-]`.

@@ -3,6 +3,9 @@
 //! Nothing here reads the clock, the disk or the network: time, the actor, the role schema in
 //! force and new numbers come in through [`Context`], so a replay decides exactly as the first run.
 
+// First, so that its macro is in scope in the modules below.
+#[macro_use]
+mod names;
 pub mod codes;
 mod command;
 mod context;

@@ -27,25 +27,27 @@ pub fn resolve_code<'s>(
     }
 }
 
-/// Whether a code is for a multi-use link or a single email.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CodeKind {
-    Link,
-    Email,
+named_enum! {
+    /// Whether a code is for a multi-use link or a single email.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum CodeKind {
+        Link => "link",
+        Email => "email",
+    }
 }
 
-/// The status a preview shows: a link's or an invitation's, seen through the presented code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CodeStatus {
-    Active,
-    Pending,
-    Accepted,
-    Declined,
-    Revoked,
-    Expired,
-    Exhausted,
+named_enum! {
+    /// The status a preview shows: a link's or an invitation's, seen through the presented code.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum CodeStatus {
+        Active => "active",
+        Pending => "pending",
+        Accepted => "accepted",
+        Declined => "declined",
+        Revoked => "revoked",
+        Expired => "expired",
+        Exhausted => "exhausted",
+    }
 }
 
 impl From<LinkStatus> for CodeStatus {

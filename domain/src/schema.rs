@@ -7,41 +7,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::{DomainError, Kind};
 
-/// What a role allows on a resource (DESIGN section 2, Privileges).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Privilege {
-    ViewMembers,
-    Invite,
-    ManageInvitations,
-    ManageMembers,
-    ViewHistory,
-}
-
-impl Privilege {
-    pub const ALL: [Privilege; 5] = [
-        Privilege::ViewMembers,
-        Privilege::Invite,
-        Privilege::ManageInvitations,
-        Privilege::ManageMembers,
-        Privilege::ViewHistory,
-    ];
-
-    /// The name the API and every message use (its serde name): `manage_members`, never the
-    /// variant's.
-    pub fn name(self) -> &'static str {
-        match self {
-            Privilege::ViewMembers => "view_members",
-            Privilege::Invite => "invite",
-            Privilege::ManageInvitations => "manage_invitations",
-            Privilege::ManageMembers => "manage_members",
-            Privilege::ViewHistory => "view_history",
-        }
-    }
-
-    /// The privilege of that name, if any.
-    pub fn parse(name: &str) -> Option<Privilege> {
-        Privilege::ALL.into_iter().find(|p| p.name() == name)
+named_enum! {
+    /// What a role allows on a resource (DESIGN section 2, Privileges). Its name (`manage_members`,
+    /// never the variant's) is what the API and every message use.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+    pub enum Privilege {
+        ViewMembers => "view_members",
+        Invite => "invite",
+        ManageInvitations => "manage_invitations",
+        ManageMembers => "manage_members",
+        ViewHistory => "view_history",
     }
 }
 
@@ -182,7 +157,7 @@ impl RoleSchema {
     /// grant it. The same reading applies to the team's admin and Onehub's moderator.
     pub fn builtin(kind: &Kind) -> RoleSchema {
         use Privilege::*;
-        let all: &[Privilege] = &Privilege::ALL;
+        let all: &[Privilege] = Privilege::ALL;
         let view: &[Privilege] = &[ViewMembers];
         let table: (&[(&str, &[Privilege])], &str) = match kind.as_str() {
             "team" => (

@@ -47,25 +47,27 @@ impl TryFrom<MembershipRow> for Membership {
     }
 }
 
-/// What became of a link, given the time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LinkStatus {
-    Active,
-    Expired,
-    Exhausted,
-    Revoked,
+named_enum! {
+    /// What became of a link, given the time.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum LinkStatus {
+        Active => "active",
+        Expired => "expired",
+        Exhausted => "exhausted",
+        Revoked => "revoked",
+    }
 }
 
-/// What became of an email invitation, given the time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum InvitationStatus {
-    Pending,
-    Accepted,
-    Declined,
-    Revoked,
-    Expired,
+named_enum! {
+    /// What became of an email invitation, given the time.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum InvitationStatus {
+        Pending => "pending",
+        Accepted => "accepted",
+        Declined => "declined",
+        Revoked => "revoked",
+        Expired => "expired",
+    }
 }
 
 /// A multi-use invite link.

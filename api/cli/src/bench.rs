@@ -21,6 +21,8 @@ pub enum BenchError {
     #[error(transparent)]
     Store(#[from] roster_eventstore::StoreError),
     #[error(transparent)]
+    Append(#[from] roster_eventstore::AppendError),
+    #[error(transparent)]
     Sled(#[from] sled::Error),
     #[error(transparent)]
     Engine(#[from] roster_engine::EngineError),

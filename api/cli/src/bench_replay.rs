@@ -62,8 +62,7 @@ async fn populate(dir: &Path, resources: usize, events: u64) -> Result<(), Bench
         for command in [register, link] {
             engine
                 .execute(Request::new(Actor::Admin, Command::Resource(command)))
-                .await
-                ?;
+                .await?;
         }
         let link = engine.links(&resource)?.remove(0);
         codes.push(engine.code(link.number, link.generation).encode_base64());
@@ -106,8 +105,7 @@ pub fn replay_scenario(scratch: &Path, events: u64) -> Result<ReplayFigure, Benc
     let started = Instant::now();
     let mut scanned = 0u64;
     store.scan_stored_json(&mut |json| {
-        let parsed: serde_json::Value =
-            serde_json::from_slice(json).map_err(|e| e.to_string())?;
+        let parsed: serde_json::Value = serde_json::from_slice(json).map_err(|e| e.to_string())?;
         scanned += u64::from(parsed.is_object());
         Ok(())
     })?;
@@ -115,9 +113,7 @@ pub fn replay_scenario(scratch: &Path, events: u64) -> Result<ReplayFigure, Benc
 
     let models = ReadModels::open_sled(store.db(), "bench.rm.")?;
     let started = Instant::now();
-    let replayed = runtime
-        .block_on(models.rebuild(&store, &mut |_| {}))
-        ?;
+    let replayed = runtime.block_on(models.rebuild(&store, &mut |_| {}))?;
     let replay = to_f64(replayed) / started.elapsed().as_secs_f64();
     Ok(ReplayFigure {
         events: total,
@@ -145,14 +141,12 @@ pub fn as_of_scenario(
         let position =
             head * u64::try_from(q + 1).unwrap_or(1) / u64::try_from(queries.max(1)).unwrap_or(1);
         let started = Instant::now();
-        runtime
-            .block_on(roster_projections::rolemap_as_of(
-                &store,
-                Some(&snapshots),
-                &resource,
-                AsOf::Position(position),
-            ))
-            ?;
+        runtime.block_on(roster_projections::rolemap_as_of(
+            &store,
+            Some(&snapshots),
+            &resource,
+            AsOf::Position(position),
+        ))?;
         latencies.push(started.elapsed().as_secs_f64() * 1000.0);
     }
     latencies.sort_by(f64::total_cmp);
@@ -162,9 +156,7 @@ pub fn as_of_scenario(
             .find(|i| to_f64(u64::try_from(*i).unwrap_or(0)) >= index)
             .unwrap_or(0)]
     };
-    let stream_events = runtime
-        .block_on(store.stream_version(&resource.stream().to_string()))
-        ?;
+    let stream_events = runtime.block_on(store.stream_version(&resource.stream().to_string()))?;
     Ok(AsOfFigure {
         stream_events,
         queries: latencies.len(),
@@ -220,8 +212,7 @@ async fn populate_members(dir: &Path, members: u64, events: u64) -> Result<(), B
     };
     engine
         .execute(Request::new(Actor::Admin, Command::Resource(register)))
-        .await
-        ?;
+        .await?;
     let link = ResourceCommand::CreateInviteLink {
         resource: resource.clone(),
         role: None,
@@ -230,8 +221,7 @@ async fn populate_members(dir: &Path, members: u64, events: u64) -> Result<(), B
     };
     engine
         .execute(Request::new(Actor::Admin, Command::Resource(link)))
-        .await
-        ?;
+        .await?;
     let link = engine.links(&resource)?.remove(0);
     let code = Arc::new(engine.code(link.number, link.generation).encode_base64());
     let tasks: Vec<_> = (0..64u64)
@@ -262,8 +252,7 @@ async fn populate_members(dir: &Path, members: u64, events: u64) -> Result<(), B
                     };
                     engine
                         .execute(Request::new(Actor::Admin, Command::Resource(change)))
-                        .await
-                        ?;
+                        .await?;
                     flip += 1;
                 }
                 Ok::<(), BenchError>(())
@@ -317,15 +306,10 @@ pub fn startup_scenario(
 pub async fn probe(dir: &Path) -> Result<String, BenchError> {
     let started = Instant::now();
     let secret = ServerSecret::new(b"bench".to_vec());
-    let engine = Engine::open(dir, SledOptions::default(), EngineConfig::new(secret))
-        .await
-        ?;
+    let engine = Engine::open(dir, SledOptions::default(), EngineConfig::new(secret)).await?;
     let startup_ms = started.elapsed().as_secs_f64() * 1000.0;
     let resource = ResourceId::parse("space/big")?;
-    let members = engine
-        .resource(&resource)
-        ?
-        .map_or(0, |r| r.member_count);
+    let members = engine.resource(&resource)?.map_or(0, |r| r.member_count);
     let page = engine.members(&resource, None, 100)?;
     let events = engine.head();
     engine.close().await;

@@ -142,9 +142,8 @@ mod tests {
     #[test]
     fn serve_without_flags_runs_with_the_defaults_of_server_config_new() {
         use clap::FromArgMatches;
-        let command = Cli::command().mut_subcommand("serve", |serve| {
-            serve.mut_args(|arg| arg.env(None::<&str>))
-        });
+        let command = Cli::command()
+            .mut_subcommand("serve", |serve| serve.mut_args(|arg| arg.env(None::<&str>)));
         let command = command.mut_args(|arg| arg.env(None::<&str>));
         let matches = command
             .try_get_matches_from(["roster", "--data", "/srv/roster", "serve"])
@@ -157,7 +156,10 @@ mod tests {
         else {
             panic!("not serve");
         };
-        assert_eq!((listen.as_str(), log_format.as_str()), (defaults::LISTEN, "text"));
+        assert_eq!(
+            (listen.as_str(), log_format.as_str()),
+            (defaults::LISTEN, "text")
+        );
         let config = crate::run::with_public_url(*config, &listen);
         let new = ServerConfig::new(PathBuf::from("/srv/roster"));
         assert_eq!(format!("{config:?}"), format!("{new:?}"));

@@ -79,11 +79,7 @@ fn progress_bar(length: u64, quiet: bool) -> ProgressBar {
 }
 
 /// Writes every envelope as one line of NDJSON.
-pub async fn export(
-    store: &SledStore,
-    out: &mut dyn Write,
-    quiet: bool,
-) -> Result<u64, ToolError> {
+pub async fn export(store: &SledStore, out: &mut dyn Write, quiet: bool) -> Result<u64, ToolError> {
     let bar = progress_bar(store.head(), quiet);
     bar.set_message("exporting");
     let mut position = 0;
@@ -113,10 +109,7 @@ pub struct LogFault {
 #[derive(Debug, thiserror::Error)]
 pub enum Unreadable {
     #[error("line {line}: {source}")]
-    Line {
-        line: usize,
-        source: std::io::Error,
-    },
+    Line { line: usize, source: std::io::Error },
     #[error("line {line}: not an envelope: {source}")]
     NotAnEnvelope {
         line: usize,
@@ -403,9 +396,7 @@ pub fn verify(
 }
 
 /// Reads an export: one envelope per line, numbered from 1 for error messages.
-fn envelopes(
-    path: &Path,
-) -> Result<impl Iterator<Item = Result<Envelope, Unreadable>>, ToolError> {
+fn envelopes(path: &Path) -> Result<impl Iterator<Item = Result<Envelope, Unreadable>>, ToolError> {
     let file = std::fs::File::open(path).map_err(|source| ToolError::OpenExport {
         path: path.to_path_buf(),
         source,
@@ -419,12 +410,14 @@ fn envelopes(
                 source,
             })),
             Ok(line) if line.trim().is_empty() => None,
-            Ok(line) => Some(serde_json::from_str(&line).map_err(|source| {
-                Unreadable::NotAnEnvelope {
-                    line: index + 1,
-                    source,
-                }
-            })),
+            Ok(line) => {
+                Some(
+                    serde_json::from_str(&line).map_err(|source| Unreadable::NotAnEnvelope {
+                        line: index + 1,
+                        source,
+                    }),
+                )
+            }
         }))
 }
 
@@ -473,8 +466,7 @@ pub fn import(
             roster_server::data_dir::make_private(data_dir)?;
             let mut copy =
                 tempfile::NamedTempFile::new_in(data_dir).map_err(ToolError::CopyStdin)?;
-            std::io::copy(&mut std::io::stdin().lock(), &mut copy)
-                .map_err(ToolError::CopyStdin)?;
+            std::io::copy(&mut std::io::stdin().lock(), &mut copy).map_err(ToolError::CopyStdin)?;
             (copy.path().to_path_buf(), Some(copy))
         }
     };
@@ -548,7 +540,7 @@ pub async fn replay(store: &SledStore, verify: bool, quiet: bool) -> Result<Stri
                     .map(|(a, _)| String::from_utf8_lossy(&a.0).into_owned())
                     .unwrap_or_else(|| "(one has more rows)".into());
                 return Err(ToolError::ReadModelDiffers {
-                    name: name.clone(),
+                    name: name.to_string(),
                     row,
                 });
             }

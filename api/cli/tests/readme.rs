@@ -138,6 +138,9 @@ fn the_readme_names_every_serve_setting() {
     // Every flag it names is one.
     for named in paragraph.split('`').filter(|s| s.starts_with("--")) {
         let flag = named.split_whitespace().next().unwrap_or(named);
-        assert!(flags.iter().any(|f| f == flag), "{flag} is not a serve flag");
+        assert!(
+            flags.iter().any(|f| f == flag),
+            "{flag} is not a serve flag"
+        );
     }
 }

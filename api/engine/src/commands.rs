@@ -354,25 +354,6 @@ impl Engine {
         })
     }
 
-    /// The per-email outcome `CreateInvitations` would have now, without appending anything:
-    /// for explaining a batch that invited nobody.
-    pub async fn invitation_outcome(
-        &self,
-        actor: Actor,
-        command: ResourceCommand,
-    ) -> Result<InvitationBatch, EngineError> {
-        let entry = self.entry(&command.resource().stream()).await?;
-        let inputs = self.inputs(&Command::Resource(command.clone())).await?;
-        let cached = lock(&entry);
-        match &cached.state {
-            StreamState::Resource(state) => {
-                let numbers = NumberSequence::starting_at(self.inner.numbers.peek());
-                self.decide_invitations(state, &command, actor, self.now(), &inputs, &numbers)
-            }
-            _ => Err(DomainError::InvalidRequest("not a resource".into()).into()),
-        }
-    }
-
     /// Declines an email invitation (a link's decline records nothing).
     pub async fn decline(
         &self,

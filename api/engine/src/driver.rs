@@ -57,7 +57,7 @@ impl Driver {
             .get(index)
             .map_or_else(|| "stranger".to_string(), |p| p.to_string());
         Email::parse(&format!("{name}@example.com"))
-            .map_err(|e| DomainError::InvalidEmail(e.error).into())
+            .map_err(|e| DomainError::InvalidRequest(format!("{}: {}", e.email, e.error)).into())
     }
 
     fn actor(&self, pick: ActorPick) -> Result<Actor, EngineError> {

@@ -163,11 +163,12 @@ pub fn make_private(dir: &Path) -> Result<Privacy, DataDirError> {
             if mode & 0o077 == 0 {
                 return Ok(Privacy::Kept);
             }
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & 0o700))
-                .map_err(|source| DataDirError::MakePrivate {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & 0o700)).map_err(
+                |source| DataDirError::MakePrivate {
                     path: dir.to_path_buf(),
                     source,
-                })?;
+                },
+            )?;
             Ok(Privacy::Tightened(mode))
         }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {

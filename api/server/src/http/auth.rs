@@ -48,7 +48,7 @@ impl Caller {
         } else {
             Err(ApiError::forbidden(format!(
                 "this key lacks the `{}` scope",
-                scope_name(scope)
+                scope.name()
             )))
         }
     }
@@ -102,15 +102,6 @@ impl Caller {
     /// The acting principal, for routes that need one.
     pub fn principal(&self) -> Option<&Principal> {
         self.actor.principal()
-    }
-}
-
-pub fn scope_name(scope: Scope) -> &'static str {
-    match scope {
-        Scope::Read => "read",
-        Scope::Write => "write",
-        Scope::Audit => "audit",
-        Scope::Admin => "admin",
     }
 }
 

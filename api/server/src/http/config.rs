@@ -295,7 +295,11 @@ struct RetryFlags {
     #[arg(long, env = "ROSTER_DELIVERY_RETRY_BACKOFF_MAX_MS", value_name = "MS")]
     delivery_retry_backoff_max_ms: Option<u64>,
     /// `--retry-attempts-max` for mails only.
-    #[arg(long, env = "ROSTER_DELIVERY_RETRY_ATTEMPTS_MAX", value_name = "ATTEMPTS")]
+    #[arg(
+        long,
+        env = "ROSTER_DELIVERY_RETRY_ATTEMPTS_MAX",
+        value_name = "ATTEMPTS"
+    )]
     delivery_retry_attempts_max: Option<u32>,
     /// `--retry-backoff-ms` for webhooks only.
     #[arg(long, env = "ROSTER_WEBHOOK_RETRY_BACKOFF_MS", value_name = "MS")]
@@ -304,7 +308,11 @@ struct RetryFlags {
     #[arg(long, env = "ROSTER_WEBHOOK_RETRY_BACKOFF_MAX_MS", value_name = "MS")]
     webhook_retry_backoff_max_ms: Option<u64>,
     /// `--retry-attempts-max` for webhooks only.
-    #[arg(long, env = "ROSTER_WEBHOOK_RETRY_ATTEMPTS_MAX", value_name = "ATTEMPTS")]
+    #[arg(
+        long,
+        env = "ROSTER_WEBHOOK_RETRY_ATTEMPTS_MAX",
+        value_name = "ATTEMPTS"
+    )]
     webhook_retry_attempts_max: Option<u32>,
 }
 
@@ -319,12 +327,16 @@ impl From<RetryFlags> for RetrySchedules {
             delivery: Retry {
                 initial_ms: flags.delivery_retry_backoff_ms.unwrap_or(shared.initial_ms),
                 max_ms: flags.delivery_retry_backoff_max_ms.unwrap_or(shared.max_ms),
-                attempts_max: flags.delivery_retry_attempts_max.unwrap_or(shared.attempts_max),
+                attempts_max: flags
+                    .delivery_retry_attempts_max
+                    .unwrap_or(shared.attempts_max),
             },
             webhook: Retry {
                 initial_ms: flags.webhook_retry_backoff_ms.unwrap_or(shared.initial_ms),
                 max_ms: flags.webhook_retry_backoff_max_ms.unwrap_or(shared.max_ms),
-                attempts_max: flags.webhook_retry_attempts_max.unwrap_or(shared.attempts_max),
+                attempts_max: flags
+                    .webhook_retry_attempts_max
+                    .unwrap_or(shared.attempts_max),
             },
         }
     }
@@ -494,7 +506,10 @@ mod tests {
         assert_eq!(parsed.retry.delivery.initial_ms, 5);
         assert_eq!(parsed.retry.delivery.attempts_max, 2);
         assert_eq!(parsed.retry.webhook.initial_ms, 7);
-        assert_eq!(parsed.retry.webhook.attempts_max, Retry::DEFAULT.attempts_max);
+        assert_eq!(
+            parsed.retry.webhook.attempts_max,
+            Retry::DEFAULT.attempts_max
+        );
     }
 
     #[test]
@@ -517,7 +532,10 @@ mod tests {
         let refused = command()
             .try_get_matches_from(["serve", "--families", "teable,jira"])
             .expect_err("refused");
-        assert!(refused.to_string().contains("no route family `jira`"), "{refused}");
+        assert!(
+            refused.to_string().contains("no route family `jira`"),
+            "{refused}"
+        );
         assert!("".parse::<Families>().is_err());
     }
 

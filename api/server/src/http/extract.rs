@@ -7,7 +7,7 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 
-use super::error::ApiError;
+use super::error::{ApiCode, ApiError};
 
 /// A JSON body.
 pub struct Json<T>(pub T);
@@ -30,8 +30,7 @@ where
 fn json_rejection(rejection: &JsonRejection) -> ApiError {
     match rejection {
         JsonRejection::MissingJsonContentType(_) => ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ApiCode::UnsupportedMediaType,
             "the body must be JSON, sent with `Content-Type: application/json`",
         ),
         JsonRejection::JsonSyntaxError(error) => {
@@ -41,11 +40,7 @@ fn json_rejection(rejection: &JsonRejection) -> ApiError {
             ApiError::invalid(format!("the body does not fit: {}", error.body_text()))
         }
         JsonRejection::BytesRejection(error) if error.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "the body is larger than the server accepts",
-            )
+            ApiError::payload_too_large()
         }
         other => ApiError::invalid(format!("the body could not be read: {}", other.body_text())),
     }

@@ -1,9 +1,12 @@
-//! A listener with a cap on open connections (past it, new connections wait to be accepted in
-//! the kernel's backlog until one closes, since a connection's permit lives as long as its
-//! socket) and time limits on a connection that is not busy with a request: a request's head
-//! must arrive in time, and an idle kept-alive connection is closed, so slow or silent clients
-//! cannot hold the capped places forever.
+//! Connections: a listener with a cap on open connections (past it, new connections wait to be
+//! accepted in the kernel's backlog until one closes, since a connection's permit lives as long
+//! as its socket) and time limits on a connection that is not busy with a request: a request's
+//! head must arrive in time, and an idle kept-alive connection is closed, so slow or silent
+//! clients cannot hold the capped places forever. And the services hyper runs per connection
+//! ([`Dispatch`]) and per request ([`Connection`]), which tell the connection when it is busy
+//! and hand each request to the router in force.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -12,13 +15,19 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request};
+use axum::response::Response;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
+use tower::ServiceExt;
+
+use super::supervise::Current;
 
 /// The TCP peer of a connection, handed to the handlers as `ConnectInfo<Peer>` (by
-/// `Dispatch` in `mod.rs`) for the limits on failed code checks.
+/// [`Connection`]) for the limits on failed code checks.
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub SocketAddr);
 
@@ -88,7 +97,7 @@ impl axum::serve::Listener for Capped {
 /// the connection waits for a request) and its requests (which say when one is being answered).
 ///
 /// The stream alone cannot tell where a request's head ends, so the head counts as complete
-/// when the server takes the request (`Connection::call` in `mod.rs` calls `begin_request`),
+/// when the server takes the request ([`Connection`] calls `begin_request`),
 /// and the answer as done when hyper drops the response's body, having written all of it.
 pub struct Activity {
     timeouts: Timeouts,
@@ -97,7 +106,7 @@ pub struct Activity {
 
 struct ActivityState {
     /// Requests taken and not yet answered. While there is one, reads have no deadline here:
-    /// the request time limit (`around` in `mod.rs`) covers reading its body.
+    /// the request time limit (`middleware::around`) covers reading its body.
     requests: usize,
     /// While waiting for a request: when the connection is closed unless that request's head
     /// is complete (or, on an idle connection, its first byte has arrived).
@@ -296,5 +305,104 @@ impl AsyncWrite for CappedStream {
 
     fn is_write_vectored(&self) -> bool {
         self.stream.is_write_vectored()
+    }
+}
+
+/// Per connection: the peer's address, for the limits on failed code checks, and what the
+/// connection is doing, for its time limits.
+#[derive(Clone)]
+pub struct Dispatch {
+    current: Current,
+}
+
+impl Dispatch {
+    pub fn new(current: Current) -> Dispatch {
+        Dispatch { current }
+    }
+}
+
+impl tower::Service<axum::serve::IncomingStream<'_, Capped>> for Dispatch {
+    type Response = Connection;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Connection, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, incoming: axum::serve::IncomingStream<'_, Capped>) -> Self::Future {
+        std::future::ready(Ok(Connection {
+            peer: Peer(*incoming.remote_addr()),
+            activity: Arc::clone(incoming.io().activity()),
+            current: Arc::clone(&self.current),
+        }))
+    }
+}
+
+/// Per request: the router in force when it arrives. A request keeps that router to its
+/// end, so a swap never cuts one off half-way.
+#[derive(Clone)]
+pub struct Connection {
+    peer: Peer,
+    activity: Arc<Activity>,
+    current: Current,
+}
+
+impl tower::Service<Request> for Connection {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        // hyper calls this once the request's head is complete: from here until the
+        // response's body is written, the connection's header and idle limits do not apply.
+        let in_flight = self.activity.begin_request();
+        request.extensions_mut().insert(ConnectInfo(self.peer));
+        let router = self
+            .current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        Box::pin(async move {
+            let response = router.oneshot(request).await?;
+            Ok(response.map(|body| {
+                Body::new(Answering {
+                    body,
+                    _in_flight: in_flight,
+                })
+            }))
+        })
+    }
+}
+
+/// A response's body that holds its request in flight until hyper drops it, having written
+/// it all (or lost the connection).
+struct Answering {
+    body: Body,
+    _in_flight: InFlight,
+}
+
+impl http_body::Body for Answering {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    // Passed on so that hyper still sends a `Content-Length` rather than chunks.
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }

@@ -105,7 +105,7 @@ impl Modify for Problems {
 #[openapi(
     info(title = "Roster", description = "An event-sourced invitation and membership engine."),
     paths(
-        routes::healthz, routes::metrics, super::openapi_json,
+        routes::healthz, routes::metrics, super::router::openapi_json,
         routes::issue_key, routes::list_keys, routes::revoke_key,
         routes::put_schema, routes::get_schema,
         routes::register, routes::list_resources, routes::get_resource,

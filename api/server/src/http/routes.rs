@@ -2,45 +2,30 @@
 
 use std::collections::BTreeSet;
 
-use axum::extract::{FromRequestParts, State};
-use axum::http::request::Parts;
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use roster_domain::{
-    ApiKeyCommand, ApiKeyId, Command, Email, EmailList, Event, Privilege, ResourceCommand, RoleDef,
-    SchemaCommand, Scope,
+    ApiKeyCommand, ApiKeyId, Command, EmailList, Event, InvitationStatus, Privilege,
+    ResourceCommand, RoleDef, SchemaCommand, Scope,
 };
-use roster_projections::AsOf;
+use roster_projections::{AsOf, LinkRecord};
 use serde::Deserialize;
 
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{Json, Path, Query};
+use super::middleware::IdempotencyKey;
+use super::paging::{self, NamePage, NumberPage};
 use super::rate_limit::ClientAddress;
 use super::state::AppState;
 use super::support::{
-    authorize, code_access, code_attempt, code_error, created_link, execute, link_of, number,
-    page_limit, parse_resource, principal, refused, registered, resource_id, role, time,
-    PAGE_ITEMS_MAX,
+    self, authorize, code_access, code_attempt, code_error, email, execute, invitation_of, link_of,
+    number, parse_resource, principal, refused, registered, resource_id, role, time,
+    written_invitation, written_link,
 };
 use super::views::*;
-use roster_engine::{CodeAccess, Idempotency, KeyRequest};
-
-/// The command id a request's `Idempotency-Key` maps to (set by the idempotency middleware).
-#[derive(Debug, Clone, Default)]
-pub struct IdempotencyKey(pub Option<Idempotency>);
-
-impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(parts
-            .extensions
-            .get::<IdempotencyKey>()
-            .cloned()
-            .unwrap_or_default())
-    }
-}
+use roster_engine::{CodeAccess, KeyRequest};
 
 fn created<T: serde::Serialize>(body: T) -> Response {
     (StatusCode::CREATED, axum::Json(body)).into_response()
@@ -93,14 +78,12 @@ fn scopes(names: &[String]) -> ApiResult<BTreeSet<Scope>> {
     }
     names
         .iter()
-        .map(|name| match name.as_str() {
-            "read" => Ok(Scope::Read),
-            "write" => Ok(Scope::Write),
-            "audit" => Ok(Scope::Audit),
-            "admin" => Ok(Scope::Admin),
-            other => Err(ApiError::invalid(format!(
-                "unknown scope {other:?}: use read, write, audit or admin"
-            ))),
+        .map(|name| {
+            Scope::parse(name).ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "unknown scope {name:?}: use read, write, audit or admin"
+                ))
+            })
         })
         .collect()
 }
@@ -116,18 +99,7 @@ pub async fn issue_key(
     Json(body): Json<IssueKeyBody>,
 ) -> ApiResult<Response> {
     caller.require(Scope::Admin)?;
-    let email = body
-        .email
-        .as_deref()
-        .map(Email::parse)
-        .transpose()
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_email",
-                format!("{}: {}", e.email, e.error),
-            )
-        })?;
+    let email = body.email.as_deref().map(email).transpose()?;
     let request = KeyRequest {
         principal: principal(&body.principal)?,
         scopes: scopes(&body.scopes)?,
@@ -160,9 +132,9 @@ pub async fn list_keys(
     Query(page): Query<NamePage>,
 ) -> ApiResult<Response> {
     caller.require(Scope::Admin)?;
-    let limit = page_limit(page.limit, PAGE_ITEMS_MAX)?;
+    let limit = paging::limit(page.limit)?;
     let (rows, more) = state.engine.api_keys_page(page.after.as_deref(), limit)?;
-    let next = next_of(&rows, more, |k| k.key_id.to_string());
+    let next = paging::next(&rows, more, |k| k.key_id.to_string());
     Ok(ok(KeyList {
         items: rows.into_iter().map(KeyView::from).collect(),
         next,
@@ -291,7 +263,7 @@ pub async fn list_resources(
             ));
         }
     }
-    let limit = page_limit(query.limit, PAGE_ITEMS_MAX)?;
+    let limit = paging::limit(query.limit)?;
     let kind = query
         .kind
         .as_deref()
@@ -304,7 +276,7 @@ pub async fn list_resources(
         query.after.as_deref(),
         limit,
     )?;
-    let next = next_of(&records, more, |r| r.resource.to_string());
+    let next = paging::next(&records, more, |r| r.resource.to_string());
     let items = records
         .into_iter()
         .map(|record| {
@@ -339,33 +311,8 @@ pub async fn get_resource(
 
 // Invite links.
 
-fn link_view(state: &AppState, access: &CodeAccess, number: u64) -> ApiResult<LinkView> {
-    link_view_at(state, access, number, None)
-}
-
-/// The link as the read model has it, but with the code of `generation` when given: a
-/// rotation answers with the code it made, even when another rotation came right after it
-/// or the response is rebuilt for a repeated `Idempotency-Key`.
-fn link_view_at(
-    state: &AppState,
-    access: &CodeAccess,
-    number: u64,
-    generation: Option<u32>,
-) -> ApiResult<LinkView> {
-    match state.engine.invite(number)? {
-        Some(roster_projections::InviteRecord::Link(mut link)) => {
-            if let Some(generation) = generation {
-                link.generation = generation;
-            }
-            Ok(LinkView::of(
-                &link,
-                &state.engine,
-                access,
-                &state.config.public_url,
-            ))
-        }
-        _ => Err(ApiError::not_found(format!("invite link {number}"))),
-    }
+fn link_view(state: &AppState, access: &CodeAccess, link: &LinkRecord) -> LinkView {
+    LinkView::of(link, &state.engine, access, &state.config.public_url)
 }
 
 /// Creates an invite link.
@@ -389,10 +336,9 @@ pub async fn create_link(
             .transpose()?,
         max_uses: body.max_uses,
     };
-    let executed = execute(&state, &caller, Command::Resource(command), idempotency.0).await?;
-    let number = created_link(&executed.events)?;
+    let link = support::new_link(&state, &caller, command, idempotency.0).await?;
     let access = code_access(&state, &caller, &resource).await?;
-    Ok(created(link_view(&state, &access, number)?))
+    Ok(created(link_view(&state, &access, &link)))
 }
 
 /// The resource's invite links in id order, a page at a time; codes only for those who may
@@ -406,16 +352,16 @@ pub async fn list_links(
     Query(page): Query<NumberPage>,
 ) -> ApiResult<Response> {
     let resource = resource_id(&kind, &id)?;
-    let limit = page_limit(page.limit, PAGE_ITEMS_MAX)?;
+    let limit = paging::limit(page.limit)?;
     authorize(&state, &caller, &resource, Privilege::ViewMembers).await?;
     let access = code_access(&state, &caller, &resource).await?;
     let (links, more) = state
         .engine
         .links_page(&resource, page.after.unwrap_or(0), limit)?;
-    let next = next_of(&links, more, |l| l.number);
+    let next = paging::next(&links, more, |l| l.number);
     let items = links
         .iter()
-        .map(|l| LinkView::of(l, &state.engine, &access, &state.config.public_url))
+        .map(|l| link_view(&state, &access, l))
         .collect();
     Ok(ok(LinkList { items, next }))
 }
@@ -452,12 +398,7 @@ pub async fn get_link(
     visible(&state, &caller, &resource, &format!("invite link {number}")).await?;
     let link = link_of(&state, &resource, number)?;
     let access = code_access(&state, &caller, &resource).await?;
-    Ok(ok(LinkView::of(
-        &link,
-        &state.engine,
-        &access,
-        &state.config.public_url,
-    )))
+    Ok(ok(link_view(&state, &access, &link)))
 }
 
 fn link_number(
@@ -493,7 +434,7 @@ pub async fn change_link(
     };
     execute(&state, &caller, Command::Resource(command), None).await?;
     let access = code_access(&state, &caller, &resource).await?;
-    Ok(ok(link_view(&state, &access, link)?))
+    Ok(ok(link_view(&state, &access, &written_link(&state, link)?)))
 }
 
 /// A new code for the link; every older code stops working.
@@ -518,11 +459,16 @@ pub async fn rotate_link(
     )
     .await?;
     let access = code_access(&state, &caller, &resource).await?;
-    let generation = executed.events.iter().find_map(|e| match e {
+    let mut record = written_link(&state, link)?;
+    // The code this rotation made, even when another rotation came right after it or the
+    // response is rebuilt for a repeated `Idempotency-Key`.
+    if let Some(generation) = executed.events.iter().find_map(|e| match e {
         Event::InviteLinkRotated { generation, .. } => Some(*generation),
         _ => None,
-    });
-    Ok(ok(link_view_at(&state, &access, link, generation)?))
+    }) {
+        record.generation = generation;
+    }
+    Ok(ok(link_view(&state, &access, &record)))
 }
 
 /// Revokes a link.
@@ -553,16 +499,6 @@ fn email_list(value: serde_json::Value) -> ApiResult<EmailList> {
     })
 }
 
-fn invitation_record(
-    state: &AppState,
-    number: u64,
-) -> ApiResult<roster_projections::InvitationRecord> {
-    match state.engine.invite(number)? {
-        Some(roster_projections::InviteRecord::Email(invitation)) => Ok(invitation),
-        _ => Err(ApiError::not_found(format!("invitation {number}"))),
-    }
-}
-
 /// The mail worker's attempt limit, when it runs.
 fn delivery_configured(state: &AppState) -> Option<u32> {
     (state.config.smtp_url.is_some() && state.config.mail_from.is_some())
@@ -591,76 +527,23 @@ pub async fn create_invitations(
             .transpose()?,
         message: body.message,
     };
-    let executed = match execute(
-        &state,
-        &caller,
-        Command::Resource(command.clone()),
-        idempotency.0,
-    )
-    .await
-    {
-        Ok(executed) => executed,
-        Err(error) if error.code == "invalid_email" => {
-            // Nobody was invited: say why for each address, in the problem itself.
-            let outcome = outcome_without_invitations(&state, &caller, command).await;
-            return Err(match outcome {
-                Some(o) => error
-                    .with("already_members", serde_json::json!(o.already_members))
-                    .with(
-                        // The same shape as in a 201's body, not the domain's tuples.
-                        "already_invited",
-                        serde_json::to_value(
-                            o.already_invited
-                                .iter()
-                                .map(|(e, n)| AlreadyInvited {
-                                    email: e.to_string(),
-                                    invitation_id: *n,
-                                })
-                                .collect::<Vec<_>>(),
-                        )
-                        .unwrap_or_default(),
-                    )
-                    .with(
-                        "email_errors",
-                        serde_json::to_value(&o.email_errors).unwrap_or_default(),
-                    ),
-                None => error,
-            });
-        }
-        Err(error) => return Err(error),
-    };
-    let mut view = InvitationsCreated {
-        invited: Vec::new(),
-        already_members: Vec::new(),
-        already_invited: Vec::new(),
-        email_errors: Vec::new(),
-    };
+    // A batch that invited nobody is refused with each address's outcome in the problem.
+    let executed = execute(&state, &caller, Command::Resource(command), idempotency.0).await?;
     // The engine answers a repeated key with the first batch too, rebuilt from the log.
     let batch = executed.invitations.unwrap_or_default();
-    view.already_members = batch
-        .already_members
-        .iter()
-        .map(|e| e.to_string())
-        .collect();
-    view.already_invited = batch
-        .already_invited
-        .iter()
-        .map(|(e, n)| AlreadyInvited {
-            email: e.to_string(),
-            invitation_id: *n,
-        })
-        .collect();
-    view.email_errors = batch
-        .email_errors
-        .iter()
-        .map(|e| EmailErrorView {
-            email: e.email.clone(),
-            error: e.error.clone(),
-        })
-        .collect();
-    let numbers = batch.invited.iter().map(|(_, n)| *n);
-    for number in numbers {
-        let record = invitation_record(&state, number)?;
+    let NotInvited {
+        already_members,
+        already_invited,
+        email_errors,
+    } = NotInvited::from(&batch);
+    let mut view = InvitationsCreated {
+        invited: Vec::with_capacity(batch.invited.len()),
+        already_members,
+        already_invited,
+        email_errors,
+    };
+    for (_, number) in &batch.invited {
+        let record = written_invitation(&state, *number)?;
         let invitation = InvitationView::of(&record, &state.engine, delivery_configured(&state))
             .with_code(&record, &state.engine, &state.config.public_url);
         view.invited.push(Invited {
@@ -671,19 +554,6 @@ pub async fn create_invitations(
     Ok(created(view))
 }
 
-/// The per-email outcome of a batch that invited nobody, recomputed for the error body.
-async fn outcome_without_invitations(
-    state: &AppState,
-    caller: &Caller,
-    command: ResourceCommand,
-) -> Option<roster_domain::InvitationBatch> {
-    state
-        .engine
-        .invitation_outcome(caller.actor.clone(), command)
-        .await
-        .ok()
-}
-
 #[derive(Debug, Deserialize)]
 pub struct InvitationsQuery {
     status: Option<String>,
@@ -691,8 +561,6 @@ pub struct InvitationsQuery {
     limit: Option<usize>,
     after: Option<u64>,
 }
-
-const INVITATION_STATUSES: [&str; 5] = ["pending", "accepted", "declined", "revoked", "expired"];
 
 /// The resource's email invitations in id order, optionally of one status or to one address,
 /// a page at a time.
@@ -706,16 +574,18 @@ pub async fn list_invitations(
     Query(query): Query<InvitationsQuery>,
 ) -> ApiResult<Response> {
     let resource = resource_id(&kind, &id)?;
-    if let Some(status) = &query.status {
-        if !INVITATION_STATUSES.contains(&status.as_str()) {
-            return Err(ApiError::invalid(format!(
-                "status {status:?} is none of {}",
-                INVITATION_STATUSES.join(", ")
-            )));
-        }
-    }
-    let email = query.email.as_deref().map(email_query).transpose()?;
-    let limit = page_limit(query.limit, PAGE_ITEMS_MAX)?;
+    let status = query
+        .status
+        .as_deref()
+        .map(|text| {
+            InvitationStatus::parse(text).ok_or_else(|| {
+                let names: Vec<&str> = InvitationStatus::ALL.iter().map(|s| s.name()).collect();
+                ApiError::invalid(format!("status {text:?} is none of {}", names.join(", ")))
+            })
+        })
+        .transpose()?;
+    let email = query.email.as_deref().map(email).transpose()?;
+    let limit = paging::limit(query.limit)?;
     authorize(&state, &caller, &resource, Privilege::ViewMembers).await?;
     let now = state.engine.now();
     let (invitations, more) =
@@ -723,12 +593,9 @@ pub async fn list_invitations(
             .engine
             .invitations_page(&resource, query.after.unwrap_or(0), limit, |i| {
                 email.as_ref().is_none_or(|e| &i.email == e)
-                    && query
-                        .status
-                        .as_deref()
-                        .is_none_or(|s| invitation_status(i.status(now)) == s)
+                    && status.is_none_or(|s| i.status(now) == s)
             })?;
-    let next = next_of(&invitations, more, |i| i.number);
+    let next = paging::next(&invitations, more, |i| i.number);
     let items = invitations
         .iter()
         .map(|i| InvitationView::of(i, &state.engine, delivery_configured(&state)))
@@ -747,14 +614,7 @@ pub async fn get_invitation(
     let resource = resource_id(&kind, &id)?;
     let number = number("invitation_id", &invitation_id)?;
     visible(&state, &caller, &resource, &format!("invitation {number}")).await?;
-    let record = match state.engine.invite(number)? {
-        Some(roster_projections::InviteRecord::Email(i)) if i.resource == resource => i,
-        _ => {
-            return Err(ApiError::not_found(format!(
-                "invitation {number} of {resource}"
-            )))
-        }
-    };
+    let record = invitation_of(&state, &resource, number)?;
     Ok(ok(InvitationView::of(
         &record,
         &state.engine,
@@ -762,29 +622,13 @@ pub async fn get_invitation(
     )))
 }
 
-/// An `email` query parameter: 422 `invalid_email` when it is not an address.
-fn email_query(text: &str) -> ApiResult<Email> {
-    Email::parse(text).map_err(|e| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_email",
-            format!("{}: {}", e.email, e.error),
-        )
-    })
-}
-
-fn invitation_of(
+fn invitation_number(
     state: &AppState,
     resource: &roster_domain::ResourceId,
     invitation_id: &str,
 ) -> ApiResult<u64> {
     let number = number("invitation_id", invitation_id)?;
-    match state.engine.invite(number)? {
-        Some(roster_projections::InviteRecord::Email(i)) if &i.resource == resource => Ok(number),
-        _ => Err(ApiError::not_found(format!(
-            "invitation {number} of {resource}"
-        ))),
-    }
+    Ok(invitation_of(state, resource, number)?.number)
 }
 
 /// A new code and expiry for an invitation; the old code stops working.
@@ -797,7 +641,7 @@ pub async fn resend_invitation(
     Path((kind, id, invitation_id)): Path<(String, String, String)>,
 ) -> ApiResult<Response> {
     let resource = resource_id(&kind, &id)?;
-    let invitation = invitation_of(&state, &resource, &invitation_id)?;
+    let invitation = invitation_number(&state, &resource, &invitation_id)?;
     let executed = execute(
         &state,
         &caller,
@@ -808,9 +652,9 @@ pub async fn resend_invitation(
         idempotency.0,
     )
     .await?;
-    let mut record = invitation_record(&state, invitation)?;
+    let mut record = written_invitation(&state, invitation)?;
     // The code this resend made, not whatever generation a later resend left in the read
-    // model (see `link_view_at`).
+    // model (as a rotation does).
     if let Some((generation, expires_at)) = executed.events.iter().find_map(|e| match e {
         Event::InvitationResent {
             generation,
@@ -839,7 +683,7 @@ pub async fn revoke_invitation(
     Path((kind, id, invitation_id)): Path<(String, String, String)>,
 ) -> ApiResult<Response> {
     let resource = resource_id(&kind, &id)?;
-    let invitation = invitation_of(&state, &resource, &invitation_id)?;
+    let invitation = invitation_number(&state, &resource, &invitation_id)?;
     execute(
         &state,
         &caller,
@@ -874,14 +718,8 @@ pub async fn preview(
     Ok(ok(PreviewView {
         resource: preview.resource.to_string(),
         role: preview.role.to_string(),
-        kind: serde_json::to_value(preview.kind)
-            .ok()
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default(),
-        status: serde_json::to_value(preview.status)
-            .ok()
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default(),
+        kind: preview.kind,
+        status: preview.status,
         expires_at: preview.expires_at.map(|t| t.to_string()),
         inviter: preview.inviter.map(|p| p.to_string()),
         email: preview.email.map(|e| e.to_string()),
@@ -983,7 +821,7 @@ pub async fn pending_for_email(
     let text = query
         .email
         .ok_or_else(|| ApiError::invalid("the email query parameter is required"))?;
-    let email = email_query(&text)?;
+    let email = email(&text)?;
     caller.may_read_email(&email)?;
     let items = state
         .engine
@@ -1015,7 +853,7 @@ pub async fn list_members(
     Query(query): Query<MembersQuery>,
 ) -> ApiResult<Response> {
     let resource = resource_id(&kind, &id)?;
-    let limit = page_limit(query.limit, PAGE_ITEMS_MAX)?;
+    let limit = paging::limit(query.limit)?;
     let past = match (&query.as_of, query.at_position) {
         (Some(_), Some(_)) => return Err(ApiError::invalid("give as_of or at_position, not both")),
         (Some(text), None) => {
@@ -1060,7 +898,7 @@ pub async fn list_members(
         .await?
         .map(|(m, _)| m)
         .unwrap_or_default();
-    let mut items: Vec<MemberView> = members
+    let fetched: Vec<MemberView> = members
         .iter()
         .filter(|m| {
             query
@@ -1071,12 +909,8 @@ pub async fn list_members(
         .take(limit + 1)
         .map(MemberView::from)
         .collect();
-    let next = if items.len() > limit {
-        items.truncate(limit);
-        items.last().map(|m| m.principal.clone())
-    } else {
-        None
-    };
+    let (items, more) = paging::one_over(fetched, limit);
+    let next = paging::next(&items, more, |m| m.principal.clone());
     Ok(ok(MemberList { items, next }))
 }
 
@@ -1140,12 +974,12 @@ pub async fn memberships(
 ) -> ApiResult<Response> {
     let member = principal(&who)?;
     caller.may_read_principal(&member)?;
-    let limit = page_limit(page.limit, PAGE_ITEMS_MAX)?;
+    let limit = paging::limit(page.limit)?;
     let (rows, more) = state
         .engine
         .memberships_page(&member, page.after.as_deref(), limit)?;
     Ok(ok(MembershipList {
-        next: next_of(&rows, more, |m| m.resource.to_string()),
+        next: paging::next(&rows, more, |m| m.resource.to_string()),
         items: rows.iter().map(MembershipView::from).collect(),
     }))
 }
@@ -1187,21 +1021,13 @@ pub async fn check(
 
 // History.
 
-#[derive(Debug, Deserialize)]
-pub struct PageQuery {
-    after: Option<u64>,
-    limit: Option<usize>,
-}
-
+/// A page of history from entries read one past `limit`.
 fn history_page(entries: Vec<roster_projections::HistoryEntry>, limit: usize) -> HistoryList {
-    let mut items: Vec<HistoryView> = entries.iter().map(HistoryView::from).collect();
-    let next = if items.len() > limit {
-        items.truncate(limit);
-        items.last().map(|h| h.position)
-    } else {
-        None
-    };
-    HistoryList { items, next }
+    let (entries, more) = paging::one_over(entries, limit);
+    HistoryList {
+        next: paging::next(&entries, more, |h| h.position),
+        items: entries.iter().map(HistoryView::from).collect(),
+    }
 }
 
 /// The resource's events, each with a one-line summary.
@@ -1211,10 +1037,10 @@ pub async fn resource_history(
     State(state): State<AppState>,
     caller: Caller,
     Path((kind, id)): Path<(String, String)>,
-    Query(query): Query<PageQuery>,
+    Query(query): Query<NumberPage>,
 ) -> ApiResult<Response> {
     let resource = resource_id(&kind, &id)?;
-    let limit = page_limit(query.limit, PAGE_ITEMS_MAX)?;
+    let limit = paging::limit(query.limit)?;
     authorize(&state, &caller, &resource, Privilege::ViewHistory).await?;
     Ok(ok(history_page(
         state
@@ -1231,11 +1057,11 @@ pub async fn principal_history(
     State(state): State<AppState>,
     caller: Caller,
     Path(who): Path<String>,
-    Query(query): Query<PageQuery>,
+    Query(query): Query<NumberPage>,
 ) -> ApiResult<Response> {
     let member = principal(&who)?;
     caller.may_read_principal(&member)?;
-    let limit = page_limit(query.limit, PAGE_ITEMS_MAX)?;
+    let limit = paging::limit(query.limit)?;
     Ok(ok(history_page(
         state
             .engine
@@ -1250,17 +1076,15 @@ pub async fn principal_history(
 pub async fn events(
     State(state): State<AppState>,
     caller: Caller,
-    Query(query): Query<PageQuery>,
+    Query(query): Query<NumberPage>,
 ) -> ApiResult<Response> {
     caller.require(Scope::Audit)?;
-    let limit = page_limit(query.limit, PAGE_ITEMS_MAX)?;
+    let limit = paging::limit(query.limit)?;
     let envelopes = state.engine.events(query.after.unwrap_or(0), limit).await?;
     // A next page only when the log holds more than this one.
     let head = state.engine.head();
-    let next = envelopes
-        .last()
-        .map(|e| e.position)
-        .filter(|last| *last < head);
+    let more = envelopes.last().is_some_and(|e| e.position < head);
+    let next = paging::next(&envelopes, more, |e| e.position);
     let items = envelopes
         .iter()
         .map(|e| serde_json::to_value(e).unwrap_or_default())

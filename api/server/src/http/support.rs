@@ -1,14 +1,14 @@
 //! Small pieces the handlers share: parsing path and body values into domain values with
 //! clear errors, authorization on a resource, and running a command.
 
-use axum::http::StatusCode;
 use roster_domain::{
-    Command, DomainError, Event, Kind, Principal, Privilege, ResourceId, RoleName, Scope, Timestamp,
+    Command, DomainError, Email, Event, Kind, Principal, Privilege, ResourceId, RoleName, Scope,
+    Timestamp,
 };
-use roster_projections::{InviteRecord, LinkRecord};
+use roster_projections::{InvitationRecord, InviteRecord, LinkRecord};
 
 use super::auth::Caller;
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiCode, ApiError, ApiResult};
 use super::rate_limit::{ClientAddress, CodeAttempt, Key};
 use super::state::AppState;
 use roster_engine::{CodeAccess, Executed, Idempotency, Request};
@@ -27,13 +27,14 @@ pub fn principal(text: &str) -> ApiResult<Principal> {
 }
 
 pub fn role(text: &str) -> ApiResult<RoleName> {
-    RoleName::parse(text).map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "unknown_role",
-            format!("no role is named {text:?}"),
-        )
-    })
+    RoleName::parse(text)
+        .map_err(|_| ApiError::new(ApiCode::UnknownRole, format!("no role is named {text:?}")))
+}
+
+/// An address given in a body or a query: 422 `invalid_email` when it is not one.
+pub fn email(text: &str) -> ApiResult<Email> {
+    Email::parse(text)
+        .map_err(|e| ApiError::new(ApiCode::InvalidEmail, format!("{}: {}", e.email, e.error)))
 }
 
 pub fn time(field: &str, text: &str) -> ApiResult<Timestamp> {
@@ -48,7 +49,7 @@ pub fn number(field: &str, text: &str) -> ApiResult<u64> {
 }
 
 /// The number of the link a command created.
-pub fn created_link(events: &[Event]) -> ApiResult<u64> {
+fn created_link(events: &[Event]) -> ApiResult<u64> {
     events
         .iter()
         .find_map(|e| match e {
@@ -67,6 +68,53 @@ pub fn link_of(state: &AppState, resource: &ResourceId, number: u64) -> ApiResul
             "invite link {number} of {resource}"
         ))),
     }
+}
+
+/// An email invitation of this resource by number, as [`link_of`] finds a link.
+pub fn invitation_of(
+    state: &AppState,
+    resource: &ResourceId,
+    number: u64,
+) -> ApiResult<InvitationRecord> {
+    match state.engine.invite(number)? {
+        Some(InviteRecord::Email(invitation)) if &invitation.resource == resource => Ok(invitation),
+        _ => Err(ApiError::not_found(format!(
+            "invitation {number} of {resource}"
+        ))),
+    }
+}
+
+/// The link a command just wrote: `execute` waits until the read models have applied it, so
+/// its absence is the server's fault.
+pub fn written_link(state: &AppState, number: u64) -> ApiResult<LinkRecord> {
+    match state.engine.invite(number)? {
+        Some(InviteRecord::Link(link)) => Ok(link),
+        _ => Err(ApiError::internal(format_args!(
+            "link {number} is not in the read model"
+        ))),
+    }
+}
+
+/// The email invitation a command just wrote, as [`written_link`] finds a link.
+pub fn written_invitation(state: &AppState, number: u64) -> ApiResult<InvitationRecord> {
+    match state.engine.invite(number)? {
+        Some(InviteRecord::Email(invitation)) => Ok(invitation),
+        _ => Err(ApiError::internal(format_args!(
+            "invitation {number} is not in the read model"
+        ))),
+    }
+}
+
+/// Runs a `CreateInviteLink` for the caller and answers the link it made (the first
+/// outcome's link for a repeated idempotency key).
+pub async fn new_link(
+    state: &AppState,
+    caller: &Caller,
+    command: roster_domain::ResourceCommand,
+    idempotency: Option<Idempotency>,
+) -> ApiResult<LinkRecord> {
+    let executed = execute(state, caller, Command::Resource(command), idempotency).await?;
+    written_link(state, created_link(&executed.events)?)
 }
 
 /// 404 unless the resource is registered.
@@ -145,10 +193,7 @@ pub async fn execute(
 /// Counts domain refusals for the metrics on their way out.
 pub fn refused(state: &AppState, error: ApiError) -> ApiError {
     if error.status.is_client_error() {
-        state
-            .metrics
-            .commands_refused
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        state.metrics.command_refused();
     }
     error
 }
@@ -174,8 +219,7 @@ pub fn code_attempt(
             state.metrics.rate_limited(family, limited.scope);
             let seconds = limited.retry_after_s();
             let mut error = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
+                ApiCode::RateLimited,
                 format!("too many failed code checks; retry in {seconds} s"),
             );
             error.retry_after_s = Some(seconds);
@@ -200,22 +244,7 @@ pub fn code_error(
     ) {
         state.metrics.failed_code_check(family);
         state.code_failures.failed(attempt);
-        state.metrics.rate_limit_keys.store(
-            u64::try_from(state.code_failures.tracked()).unwrap_or(u64::MAX),
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        state.metrics.rate_limit_keys(state.code_failures.tracked());
     }
     refused(state, error.into())
-}
-
-/// The most items one page of a list answers, whatever `limit` asks.
-pub const PAGE_ITEMS_MAX: usize = 1000;
-
-/// `limit` bounded to `1..=max`, 100 when absent.
-pub fn page_limit(limit: Option<usize>, max: usize) -> ApiResult<usize> {
-    match limit {
-        None => Ok(100.min(max)),
-        Some(0) => Err(ApiError::invalid("limit must be at least 1")),
-        Some(n) => Ok(n.min(max)),
-    }
 }

@@ -1,7 +1,9 @@
 //! The JSON bodies of the native API, requests and responses, as the OpenAPI document
 //! describes them. Views are built from read-model records; codes are derived on the way out.
 
-use roster_domain::{InvitationStatus, LinkStatus, Timestamp};
+use roster_domain::{
+    CodeKind, CodeStatus, InvitationBatch, InvitationStatus, LinkStatus, Scope, Timestamp,
+};
 use roster_projections::{
     ApiKeyRow, Closure, HistoryEntry, InvitationRecord, LinkRecord, MemberRecord, MembershipRecord,
     ResourceRecord,
@@ -40,7 +42,8 @@ pub struct IssuedKeyView {
     /// The key itself: shown only in this response.
     pub key: String,
     pub principal: String,
-    pub scopes: Vec<String>,
+    #[schema(value_type = Vec<String>)]
+    pub scopes: Vec<Scope>,
     pub act_as: bool,
     pub created_at: String,
 }
@@ -49,7 +52,9 @@ pub struct IssuedKeyView {
 pub struct KeyView {
     pub id: String,
     pub principal: String,
-    pub scopes: Vec<String>,
+    /// Any of `read`, `write`, `audit`, `admin`.
+    #[schema(value_type = Vec<String>)]
+    pub scopes: Vec<Scope>,
     pub act_as: bool,
     pub email: Option<String>,
     pub name: Option<String>,
@@ -62,11 +67,7 @@ impl From<ApiKeyRow> for KeyView {
         KeyView {
             id: row.key_id.to_string(),
             principal: row.principal.to_string(),
-            scopes: row
-                .scopes
-                .iter()
-                .map(|s| super::auth::scope_name(*s).to_string())
-                .collect(),
+            scopes: row.scopes.iter().copied().collect(),
             act_as: row.act_as,
             email: row.email.map(|e| e.to_string()),
             name: row.name,
@@ -200,7 +201,8 @@ pub struct LinkView {
     pub max_uses: Option<u32>,
     pub uses: u32,
     /// `active`, `expired`, `exhausted` or `revoked`.
-    pub status: String,
+    #[schema(value_type = String)]
+    pub status: LinkStatus,
 }
 
 impl LinkView {
@@ -226,31 +228,12 @@ impl LinkView {
             expires_at: link.expires_at.map(time),
             max_uses: link.max_uses,
             uses: link.uses,
-            status: link_status(link.status(engine.now())).into(),
+            status: link.status(engine.now()),
         }
     }
 }
 
 pub use crate::invite_url;
-
-pub fn link_status(status: LinkStatus) -> &'static str {
-    match status {
-        LinkStatus::Active => "active",
-        LinkStatus::Expired => "expired",
-        LinkStatus::Exhausted => "exhausted",
-        LinkStatus::Revoked => "revoked",
-    }
-}
-
-pub fn invitation_status(status: InvitationStatus) -> &'static str {
-    match status {
-        InvitationStatus::Pending => "pending",
-        InvitationStatus::Accepted => "accepted",
-        InvitationStatus::Declined => "declined",
-        InvitationStatus::Revoked => "revoked",
-        InvitationStatus::Expired => "expired",
-    }
-}
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct LinkList {
@@ -285,10 +268,21 @@ fn emails_schema() -> utoipa::openapi::schema::Schema {
     )
 }
 
+/// Where an invitation's mail stands (DESIGN section 8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    /// No SMTP server is configured: the host sends its own mail.
+    NotConfigured,
+    Pending,
+    Delivered,
+    /// The worker gave up on the invitation's current code.
+    Failed,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DeliveryView {
-    /// `not_configured`, `pending`, `delivered` or `failed`.
-    pub status: String,
+    pub status: DeliveryStatus,
     pub attempts: u32,
     pub last_error: Option<String>,
 }
@@ -300,7 +294,8 @@ pub struct InvitationView {
     pub email: String,
     pub role: String,
     /// `pending`, `accepted`, `declined`, `revoked` or `expired`.
-    pub status: String,
+    #[schema(value_type = String)]
+    pub status: InvitationStatus,
     pub invited_by: Option<String>,
     pub created_at: String,
     pub expires_at: String,
@@ -327,30 +322,30 @@ impl InvitationView {
         };
         let delivery = &invitation.delivery;
         let delivery_status = if delivery.delivered_generation == Some(invitation.generation) {
-            "delivered"
+            DeliveryStatus::Delivered
         } else if attempts_max.is_none() {
-            "not_configured"
+            DeliveryStatus::NotConfigured
         } else if delivery.last_error.is_some()
             && attempts_max.is_some_and(|max| delivery.attempts >= max)
         {
             // The worker has given up on this generation.
-            "failed"
+            DeliveryStatus::Failed
         } else {
-            "pending"
+            DeliveryStatus::Pending
         };
         InvitationView {
             id: invitation.number,
             resource: invitation.resource.to_string(),
             email: invitation.email.to_string(),
             role: invitation.role.to_string(),
-            status: invitation_status(invitation.status(engine.now())).into(),
+            status: invitation.status(engine.now()),
             invited_by: invitation.invited_by.as_ref().map(|p| p.to_string()),
             created_at: time(invitation.created_at),
             expires_at: time(invitation.expires_at),
             accepted_by,
             accepted_at,
             delivery: DeliveryView {
-                status: delivery_status.into(),
+                status: delivery_status,
                 attempts: delivery.attempts,
                 last_error: delivery.last_error.clone(),
             },
@@ -387,13 +382,13 @@ pub struct Invited {
     pub invitation: InvitationView,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct AlreadyInvited {
     pub email: String,
     pub invitation_id: u64,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct EmailErrorView {
     pub email: String,
     pub error: String,
@@ -405,6 +400,44 @@ pub struct InvitationsCreated {
     pub already_members: Vec<String>,
     pub already_invited: Vec<AlreadyInvited>,
     pub email_errors: Vec<EmailErrorView>,
+}
+
+/// The addresses a batch did not invite, and why: in a 201's body, and in the problem of a
+/// batch that invited nobody.
+#[derive(Debug)]
+pub struct NotInvited {
+    pub already_members: Vec<String>,
+    pub already_invited: Vec<AlreadyInvited>,
+    pub email_errors: Vec<EmailErrorView>,
+}
+
+impl From<&InvitationBatch> for NotInvited {
+    fn from(batch: &InvitationBatch) -> NotInvited {
+        NotInvited {
+            already_members: batch
+                .already_members
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            // The API's shape, not the domain's tuples.
+            already_invited: batch
+                .already_invited
+                .iter()
+                .map(|(email, number)| AlreadyInvited {
+                    email: email.to_string(),
+                    invitation_id: *number,
+                })
+                .collect(),
+            email_errors: batch
+                .email_errors
+                .iter()
+                .map(|e| EmailErrorView {
+                    email: e.email.clone(),
+                    error: e.error.clone(),
+                })
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -419,8 +452,12 @@ pub struct PreviewView {
     pub resource: String,
     pub role: String,
     /// `link` or `email`.
-    pub kind: String,
-    pub status: String,
+    #[schema(value_type = String)]
+    pub kind: CodeKind,
+    /// A link's status (`active`, `expired`, `exhausted`, `revoked`) or an invitation's
+    /// (`pending`, `accepted`, `declined`, `revoked`, `expired`).
+    #[schema(value_type = String)]
+    pub status: CodeStatus,
     pub expires_at: Option<String>,
     pub inviter: Option<String>,
     pub email: Option<String>,
@@ -505,29 +542,6 @@ pub struct ResourceList {
     pub items: Vec<ResourceView>,
     /// Pass as `after` for the next page; null on the last.
     pub next: Option<String>,
-}
-
-/// `limit` and `after` of a list whose items are numbered (links, invitations, webhooks).
-#[derive(Debug, Deserialize)]
-pub struct NumberPage {
-    pub limit: Option<usize>,
-    pub after: Option<u64>,
-}
-
-/// `limit` and `after` of a list whose items are named (memberships, API keys).
-#[derive(Debug, Deserialize)]
-pub struct NamePage {
-    pub limit: Option<usize>,
-    pub after: Option<String>,
-}
-
-/// The `next` of a page: the last item's cursor when more follow.
-pub fn next_of<T, C>(items: &[T], more: bool, cursor: impl Fn(&T) -> C) -> Option<C> {
-    if more {
-        items.last().map(cursor)
-    } else {
-        None
-    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]

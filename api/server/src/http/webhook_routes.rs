@@ -11,10 +11,10 @@ use utoipa::ToSchema;
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{Json, Path, Query};
-use super::routes::IdempotencyKey;
+use super::middleware::IdempotencyKey;
+use super::paging::{self, NumberPage};
 use super::state::AppState;
-use super::support::{execute, number, page_limit, PAGE_ITEMS_MAX};
-use super::views::{next_of, NumberPage};
+use super::support::{execute, number};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -138,9 +138,9 @@ pub async fn list_webhooks(
     Query(page): Query<NumberPage>,
 ) -> ApiResult<Response> {
     caller.require(Scope::Admin)?;
-    let limit = page_limit(page.limit, PAGE_ITEMS_MAX)?;
+    let limit = paging::limit(page.limit)?;
     let (rows, more) = state.engine.webhooks_page(page.after.unwrap_or(0), limit)?;
-    let next = next_of(&rows, more, |w| w.id);
+    let next = paging::next(&rows, more, |w| w.id);
     let items = rows.into_iter().map(WebhookView::from).collect();
     Ok(axum::Json(WebhookList { items, next }).into_response())
 }
@@ -174,12 +174,6 @@ pub async fn delete_webhook(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Debug, Deserialize)]
-pub struct PageQuery {
-    after: Option<u64>,
-    limit: Option<usize>,
-}
-
 /// Every delivery attempt to a subscription, by event position then attempt.
 #[utoipa::path(get, path = "/v1/webhooks/{id}/deliveries", tag = "webhooks", params(("id" = u64, Path), ("after" = Option<u64>, Query, description = "an event position"), ("limit" = Option<usize>, Query)),
     responses((status = 200, body = DeliveryAttemptList), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
@@ -187,20 +181,16 @@ pub async fn webhook_deliveries(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    Query(query): Query<PageQuery>,
+    Query(query): Query<NumberPage>,
 ) -> ApiResult<Response> {
     caller.require(Scope::Admin)?;
     let webhook = webhook_of(&state, &id)?;
-    let limit = page_limit(query.limit, PAGE_ITEMS_MAX)?;
-    let mut rows = state
+    let limit = paging::limit(query.limit)?;
+    let fetched = state
         .engine
         .webhook_deliveries(webhook, query.after.unwrap_or(0), limit + 1)?;
-    let next = if rows.len() > limit {
-        rows.truncate(limit);
-        rows.last().map(|r| r.position)
-    } else {
-        None
-    };
+    let (rows, more) = paging::one_over(fetched, limit);
+    let next = paging::next(&rows, more, |r| r.position);
     Ok(axum::Json(DeliveryAttemptList {
         items: rows.into_iter().map(DeliveryAttemptView::from).collect(),
         next,

@@ -7,8 +7,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
-use roster_domain::{Command, ResourceCommand};
-use roster_projections::InviteRecord;
+use roster_domain::ResourceCommand;
 use serde::Serialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
@@ -16,9 +15,9 @@ use utoipa::ToSchema;
 use super::{ignored_body, integer_id, json, RawBody};
 use crate::http::auth::authenticate;
 use crate::http::error::{ApiError, ApiResult};
-use crate::http::routes::IdempotencyKey;
+use crate::http::middleware::IdempotencyKey;
 use crate::http::state::AppState;
-use crate::http::support::{created_link, execute, resource_id, role};
+use crate::http::support::{new_link, resource_id, role};
 
 /// Cal.com's invite tokens last a week.
 const TOKEN_VALIDITY_MS: i64 = 7 * 24 * 60 * 60 * 1000;
@@ -82,7 +81,7 @@ fn error(error: ApiError) -> Response {
     };
     let body = json!({
         "status": "error",
-        "error": { "code": code, "message": error.detail, "details": { "code": error.code } },
+        "error": { "code": code, "message": error.detail, "details": { "code": error.code.as_str() } },
     });
     super::error_json(error.status, body, error.retry_after_s)
 }
@@ -126,13 +125,7 @@ async fn invite(
         expires_at: Some(expires_at),
         max_uses: None,
     };
-    let executed = execute(state, &caller, Command::Resource(command), idempotency.0).await?;
-    let number = created_link(&executed.events)?;
-    let Some(InviteRecord::Link(link)) = state.engine.invite(number)? else {
-        return Err(ApiError::internal(format_args!(
-            "link {number} is not in the read model"
-        )));
-    };
+    let link = new_link(state, &caller, command, idempotency.0).await?;
     let token = state.engine.code(link.number, link.generation).encode_hex();
     let invite_link = format!(
         "{}/signup?token={token}&callbackUrl=/getting-started",

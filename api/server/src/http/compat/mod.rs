@@ -50,11 +50,7 @@ pub(super) type RawBody = Result<Bytes, BytesRejection>;
 fn body_bytes(body: RawBody) -> ApiResult<Bytes> {
     body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "the body is larger than the server accepts",
-            )
+            ApiError::payload_too_large()
         } else {
             ApiError::invalid("the body could not be read")
         }

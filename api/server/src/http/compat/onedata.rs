@@ -7,8 +7,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
-use roster_domain::{Command, ResourceCommand};
-use roster_projections::InviteRecord;
+use roster_domain::ResourceCommand;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
@@ -16,10 +15,10 @@ use utoipa::ToSchema;
 use super::{ignored_body, json, json_body, RawBody};
 use crate::http::auth::authenticate;
 use crate::http::error::{ApiError, ApiResult};
+use crate::http::middleware::IdempotencyKey;
 use crate::http::rate_limit::ClientAddress;
-use crate::http::routes::IdempotencyKey;
 use crate::http::state::AppState;
-use crate::http::support::{code_attempt, code_error, created_link, execute, resource_id};
+use crate::http::support::{code_attempt, code_error, new_link, resource_id};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
@@ -107,13 +106,7 @@ async fn token(
         expires_at: None,
         max_uses: None,
     };
-    let executed = execute(state, &caller, Command::Resource(command), idempotency.0).await?;
-    let number = created_link(&executed.events)?;
-    let Some(InviteRecord::Link(link)) = state.engine.invite(number)? else {
-        return Err(ApiError::internal(format_args!(
-            "link {number} is not in the read model"
-        )));
-    };
+    let link = new_link(state, &caller, command, idempotency.0).await?;
     Ok(json(
         StatusCode::OK,
         OnedataSpaceInviteToken {

@@ -12,13 +12,13 @@ use axum::routing::post;
 use axum::Router;
 use roster_domain::{Command, EmailList, InvitationBatch, ResourceCommand, RoleName};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::{integer_id, json, json_body, RawBody};
 use crate::http::auth::authenticate;
 use crate::http::error::{ApiError, ApiResult};
-use crate::http::routes::IdempotencyKey;
+use crate::http::middleware::IdempotencyKey;
 use crate::http::state::AppState;
 use crate::http::support::{execute, resource_id};
 
@@ -71,11 +71,26 @@ pub struct OnehubError {
     pub share: Option<OnehubShare>,
 }
 
-fn error(error: ApiError) -> Response {
-    let mut body = json!({ "error": error.detail });
-    if let Some(share) = error.extensions.get("share") {
-        body["share"] = share.clone();
+/// A refused request, with the share when the refusal was the batch's (an invalid email, or a
+/// limit reached).
+struct Refusal {
+    error: ApiError,
+    share: Option<OnehubShare>,
+}
+
+impl From<ApiError> for Refusal {
+    fn from(error: ApiError) -> Refusal {
+        Refusal { error, share: None }
     }
+}
+
+fn error(refusal: Refusal) -> Response {
+    let Refusal { error, share } = refusal;
+    let body = OnehubError {
+        error: error.detail,
+        share,
+    };
+    let body = serde_json::to_value(body).unwrap_or(Value::Null);
     super::error_json(error.status, body, error.retry_after_s)
 }
 
@@ -148,7 +163,7 @@ async fn invite(
     kind: &str,
     id: &str,
     body: RawBody,
-) -> ApiResult<Response> {
+) -> Result<Response, Refusal> {
     let caller = authenticate(state, headers)?;
     let number = integer_id("id", id)?;
     let resource = resource_id(kind, &number.to_string())?;
@@ -168,45 +183,28 @@ async fn invite(
         expires_at: None,
         message: None,
     };
-    match execute(
-        state,
-        &caller,
-        Command::Resource(command.clone()),
-        idempotency.0,
-    )
-    .await
-    {
+    match execute(state, &caller, Command::Resource(command), idempotency.0).await {
         Ok(executed) => {
             // A repeated Idempotency-Key gets the first batch too, rebuilt by the engine.
             let share = share_of(&executed.invitations.unwrap_or_default(), &requested);
             Ok(json(StatusCode::CREATED, OnehubShareBody { share }))
         }
-        Err(refusal) if refusal.status == StatusCode::UNPROCESSABLE_ENTITY => {
-            // Nobody was invited (every address invalid, a member or invited already) or a
-            // limit was reached: a 422 whose body says why, per address where it can.
-            let mut share = match refusal.code {
-                "invalid_email" => match state
-                    .engine
-                    .invitation_outcome(caller.actor.clone(), command)
-                    .await
-                {
-                    Ok(outcome) => share_of(&outcome, &requested),
-                    Err(_) => share_of(&InvitationBatch::default(), &requested),
-                },
-                _ => share_of(&InvitationBatch::default(), &requested),
-            };
-            let field = if refusal.code == "invalid_email" {
-                "emails"
-            } else {
-                "base"
-            };
+        Err(mut error) if error.status == StatusCode::UNPROCESSABLE_ENTITY => {
+            // Nobody was invited (every address invalid, a member or invited already: the
+            // refusal carries each address's outcome) or a limit was reached (nothing per
+            // address to say): a 422 whose body says why, per address where it can.
+            let batch = error.refused_batch.take();
+            let field = if batch.is_some() { "emails" } else { "base" };
+            let mut share = share_of(&batch.unwrap_or_default(), &requested);
             share
                 .errors
-                .insert(field.to_string(), vec![refusal.detail.clone()]);
-            let share = serde_json::to_value(&share).unwrap_or(Value::Null);
-            Err(refusal.with("share", share))
+                .insert(field.to_string(), vec![error.detail.clone()]);
+            Err(Refusal {
+                error,
+                share: Some(share),
+            })
         }
-        Err(refusal) => Err(refusal),
+        Err(error) => Err(error.into()),
     }
 }
 

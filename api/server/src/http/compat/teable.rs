@@ -12,20 +12,20 @@ use axum::Router;
 use roster_domain::{
     Command, DomainError, Email, EmailList, InviteCode, Privilege, ResourceCommand, ResourceId,
 };
-use roster_projections::{InviteRecord, LinkRecord};
+use roster_projections::LinkRecord;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
 use super::{json, json_body, RawBody};
 use crate::http::auth::authenticate;
-use crate::http::error::{ApiError, ApiResult};
+use crate::http::error::{ApiCode, ApiError, ApiResult};
+use crate::http::middleware::IdempotencyKey;
 use crate::http::rate_limit::ClientAddress;
-use crate::http::routes::IdempotencyKey;
 use crate::http::state::AppState;
 use crate::http::support::{
-    authorize, code_access, code_attempt, code_error, created_link, execute, link_of, number,
-    resource_id, role,
+    authorize, code_access, code_attempt, code_error, execute, link_of, new_link, number,
+    resource_id, role, written_link,
 };
 
 /// The roles Teable's request schema enumerates; anything else is Teable's validation error.
@@ -138,7 +138,7 @@ fn error(error: ApiError) -> Response {
         "message": error.detail,
         "status": error.status.as_u16(),
         "code": code,
-        "data": { "rosterCode": error.code },
+        "data": { "rosterCode": error.code.as_str() },
     });
     super::error_json(error.status, body, error.retry_after_s)
 }
@@ -183,15 +183,6 @@ fn link_body(state: &AppState, link: &LinkRecord) -> TeableInvitationLink {
     }
 }
 
-fn the_link(state: &AppState, number: u64) -> ApiResult<LinkRecord> {
-    match state.engine.invite(number)? {
-        Some(InviteRecord::Link(link)) => Ok(link),
-        _ => Err(ApiError::internal(format_args!(
-            "link {number} is not in the read model"
-        ))),
-    }
-}
-
 /// Creates a multi-use invitation link to the space with a role.
 #[utoipa::path(post, path = "/api/space/{spaceId}/invitation/link", tag = "teable", params(("spaceId" = String, Path)), request_body = TeableRoleBody,
     responses((status = 201, body = TeableInvitationLink), (status = 400, body = TeableError), (status = 401, body = TeableError), (status = 403, body = TeableError), (status = 404, body = TeableError), (status = 422, body = TeableError)),
@@ -214,9 +205,7 @@ pub async fn create_link(
                 expires_at: None,
                 max_uses: None,
             };
-            let executed =
-                execute(&state, &caller, Command::Resource(command), idempotency.0).await?;
-            let link = the_link(&state, created_link(&executed.events)?)?;
+            let link = new_link(&state, &caller, command, idempotency.0).await?;
             Ok(json(StatusCode::CREATED, link_body(&state, &link)))
         }
         .await,
@@ -279,7 +268,7 @@ pub async fn change_link(
                 max_uses: None,
             };
             execute(&state, &caller, Command::Resource(command), None).await?;
-            let changed = the_link(&state, link)?;
+            let changed = written_link(&state, link)?;
             Ok(json(
                 StatusCode::OK,
                 TeableLinkRole {
@@ -362,59 +351,41 @@ pub async fn email_invitations(
                 expires_at: None,
                 message: None,
             };
-            let mut out: BTreeMap<String, TeableEmailInvitation> = BTreeMap::new();
-            match execute(
-                &state,
-                &caller,
-                Command::Resource(command.clone()),
-                idempotency.0,
-            )
-            .await
+            // A repeated key gets the first batch, rebuilt by the engine.
+            let batch = match execute(&state, &caller, Command::Resource(command), idempotency.0)
+                .await
             {
-                Ok(executed) => {
-                    // An address with a pending invitation keeps it: answering with that
-                    // invitation makes a repeated request harmless. A repeated key gets the
-                    // first batch, rebuilt by the engine.
-                    let batch = executed.invitations.unwrap_or_default();
-                    for (email, number) in batch.invited.iter().chain(&batch.already_invited) {
-                        out.insert(
-                            email.to_string(),
-                            TeableEmailInvitation {
-                                invitation_id: number.to_string(),
-                            },
-                        );
-                    }
-                }
-                // Nobody new was invited: every address was a member already or invited already.
-                Err(refusal) if refusal.code == "invalid_email" => {
-                    let outcome = state
-                        .engine
-                        .invitation_outcome(caller.actor.clone(), command)
-                        .await
-                        .map_err(|_| refusal)?;
-                    if outcome.already_invited.is_empty() {
-                        let members: Vec<String> = outcome
+                Ok(executed) => executed.invitations.unwrap_or_default(),
+                Err(mut refusal) => match refusal.refused_batch.take() {
+                    // Nobody new was invited: every address was a member already or invited
+                    // already. The refusal says which.
+                    Some(batch) if batch.already_invited.is_empty() => {
+                        let members: Vec<String> = batch
                             .already_members
                             .iter()
                             .map(ToString::to_string)
                             .collect();
                         return Err(ApiError::new(
-                            StatusCode::BAD_REQUEST,
-                            "already_exists",
+                            ApiCode::AlreadyExists,
                             format!("already collaborators of the space: {}", members.join(", ")),
-                        ));
+                        )
+                        .with_status(StatusCode::BAD_REQUEST));
                     }
-                    for (email, number) in &outcome.already_invited {
-                        out.insert(
-                            email.to_string(),
-                            TeableEmailInvitation {
-                                invitation_id: number.to_string(),
-                            },
-                        );
-                    }
-                }
-                Err(refusal) => return Err(refusal),
-            }
+                    Some(batch) => *batch,
+                    None => return Err(refusal),
+                },
+            };
+            // An address with a pending invitation keeps it: answering with that invitation
+            // makes a repeated request harmless.
+            let out: BTreeMap<String, TeableEmailInvitation> = batch
+                .invited
+                .iter()
+                .chain(&batch.already_invited)
+                .map(|(email, number)| {
+                    let invitation_id = number.to_string();
+                    (email.to_string(), TeableEmailInvitation { invitation_id })
+                })
+                .collect();
             Ok(json(StatusCode::CREATED, out))
         }
         .await,

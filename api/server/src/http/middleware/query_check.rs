@@ -12,7 +12,7 @@ use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
 
-use super::error::ApiError;
+use crate::http::error::ApiError;
 
 /// `(METHOD, path template)` → the query parameters the route documents.
 type Known = HashMap<(String, String), BTreeSet<String>>;
@@ -21,7 +21,7 @@ fn known() -> &'static Known {
     static KNOWN: OnceLock<Known> = OnceLock::new();
     KNOWN.get_or_init(|| {
         let document: serde_json::Value =
-            serde_json::from_str(super::openapi::document()).unwrap_or_default();
+            serde_json::from_str(crate::http::openapi::document()).unwrap_or_default();
         let mut known = Known::new();
         let paths = document["paths"].as_object().cloned().unwrap_or_default();
         for (path, operations) in paths {
