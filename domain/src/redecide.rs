@@ -620,6 +620,30 @@ impl LogCheck {
     }
 
     /// Resources (streams of them) seen so far.
+    /// Once the whole log is read: every resource's final state against the invariants of
+    /// [`ResourceState::check_invariants`], under its kind's schema in force. The first that
+    /// fails, in resource order, with the reason.
+    pub fn finish(&self) -> Result<(), (ResourceId, String)> {
+        let mut resources: Vec<&ResourceId> = self.resources.keys().collect();
+        resources.sort();
+        for resource in resources {
+            let kind = resource.kind();
+            let schema = match self.in_force.get(kind) {
+                Some(schema) => schema.clone(),
+                None => self
+                    .schemas
+                    .get(kind)
+                    .cloned()
+                    .unwrap_or_default()
+                    .in_force(kind),
+            };
+            self.resources[resource]
+                .check_invariants(&schema)
+                .map_err(|reason| (resource.clone(), reason))?;
+        }
+        Ok(())
+    }
+
     pub fn resource_count(&self) -> usize {
         self.resources.len()
     }
@@ -688,7 +712,7 @@ fn fold_resource(
         let holds_highest =
             |s: &ResourceState| touched.and_then(|p| s.member(p)).map(|m| &m.role) == Some(highest);
         let held = holds_highest(state);
-        *state = std::mem::take(state).evolve(event);
+        state.apply(event);
         let registered = matches!(event, Event::ResourceRegistered { .. });
         if stranded.is_none()
             && state.registered().is_some()

@@ -196,6 +196,42 @@ impl ResourceState {
         &self.known_emails
     }
 
+    /// What holds of every state the rules can reach, given the schema in force: nothing
+    /// happens on a resource before it is registered; a registered one keeps a holder of the
+    /// highest role (rule 3); each link and invitation is filed under its own number.
+    /// `roster verify` checks each resource's final state with it; the rules keep it command
+    /// by command.
+    pub fn check_invariants(&self, schema: &RoleSchema) -> Result<(), String> {
+        if self.registered.is_none() {
+            if !self.members.is_empty() || !self.links.is_empty() || !self.invitations.is_empty() {
+                return Err("members, links or invitations on an unregistered resource".into());
+            }
+            return Ok(());
+        }
+        let highest = schema.highest();
+        if !self.members.values().any(|m| &m.role == highest) {
+            return Err(format!("nobody holds {highest}"));
+        }
+        if let Some((number, link)) = self
+            .links
+            .iter()
+            .find(|(number, link)| **number != link.number)
+        {
+            return Err(format!("link {} is filed under {number}", link.number));
+        }
+        if let Some((number, invitation)) = self
+            .invitations
+            .iter()
+            .find(|(number, i)| **number != i.number)
+        {
+            return Err(format!(
+                "invitation {} is filed under {number}",
+                invitation.number
+            ));
+        }
+        Ok(())
+    }
+
     /// The pending invitation for an email, if any.
     pub fn pending_invitation_for(
         &self,
@@ -224,6 +260,12 @@ impl ResourceState {
     /// Applies one event. Events of other streams, and events naming a link or invitation this
     /// state never saw, change nothing: `decide` never emits them, and replay must not fail on them.
     pub fn evolve(mut self, event: &Event) -> ResourceState {
+        self.apply(event);
+        self
+    }
+
+    /// Applies one event in place: what [`ResourceState::evolve`] does, without moving the state.
+    pub fn apply(&mut self, event: &Event) {
         match event {
             Event::ResourceRegistered {
                 resource,
@@ -424,7 +466,6 @@ impl ResourceState {
             | Event::WebhookDelivered { .. }
             | Event::WebhookDeliveryFailed { .. } => {}
         }
-        self
     }
 }
 
@@ -448,6 +489,12 @@ impl SchemaState {
     }
 
     pub fn evolve(mut self, event: &Event) -> SchemaState {
+        self.apply(event);
+        self
+    }
+
+    /// Applies one event in place: what [`SchemaState::evolve`] does, without moving the state.
+    pub fn apply(&mut self, event: &Event) {
         if let Event::RoleSchemaDefined {
             kind,
             roles,
@@ -460,7 +507,6 @@ impl SchemaState {
                 self.defined = Some(schema);
             }
         }
-        self
     }
 }
 
@@ -502,6 +548,12 @@ impl ApiKeysState {
     }
 
     pub fn evolve(mut self, event: &Event) -> ApiKeysState {
+        self.apply(event);
+        self
+    }
+
+    /// Applies one event in place: what [`ApiKeysState::evolve`] does, without moving the state.
+    pub fn apply(&mut self, event: &Event) {
         match event {
             Event::ApiKeyIssued {
                 key_id,
@@ -534,7 +586,6 @@ impl ApiKeysState {
             }
             _ => {}
         }
-        self
     }
 
     /// Every known principal's verified email, from the keys that carry one.

@@ -97,6 +97,12 @@ impl WebhooksState {
     }
 
     pub fn evolve(mut self, event: &Event) -> WebhooksState {
+        self.apply(event);
+        self
+    }
+
+    /// Applies one event in place: what [`WebhooksState::evolve`] does, without moving the state.
+    pub fn apply(&mut self, event: &Event) {
         match event {
             Event::WebhookSubscribed {
                 webhook,
@@ -120,7 +126,6 @@ impl WebhooksState {
             }
             _ => {}
         }
-        self
     }
 
     pub fn decide(

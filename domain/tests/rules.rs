@@ -4,6 +4,8 @@ mod support;
 
 use std::collections::BTreeSet;
 
+use libtest_mimic::{Arguments, Failed, Trial};
+
 use roster_domain::*;
 use support::*;
 
@@ -191,775 +193,930 @@ fn is_types(events: &[Event], types: &[&str]) -> bool {
         .eq(types.iter().copied())
 }
 
-/// The whole table: (what the case shows, its verdict). Names start with the rule they exercise.
-fn cases() -> Vec<(&'static str, Verdict)> {
+/// A case of the table: decides its command when run, so each runs on its own.
+type Case = Box<dyn Fn() -> Verdict + Send>;
+
+/// The whole table: (what the case shows, how to reach its verdict). Names start with the rule
+/// they exercise; each is a test of its own (`cargo test -p roster-domain --test rules -- 'rule 1:'`).
+fn cases() -> Vec<(&'static str, Case)> {
     let r = given::<ResourceState>;
     vec![
         // Rule 1: grant only roles at or below one's own; the highest only by a holder.
         (
             "rule 1: an owner may grant owner",
-            r(team())
-                .when(set_role("bob", "owner"), by("alice"))
-                .then_events(vec![added("bob", "owner", Some("alice"))]),
+            Box::new(move || {
+                r(team())
+                    .when(set_role("bob", "owner"), by("alice"))
+                    .then_events(vec![added("bob", "owner", Some("alice"))])
+            }) as Case,
         ),
         (
             "rule 1: a creator may not grant owner",
-            r(team())
-                .when(set_role("bob", "owner"), by("carol"))
-                .then_error("role_not_grantable"),
+            Box::new(move || {
+                r(team())
+                    .when(set_role("bob", "owner"), by("carol"))
+                    .then_error("role_not_grantable")
+            }) as Case,
         ),
         (
             "rule 1: a creator may grant creator",
-            r(team())
-                .when(set_role("bob", "creator"), by("carol"))
-                .then_events(vec![added("bob", "creator", Some("carol"))]),
+            Box::new(move || {
+                r(team())
+                    .when(set_role("bob", "creator"), by("carol"))
+                    .then_events(vec![added("bob", "creator", Some("carol"))])
+            }) as Case,
         ),
         (
             "rule 1: an editor may not make a creator link",
-            r(team())
-                .when(create_link("creator"), by("erin"))
-                .then_error("role_not_grantable"),
+            Box::new(move || {
+                r(team())
+                    .when(create_link("creator"), by("erin"))
+                    .then_error("role_not_grantable")
+            }) as Case,
         ),
         (
             "rule 1: an editor may invite by email as editor",
-            r(team())
-                .when(invite("zoe@x.io", Some("editor")), by("erin"))
-                .then_events_matching("one InvitationCreated", |e| {
-                    is_types(e, &["InvitationCreated"])
-                }),
+            Box::new(move || {
+                r(team())
+                    .when(invite("zoe@x.io", Some("editor")), by("erin"))
+                    .then_events_matching("one InvitationCreated", |e| {
+                        is_types(e, &["InvitationCreated"])
+                    })
+            }) as Case,
         ),
         (
             "rule 1: an editor may not invite by email as owner",
-            r(team())
-                .when(invite("zoe@x.io", Some("owner")), by("erin"))
-                .then_error("role_not_grantable"),
+            Box::new(move || {
+                r(team())
+                    .when(invite("zoe@x.io", Some("owner")), by("erin"))
+                    .then_error("role_not_grantable")
+            }) as Case,
         ),
         (
             "rule 1: a creator may not rotate an owner link, it would be a fresh grant",
-            r(team_and([link(5, "owner", Some("alice"))]))
-                .when(rotate(5), by("carol"))
-                .then_error("role_not_grantable"),
+            Box::new(move || {
+                r(team_and([link(5, "owner", Some("alice"))]))
+                    .when(rotate(5), by("carol"))
+                    .then_error("role_not_grantable")
+            }) as Case,
         ),
         (
             "rule 1: a creator may not turn a link into an owner link",
-            r(team_and([link(5, "viewer", Some("carol"))]))
-                .when(change_link_role(5, "owner"), by("carol"))
-                .then_error("role_not_grantable"),
+            Box::new(move || {
+                r(team_and([link(5, "viewer", Some("carol"))]))
+                    .when(change_link_role(5, "owner"), by("carol"))
+                    .then_error("role_not_grantable")
+            }) as Case,
         ),
         // Rule 2: change or remove only members at or below oneself; anyone may leave.
         (
             "rule 2: a creator may not remove the owner",
-            r(team())
-                .when(remove("alice"), by("carol"))
-                .then_error("forbidden"),
+            Box::new(move || {
+                r(team())
+                    .when(remove("alice"), by("carol"))
+                    .then_error("forbidden")
+            }) as Case,
         ),
         (
             "rule 2: a creator may not demote the owner",
-            r(team())
-                .when(set_role("alice", "viewer"), by("carol"))
-                .then_error("forbidden"),
+            Box::new(move || {
+                r(team())
+                    .when(set_role("alice", "viewer"), by("carol"))
+                    .then_error("forbidden")
+            }) as Case,
         ),
         (
             "rule 2: a creator may demote an editor",
-            r(team())
-                .when(set_role("erin", "viewer"), by("carol"))
-                .then_events(vec![changed("erin", "editor", "viewer", Some("carol"))]),
+            Box::new(move || {
+                r(team())
+                    .when(set_role("erin", "viewer"), by("carol"))
+                    .then_events(vec![changed("erin", "editor", "viewer", Some("carol"))])
+            }) as Case,
         ),
         (
             "rule 2: an editor lacks manage_members",
-            r(team())
-                .when(remove("vic"), by("erin"))
-                .then_error("forbidden"),
+            Box::new(move || {
+                r(team())
+                    .when(remove("vic"), by("erin"))
+                    .then_error("forbidden")
+            }) as Case,
         ),
         (
             "rule 2: a viewer may leave",
-            r(team())
-                .when(remove("vic"), by("vic"))
-                .then_events(vec![removed("vic", "viewer", Some("vic"), true)]),
+            Box::new(move || {
+                r(team())
+                    .when(remove("vic"), by("vic"))
+                    .then_events(vec![removed("vic", "viewer", Some("vic"), true)])
+            }) as Case,
         ),
         (
             "rule 2: a creator removes a viewer",
-            r(team())
-                .when(remove("vic"), by("carol"))
-                .then_events(vec![removed("vic", "viewer", Some("carol"), false)]),
+            Box::new(move || {
+                r(team())
+                    .when(remove("vic"), by("carol"))
+                    .then_events(vec![removed("vic", "viewer", Some("carol"), false)])
+            }) as Case,
         ),
         // Rule 3: at least one holder of the highest role, for the admin too.
         (
             "rule 3: the sole owner may not leave",
-            r(team())
-                .when(remove("alice"), by("alice"))
-                .then_error("last_owner"),
+            Box::new(move || {
+                r(team())
+                    .when(remove("alice"), by("alice"))
+                    .then_error("last_owner")
+            }) as Case,
         ),
         (
             "rule 3: the sole owner may not demote itself",
-            r(team())
-                .when(set_role("alice", "creator"), by("alice"))
-                .then_error("last_owner"),
+            Box::new(move || {
+                r(team())
+                    .when(set_role("alice", "creator"), by("alice"))
+                    .then_error("last_owner")
+            }) as Case,
         ),
         (
             "rule 3: the admin may not remove the sole owner",
-            r(team())
-                .when(remove("alice"), admin())
-                .then_error("last_owner"),
+            Box::new(move || {
+                r(team())
+                    .when(remove("alice"), admin())
+                    .then_error("last_owner")
+            }) as Case,
         ),
         (
             "rule 3: an owner may leave when another remains",
-            r(team_and([added("olga", "owner", Some("alice"))]))
-                .when(remove("alice"), by("alice"))
-                .then_events(vec![removed("alice", "owner", Some("alice"), true)]),
+            Box::new(move || {
+                r(team_and([added("olga", "owner", Some("alice"))]))
+                    .when(remove("alice"), by("alice"))
+                    .then_events(vec![removed("alice", "owner", Some("alice"), true)])
+            }) as Case,
         ),
         // Rule 4: the inviter must still be able to invite with the role when the code is used.
         (
             "rule 4: the link's creator was removed",
-            r(team_and([
-                link(5, "editor", Some("erin")),
-                removed("erin", "editor", Some("alice"), false),
-            ]))
-            .when(accept(5, 1), by("zoe"))
-            .then_error("inviter_lost_privilege"),
+            Box::new(move || {
+                r(team_and([
+                    link(5, "editor", Some("erin")),
+                    removed("erin", "editor", Some("alice"), false),
+                ]))
+                .when(accept(5, 1), by("zoe"))
+                .then_error("inviter_lost_privilege")
+            }) as Case,
         ),
         (
             "rule 4: the link's creator was demoted below the role",
-            r(team_and([
-                link(5, "editor", Some("erin")),
-                changed("erin", "editor", "commenter", Some("alice")),
-            ]))
-            .when(accept(5, 1), by("zoe"))
-            .then_error("inviter_lost_privilege"),
+            Box::new(move || {
+                r(team_and([
+                    link(5, "editor", Some("erin")),
+                    changed("erin", "editor", "commenter", Some("alice")),
+                ]))
+                .when(accept(5, 1), by("zoe"))
+                .then_error("inviter_lost_privilege")
+            }) as Case,
         ),
         (
             "rule 4: the inviter lost the invite privilege",
-            r(team_and([
-                invited(7, "zoe@x.io", "viewer", Some("carol")),
-                changed("carol", "creator", "viewer", Some("alice")),
-            ]))
-            .when(accept(7, 1), by_with_email("zoe", "zoe@x.io"))
-            .then_error("inviter_lost_privilege"),
+            Box::new(move || {
+                r(team_and([
+                    invited(7, "zoe@x.io", "viewer", Some("carol")),
+                    changed("carol", "creator", "viewer", Some("alice")),
+                ]))
+                .when(accept(7, 1), by_with_email("zoe", "zoe@x.io"))
+                .then_error("inviter_lost_privilege")
+            }) as Case,
         ),
         (
             "rule 4: an inviter still entitled lets the code work",
-            r(team_and([link(5, "editor", Some("erin"))]))
-                .when(accept(5, 1), by("zoe"))
-                .then_events(vec![
-                    used(5, "zoe", 1),
-                    joined_via_link("zoe", "editor", Some("erin"), 5),
-                ]),
+            Box::new(move || {
+                r(team_and([link(5, "editor", Some("erin"))]))
+                    .when(accept(5, 1), by("zoe"))
+                    .then_events(vec![
+                        used(5, "zoe", 1),
+                        joined_via_link("zoe", "editor", Some("erin"), 5),
+                    ])
+            }) as Case,
         ),
         // Rule 5: accepting never lowers a role; rule 6 first.
         (
             "rule 5: an owner accepting a viewer link changes nothing",
-            r(team_and([link(5, "viewer", Some("alice"))]))
-                .when(accept(5, 1), by("alice"))
-                .then_no_events(),
+            Box::new(move || {
+                r(team_and([link(5, "viewer", Some("alice"))]))
+                    .when(accept(5, 1), by("alice"))
+                    .then_no_events()
+            }) as Case,
         ),
         (
             "rule 5: an equal role changes nothing and uses no slot",
-            r(team_and([link_with(
-                5,
-                "viewer",
-                Some("alice"),
-                None,
-                Some(1),
-            )]))
-            .when(accept(5, 1), by("vic"))
-            .then_no_events(),
+            Box::new(move || {
+                r(team_and([link_with(
+                    5,
+                    "viewer",
+                    Some("alice"),
+                    None,
+                    Some(1),
+                )]))
+                .when(accept(5, 1), by("vic"))
+                .then_no_events()
+            }) as Case,
         ),
         (
             "rule 5: a lower member is raised",
-            r(team_and([link(5, "editor", Some("alice"))]))
-                .when(accept(5, 1), by("vic"))
-                .then_events_matching("InviteLinkUsed then MemberRoleChanged", |e| {
-                    is_types(e, &["InviteLinkUsed", "MemberRoleChanged"])
-                }),
+            Box::new(move || {
+                r(team_and([link(5, "editor", Some("alice"))]))
+                    .when(accept(5, 1), by("vic"))
+                    .then_events_matching("InviteLinkUsed then MemberRoleChanged", |e| {
+                        is_types(e, &["InviteLinkUsed", "MemberRoleChanged"])
+                    })
+            }) as Case,
         ),
         (
             "rule 5: rule 6 is checked first",
-            r(team_and([
-                link(5, "viewer", Some("alice")),
-                Event::InviteLinkRevoked {
-                    number: 5,
-                    revoked_by: None,
-                },
-            ]))
-            .when(accept(5, 1), by("alice"))
-            .then_error("invitation_revoked"),
+            Box::new(move || {
+                r(team_and([
+                    link(5, "viewer", Some("alice")),
+                    Event::InviteLinkRevoked {
+                        number: 5,
+                        revoked_by: None,
+                    },
+                ]))
+                .when(accept(5, 1), by("alice"))
+                .then_error("invitation_revoked")
+            }) as Case,
         ),
         // Rule 6: used, revoked, expired, exhausted and rotated codes are refused.
         (
             "rule 6: a revoked link",
-            r(team_and([
-                link(5, "viewer", None),
-                Event::InviteLinkRevoked {
-                    number: 5,
-                    revoked_by: None,
-                },
-            ]))
-            .when(accept(5, 1), by("zoe"))
-            .then_error("invitation_revoked"),
+            Box::new(move || {
+                r(team_and([
+                    link(5, "viewer", None),
+                    Event::InviteLinkRevoked {
+                        number: 5,
+                        revoked_by: None,
+                    },
+                ]))
+                .when(accept(5, 1), by("zoe"))
+                .then_error("invitation_revoked")
+            }) as Case,
         ),
         (
             "rule 6: a rotated link's older code",
-            r(team_and([
-                link(5, "viewer", None),
-                Event::InviteLinkRotated {
-                    number: 5,
-                    generation: 2,
-                    rotated_by: None,
-                },
-            ]))
-            .when(accept(5, 1), by("zoe"))
-            .then_error("invitation_revoked"),
+            Box::new(move || {
+                r(team_and([
+                    link(5, "viewer", None),
+                    Event::InviteLinkRotated {
+                        number: 5,
+                        generation: 2,
+                        rotated_by: None,
+                    },
+                ]))
+                .when(accept(5, 1), by("zoe"))
+                .then_error("invitation_revoked")
+            }) as Case,
         ),
         (
             "rule 6: a rotated link's new code works",
-            r(team_and([
-                link(5, "viewer", None),
-                Event::InviteLinkRotated {
-                    number: 5,
-                    generation: 2,
-                    rotated_by: None,
-                },
-            ]))
-            .when(accept(5, 2), by("zoe"))
-            .then_events_matching("a use and a new member", |e| {
-                is_types(e, &["InviteLinkUsed", "MemberAdded"])
-            }),
+            Box::new(move || {
+                r(team_and([
+                    link(5, "viewer", None),
+                    Event::InviteLinkRotated {
+                        number: 5,
+                        generation: 2,
+                        rotated_by: None,
+                    },
+                ]))
+                .when(accept(5, 2), by("zoe"))
+                .then_events_matching("a use and a new member", |e| {
+                    is_types(e, &["InviteLinkUsed", "MemberAdded"])
+                })
+            }) as Case,
         ),
         (
             "rule 6: an expired link",
-            r(team_and([link_with(
-                5,
-                "viewer",
-                None,
-                Some(at_days(1)),
-                None,
-            )]))
-            .when(accept(5, 1), by("zoe").at(at_days(1)))
-            .then_error("invitation_expired"),
+            Box::new(move || {
+                r(team_and([link_with(
+                    5,
+                    "viewer",
+                    None,
+                    Some(at_days(1)),
+                    None,
+                )]))
+                .when(accept(5, 1), by("zoe").at(at_days(1)))
+                .then_error("invitation_expired")
+            }) as Case,
         ),
         (
             "rule 6: a link at its use limit",
-            r(team_and([
-                link_with(5, "viewer", None, None, Some(1)),
-                used(5, "bob", 1),
-            ]))
-            .when(accept(5, 1), by("zoe"))
-            .then_error("invitation_exhausted"),
+            Box::new(move || {
+                r(team_and([
+                    link_with(5, "viewer", None, None, Some(1)),
+                    used(5, "bob", 1),
+                ]))
+                .when(accept(5, 1), by("zoe"))
+                .then_error("invitation_exhausted")
+            }) as Case,
         ),
         (
             "rule 6: a used email invitation",
-            r(team_and([
-                invited(7, "zoe@x.io", "viewer", None),
-                accepted(7, "zoe@x.io", "zoe"),
-            ]))
-            .when(accept(7, 1), by_with_email("zed", "zoe@x.io"))
-            .then_error("invitation_used"),
+            Box::new(move || {
+                r(team_and([
+                    invited(7, "zoe@x.io", "viewer", None),
+                    accepted(7, "zoe@x.io", "zoe"),
+                ]))
+                .when(accept(7, 1), by_with_email("zed", "zoe@x.io"))
+                .then_error("invitation_used")
+            }) as Case,
         ),
         (
             "rule 6: a declined email invitation",
-            r(team_and([
-                invited(7, "zoe@x.io", "viewer", None),
-                Event::InvitationDeclined {
-                    number: 7,
-                    declined_by: None,
-                },
-            ]))
-            .when(accept(7, 1), by_with_email("zoe", "zoe@x.io"))
-            .then_error("invitation_declined"),
+            Box::new(move || {
+                r(team_and([
+                    invited(7, "zoe@x.io", "viewer", None),
+                    Event::InvitationDeclined {
+                        number: 7,
+                        declined_by: None,
+                    },
+                ]))
+                .when(accept(7, 1), by_with_email("zoe", "zoe@x.io"))
+                .then_error("invitation_declined")
+            }) as Case,
         ),
         (
             "rule 6: a revoked email invitation",
-            r(team_and([
-                invited(7, "zoe@x.io", "viewer", None),
-                Event::InvitationRevoked {
-                    number: 7,
-                    revoked_by: None,
-                },
-            ]))
-            .when(accept(7, 1), by_with_email("zoe", "zoe@x.io"))
-            .then_error("invitation_revoked"),
+            Box::new(move || {
+                r(team_and([
+                    invited(7, "zoe@x.io", "viewer", None),
+                    Event::InvitationRevoked {
+                        number: 7,
+                        revoked_by: None,
+                    },
+                ]))
+                .when(accept(7, 1), by_with_email("zoe", "zoe@x.io"))
+                .then_error("invitation_revoked")
+            }) as Case,
         ),
         (
             "rule 6: an expired email invitation",
-            r(team_and([invited(7, "zoe@x.io", "viewer", None)]))
-                .when(
-                    accept(7, 1),
-                    by_with_email("zoe", "zoe@x.io").at(at_days(7)),
-                )
-                .then_error("invitation_expired"),
+            Box::new(move || {
+                r(team_and([invited(7, "zoe@x.io", "viewer", None)]))
+                    .when(
+                        accept(7, 1),
+                        by_with_email("zoe", "zoe@x.io").at(at_days(7)),
+                    )
+                    .then_error("invitation_expired")
+            }) as Case,
         ),
         (
             "rule 6: a resent invitation's older code",
-            r(team_and([
-                invited(7, "zoe@x.io", "viewer", None),
-                Event::InvitationResent {
-                    number: 7,
-                    generation: 2,
-                    expires_at: at_days(8),
-                    resent_by: None,
-                },
-            ]))
-            .when(accept(7, 1), by_with_email("zoe", "zoe@x.io"))
-            .then_error("invitation_revoked"),
+            Box::new(move || {
+                r(team_and([
+                    invited(7, "zoe@x.io", "viewer", None),
+                    Event::InvitationResent {
+                        number: 7,
+                        generation: 2,
+                        expires_at: at_days(8),
+                        resent_by: None,
+                    },
+                ]))
+                .when(accept(7, 1), by_with_email("zoe", "zoe@x.io"))
+                .then_error("invitation_revoked")
+            }) as Case,
         ),
         (
             "rule 6: resending a used invitation",
-            r(team_and([
-                invited(7, "zoe@x.io", "viewer", None),
-                accepted(7, "zoe@x.io", "zoe"),
-            ]))
-            .when(resend(7), admin())
-            .then_error("invitation_used"),
+            Box::new(move || {
+                r(team_and([
+                    invited(7, "zoe@x.io", "viewer", None),
+                    accepted(7, "zoe@x.io", "zoe"),
+                ]))
+                .when(resend(7), admin())
+                .then_error("invitation_used")
+            }) as Case,
         ),
         // Rule 7: preview or decline with any valid code; accept an email invitation only with its email.
         (
             "rule 7: anyone with the code may decline",
-            r(team_and([invited(7, "zoe@x.io", "viewer", None)]))
-                .when(decline(7, 1), by("stranger"))
-                .then_events(vec![Event::InvitationDeclined {
-                    number: 7,
-                    declined_by: Some(p("stranger")),
-                }]),
+            Box::new(move || {
+                r(team_and([invited(7, "zoe@x.io", "viewer", None)]))
+                    .when(decline(7, 1), by("stranger"))
+                    .then_events(vec![Event::InvitationDeclined {
+                        number: 7,
+                        declined_by: Some(p("stranger")),
+                    }])
+            }) as Case,
         ),
         (
             "rule 7: declining a link records nothing",
-            r(team_and([link(5, "viewer", None)]))
-                .when(decline(5, 1), by("stranger"))
-                .then_no_events(),
+            Box::new(move || {
+                r(team_and([link(5, "viewer", None)]))
+                    .when(decline(5, 1), by("stranger"))
+                    .then_no_events()
+            }) as Case,
         ),
         (
             "rule 7: another email may not accept",
-            r(team_and([invited(7, "zoe@x.io", "viewer", None)]))
-                .when(accept(7, 1), by_with_email("zed", "zed@x.io"))
-                .then_error("invitation_email_mismatch"),
+            Box::new(move || {
+                r(team_and([invited(7, "zoe@x.io", "viewer", None)]))
+                    .when(accept(7, 1), by_with_email("zed", "zed@x.io"))
+                    .then_error("invitation_email_mismatch")
+            }) as Case,
         ),
         (
             "rule 7: no verified email may not accept",
-            r(team_and([invited(7, "zoe@x.io", "viewer", None)]))
-                .when(accept(7, 1), by("zoe"))
-                .then_error("invitation_email_mismatch"),
+            Box::new(move || {
+                r(team_and([invited(7, "zoe@x.io", "viewer", None)]))
+                    .when(accept(7, 1), by("zoe"))
+                    .then_error("invitation_email_mismatch")
+            }) as Case,
         ),
         (
             "rule 7: the email matches trimmed and case-insensitively",
-            r(team_and([invited(7, "zoe@x.io", "viewer", Some("alice"))]))
-                .when(accept(7, 1), by_with_email("zoe", "  ZOE@X.io "))
-                .then_events(vec![
-                    accepted(7, "zoe@x.io", "zoe"),
-                    Event::MemberAdded {
-                        principal: p("zoe"),
-                        role: role("viewer"),
-                        granted_by: Some(p("alice")),
-                        via: Via::Invitation { number: 7 },
-                        at: t0(),
-                    },
-                ]),
+            Box::new(move || {
+                r(team_and([invited(7, "zoe@x.io", "viewer", Some("alice"))]))
+                    .when(accept(7, 1), by_with_email("zoe", "  ZOE@X.io "))
+                    .then_events(vec![
+                        accepted(7, "zoe@x.io", "zoe"),
+                        Event::MemberAdded {
+                            principal: p("zoe"),
+                            role: role("viewer"),
+                            granted_by: Some(p("alice")),
+                            via: Via::Invitation { number: 7 },
+                            at: t0(),
+                        },
+                    ])
+            }) as Case,
         ),
         (
             "rule 7: the addressee accepts by number, its verified email standing in for the code",
-            r(team_and([invited(7, "zoe@x.io", "viewer", Some("alice"))]))
-                .when(accept_by_id(7), by_with_email("zoe", "Zoe@X.io"))
-                .then_events(vec![
-                    accepted(7, "zoe@x.io", "zoe"),
-                    Event::MemberAdded {
-                        principal: p("zoe"),
-                        role: role("viewer"),
-                        granted_by: Some(p("alice")),
-                        via: Via::Invitation { number: 7 },
-                        at: t0(),
-                    },
-                ]),
+            Box::new(move || {
+                r(team_and([invited(7, "zoe@x.io", "viewer", Some("alice"))]))
+                    .when(accept_by_id(7), by_with_email("zoe", "Zoe@X.io"))
+                    .then_events(vec![
+                        accepted(7, "zoe@x.io", "zoe"),
+                        Event::MemberAdded {
+                            principal: p("zoe"),
+                            role: role("viewer"),
+                            granted_by: Some(p("alice")),
+                            via: Via::Invitation { number: 7 },
+                            at: t0(),
+                        },
+                    ])
+            }) as Case,
         ),
         (
             "rule 7: by number, another address learns nothing: not_found",
-            r(team_and([invited(7, "zoe@x.io", "viewer", None)]))
-                .when(accept_by_id(7), by_with_email("zed", "zed@x.io"))
-                .then_error("not_found"),
+            Box::new(move || {
+                r(team_and([invited(7, "zoe@x.io", "viewer", None)]))
+                    .when(accept_by_id(7), by_with_email("zed", "zed@x.io"))
+                    .then_error("not_found")
+            }) as Case,
         ),
         (
             "rule 7: by number, a look-alike address is another address",
-            r(team_and([invited(7, "kate@x.io", "viewer", None)]))
-                .when(accept_by_id(7), by_with_email("k", "\u{212A}ate@x.io"))
-                .then_error("not_found"),
+            Box::new(move || {
+                r(team_and([invited(7, "kate@x.io", "viewer", None)]))
+                    .when(accept_by_id(7), by_with_email("k", "\u{212A}ate@x.io"))
+                    .then_error("not_found")
+            }) as Case,
         ),
         (
             "rule 6: by number, a revoked invitation stays unusable",
-            r(team_and([
-                invited(7, "zoe@x.io", "viewer", None),
-                Event::InvitationRevoked {
-                    number: 7,
-                    revoked_by: None,
-                },
-            ]))
-            .when(accept_by_id(7), by_with_email("zoe", "zoe@x.io"))
-            .then_error("invitation_revoked"),
+            Box::new(move || {
+                r(team_and([
+                    invited(7, "zoe@x.io", "viewer", None),
+                    Event::InvitationRevoked {
+                        number: 7,
+                        revoked_by: None,
+                    },
+                ]))
+                .when(accept_by_id(7), by_with_email("zoe", "zoe@x.io"))
+                .then_error("invitation_revoked")
+            }) as Case,
         ),
         // Rule 8: the admin without a principal stands outside the rolemap.
         (
             "rule 8: the admin may make an owner link",
-            r(team())
-                .when(create_link("owner"), admin())
-                .then_events(vec![Event::InviteLinkCreated {
-                    number: 100,
-                    generation: 1,
-                    role: role("owner"),
-                    expires_at: None,
-                    max_uses: None,
-                    created_by: None,
-                }]),
+            Box::new(move || {
+                r(team())
+                    .when(create_link("owner"), admin())
+                    .then_events(vec![Event::InviteLinkCreated {
+                        number: 100,
+                        generation: 1,
+                        role: role("owner"),
+                        expires_at: None,
+                        max_uses: None,
+                        created_by: None,
+                    }])
+            }) as Case,
         ),
         (
             "rule 8: an admin link needs no inviter check",
-            r(team_and([link(5, "owner", None)]))
-                .when(accept(5, 1), by("zoe"))
-                .then_events(vec![
-                    used(5, "zoe", 1),
-                    joined_via_link("zoe", "owner", None, 5),
-                ]),
+            Box::new(move || {
+                r(team_and([link(5, "owner", None)]))
+                    .when(accept(5, 1), by("zoe"))
+                    .then_events(vec![
+                        used(5, "zoe", 1),
+                        joined_via_link("zoe", "owner", None, 5),
+                    ])
+            }) as Case,
         ),
         (
             "rule 8: the admin needs an acting principal to accept",
-            r(team_and([link(5, "viewer", None)]))
-                .when(accept(5, 1), admin())
-                .then_error("invalid_request"),
+            Box::new(move || {
+                r(team_and([link(5, "viewer", None)]))
+                    .when(accept(5, 1), admin())
+                    .then_error("invalid_request")
+            }) as Case,
         ),
         // The remaining codes.
         (
             "code forbidden: a non-member may not invite",
-            r(team())
-                .when(create_link("viewer"), by("stranger"))
-                .then_error("forbidden"),
+            Box::new(move || {
+                r(team())
+                    .when(create_link("viewer"), by("stranger"))
+                    .then_error("forbidden")
+            }) as Case,
         ),
         (
             "code forbidden: a viewer lacks invite",
-            r(team())
-                .when(create_link("viewer"), by("vic"))
-                .then_error("forbidden"),
+            Box::new(move || {
+                r(team())
+                    .when(create_link("viewer"), by("vic"))
+                    .then_error("forbidden")
+            }) as Case,
         ),
         (
             "code forbidden: an editor may not revoke another's link",
-            r(team_and([link(5, "viewer", Some("carol"))]))
-                .when(revoke_link(5), by("erin"))
-                .then_error("forbidden"),
+            Box::new(move || {
+                r(team_and([link(5, "viewer", Some("carol"))]))
+                    .when(revoke_link(5), by("erin"))
+                    .then_error("forbidden")
+            }) as Case,
         ),
         (
             "code not_found: a stranger learns nothing of an existing link by its number",
-            r(team_and([link(5, "viewer", Some("carol"))]))
-                .when(revoke_link(5), by("stranger"))
-                .then_error("not_found"),
+            Box::new(move || {
+                r(team_and([link(5, "viewer", Some("carol"))]))
+                    .when(revoke_link(5), by("stranger"))
+                    .then_error("not_found")
+            }) as Case,
         ),
         (
             "code not_found: nor of a missing one, alike",
-            r(team_and([link(5, "viewer", Some("carol"))]))
-                .when(rotate(99), by("stranger"))
-                .then_error("not_found"),
+            Box::new(move || {
+                r(team_and([link(5, "viewer", Some("carol"))]))
+                    .when(rotate(99), by("stranger"))
+                    .then_error("not_found")
+            }) as Case,
         ),
         (
             "code not_found: a stranger resending an existing invitation",
-            r(team_and([invited(7, "zoe@x.io", "viewer", None)]))
-                .when(resend(7), by("stranger"))
-                .then_error("not_found"),
+            Box::new(move || {
+                r(team_and([invited(7, "zoe@x.io", "viewer", None)]))
+                    .when(resend(7), by("stranger"))
+                    .then_error("not_found")
+            }) as Case,
         ),
         (
             "code not_found: an unregistered resource",
-            r(vec![])
-                .when(create_link("viewer"), admin())
-                .then_error("not_found"),
+            Box::new(move || {
+                r(vec![])
+                    .when(create_link("viewer"), admin())
+                    .then_error("not_found")
+            }) as Case,
         ),
         (
             "code not_found: removing a non-member",
-            r(team())
-                .when(remove("nobody"), by("alice"))
-                .then_error("not_found"),
+            Box::new(move || {
+                r(team())
+                    .when(remove("nobody"), by("alice"))
+                    .then_error("not_found")
+            }) as Case,
         ),
         (
             "code not_found: an unknown invitation id",
-            r(team()).when(resend(99), admin()).then_error("not_found"),
+            Box::new(move || r(team()).when(resend(99), admin()).then_error("not_found")) as Case,
         ),
         (
             "code invitation_not_found: a code naming nothing",
-            r(team())
-                .when(accept(42, 1), by("zoe"))
-                .then_error("invitation_not_found"),
+            Box::new(move || {
+                r(team())
+                    .when(accept(42, 1), by("zoe"))
+                    .then_error("invitation_not_found")
+            }) as Case,
         ),
         (
             "code conflict: a schema change removing a held role",
-            given::<SchemaState>([])
-                .when(
-                    schema_of(&["owner", "viewer"], "viewer"),
-                    admin().kind_usage(held(&["owner", "editor"])),
-                )
-                .then_error("conflict"),
+            Box::new(move || {
+                given::<SchemaState>([])
+                    .when(
+                        schema_of(&["owner", "viewer"], "viewer"),
+                        admin().kind_usage(held(&["owner", "editor"])),
+                    )
+                    .then_error("conflict")
+            }) as Case,
         ),
         (
             "code conflict: a new highest role for a kind with resources",
-            given::<SchemaState>([])
-                .when(
-                    schema_of(&["boss", "viewer"], "viewer"),
-                    admin().kind_usage(held(&["viewer"])),
-                )
-                .then_error("conflict"),
+            Box::new(move || {
+                given::<SchemaState>([])
+                    .when(
+                        schema_of(&["boss", "viewer"], "viewer"),
+                        admin().kind_usage(held(&["viewer"])),
+                    )
+                    .then_error("conflict")
+            }) as Case,
         ),
         (
             "code conflict: unused roles may go and roles may be added",
-            given::<SchemaState>([])
-                .when(
-                    schema_of(&["owner", "viewer", "guest"], "guest"),
-                    admin().kind_usage(held(&["owner", "viewer"])),
-                )
-                .then_events_matching("RoleSchemaDefined", |e| is_types(e, &["RoleSchemaDefined"])),
+            Box::new(move || {
+                given::<SchemaState>([])
+                    .when(
+                        schema_of(&["owner", "viewer", "guest"], "guest"),
+                        admin().kind_usage(held(&["owner", "viewer"])),
+                    )
+                    .then_events_matching("RoleSchemaDefined", |e| {
+                        is_types(e, &["RoleSchemaDefined"])
+                    })
+            }) as Case,
         ),
         (
             "code already_exists: registering twice",
-            r(team())
-                .when(register("bob"), admin())
-                .then_error("already_exists"),
+            Box::new(move || {
+                r(team())
+                    .when(register("bob"), admin())
+                    .then_error("already_exists")
+            }) as Case,
         ),
         (
             "code already_exists: an API key id taken",
-            given::<ApiKeysState>([key_issued("k1", "rk_a")])
-                .when(issue_key("k1", "rk_b"), admin())
-                .then_error("already_exists"),
+            Box::new(move || {
+                given::<ApiKeysState>([key_issued("k1", "rk_a")])
+                    .when(issue_key("k1", "rk_b"), admin())
+                    .then_error("already_exists")
+            }) as Case,
         ),
         (
             "code invalid_url: a webhook URL with a password in it",
-            given::<WebhooksState>([])
-                .when(
-                    WebhookCommand::Subscribe {
-                        url: "https://hook:secret@receiver.example/in".into(),
-                        events: vec![],
-                    },
-                    admin(),
-                )
-                .then_error("invalid_url"),
+            Box::new(move || {
+                given::<WebhooksState>([])
+                    .when(
+                        WebhookCommand::Subscribe {
+                            url: "https://hook:secret@receiver.example/in".into(),
+                            events: vec![],
+                        },
+                        admin(),
+                    )
+                    .then_error("invalid_url")
+            }) as Case,
         ),
         (
             "code invalid_request: an expiry in the past",
-            r(team())
-                .when(
-                    create_link_with(Some("viewer"), Some(t0()), None),
-                    by("alice"),
-                )
-                .then_error("invalid_request"),
+            Box::new(move || {
+                r(team())
+                    .when(
+                        create_link_with(Some("viewer"), Some(t0()), None),
+                        by("alice"),
+                    )
+                    .then_error("invalid_request")
+            }) as Case,
         ),
         (
             "code invalid_request: a use limit of zero",
-            r(team())
-                .when(create_link_with(Some("viewer"), None, Some(0)), by("alice"))
-                .then_error("invalid_request"),
+            Box::new(move || {
+                r(team())
+                    .when(create_link_with(Some("viewer"), None, Some(0)), by("alice"))
+                    .then_error("invalid_request")
+            }) as Case,
         ),
         (
             "code limit_reached: active links per resource",
-            r(team_and([link(5, "viewer", None)]))
-                .when(
-                    create_link("viewer"),
-                    admin().limits(|l| l.active_links_max = 1),
-                )
-                .then_error("limit_reached"),
+            Box::new(move || {
+                r(team_and([link(5, "viewer", None)]))
+                    .when(
+                        create_link("viewer"),
+                        admin().limits(|l| l.active_links_max = 1),
+                    )
+                    .then_error("limit_reached")
+            }) as Case,
         ),
         (
             "code limit_reached: emails per request",
-            r(team())
-                .when(
-                    invite("a@x.io, b@x.io, c@x.io", None),
-                    admin().limits(|l| l.emails_per_request_max = 2),
-                )
-                .then_error("limit_reached"),
+            Box::new(move || {
+                r(team())
+                    .when(
+                        invite("a@x.io, b@x.io, c@x.io", None),
+                        admin().limits(|l| l.emails_per_request_max = 2),
+                    )
+                    .then_error("limit_reached")
+            }) as Case,
         ),
         (
             "code limit_reached: pending invitations per resource",
-            r(team_and([invited(7, "zoe@x.io", "viewer", None)]))
-                .when(
-                    invite("a@x.io", None),
-                    admin().limits(|l| l.pending_invitations_max = 1),
-                )
-                .then_error("limit_reached"),
+            Box::new(move || {
+                r(team_and([invited(7, "zoe@x.io", "viewer", None)]))
+                    .when(
+                        invite("a@x.io", None),
+                        admin().limits(|l| l.pending_invitations_max = 1),
+                    )
+                    .then_error("limit_reached")
+            }) as Case,
         ),
         (
             "code invalid_email: nobody could be invited",
-            r(team())
-                .when(invite("not-an-email, also bad", None), by("alice"))
-                .then_error("invalid_email"),
+            Box::new(move || {
+                r(team())
+                    .when(invite("not-an-email, also bad", None), by("alice"))
+                    .then_error("invalid_email")
+            }) as Case,
         ),
         (
             "code invalid_email: everyone is invited already",
-            r(team_and([invited(7, "zoe@x.io", "viewer", None)]))
-                .when(invite("ZOE@x.io", None), by("alice"))
-                .then_error("invalid_email"),
+            Box::new(move || {
+                r(team_and([invited(7, "zoe@x.io", "viewer", None)]))
+                    .when(invite("ZOE@x.io", None), by("alice"))
+                    .then_error("invalid_email")
+            }) as Case,
         ),
         (
             "code unknown_role: a role the schema lacks",
-            r(team())
-                .when(set_role("bob", "wizard"), by("alice"))
-                .then_error("unknown_role"),
+            Box::new(move || {
+                r(team())
+                    .when(set_role("bob", "wizard"), by("alice"))
+                    .then_error("unknown_role")
+            }) as Case,
         ),
         (
             "code unknown_role: an unknown link role",
-            r(team())
-                .when(create_link("wizard"), admin())
-                .then_error("unknown_role"),
+            Box::new(move || {
+                r(team())
+                    .when(create_link("wizard"), admin())
+                    .then_error("unknown_role")
+            }) as Case,
         ),
         // The rest of the commands' happy paths.
         (
             "registering gives the owner the highest role",
-            r(vec![])
-                .when(register("alice"), by("alice").at(at_days(1)))
-                .then_events(vec![Event::ResourceRegistered {
-                    resource: space(),
-                    owner: p("alice"),
-                    role: role("owner"),
-                    parent: None,
-                    at: at_days(1),
-                }]),
+            Box::new(move || {
+                r(vec![])
+                    .when(register("alice"), by("alice").at(at_days(1)))
+                    .then_events(vec![Event::ResourceRegistered {
+                        resource: space(),
+                        owner: p("alice"),
+                        role: role("owner"),
+                        parent: None,
+                        at: at_days(1),
+                    }])
+            }) as Case,
         ),
         (
             "setting the same role again records nothing",
-            r(team())
-                .when(set_role("erin", "editor"), by("alice"))
-                .then_no_events(),
+            Box::new(move || {
+                r(team())
+                    .when(set_role("erin", "editor"), by("alice"))
+                    .then_no_events()
+            }) as Case,
         ),
         (
             "revoking a revoked link records nothing",
-            r(team_and([
-                link(5, "viewer", None),
-                Event::InviteLinkRevoked {
-                    number: 5,
-                    revoked_by: None,
-                },
-            ]))
-            .when(revoke_link(5), admin())
-            .then_no_events(),
+            Box::new(move || {
+                r(team_and([
+                    link(5, "viewer", None),
+                    Event::InviteLinkRevoked {
+                        number: 5,
+                        revoked_by: None,
+                    },
+                ]))
+                .when(revoke_link(5), admin())
+                .then_no_events()
+            }) as Case,
         ),
         (
             "an editor may revoke its own link",
-            r(team_and([link(5, "viewer", Some("erin"))]))
-                .when(revoke_link(5), by("erin"))
-                .then_events(vec![Event::InviteLinkRevoked {
-                    number: 5,
-                    revoked_by: Some(p("erin")),
-                }]),
+            Box::new(move || {
+                r(team_and([link(5, "viewer", Some("erin"))]))
+                    .when(revoke_link(5), by("erin"))
+                    .then_events(vec![Event::InviteLinkRevoked {
+                        number: 5,
+                        revoked_by: Some(p("erin")),
+                    }])
+            }) as Case,
         ),
         (
             "a resend rotates the code and moves the expiry to now plus the validity",
-            r(team_and([invited(7, "zoe@x.io", "viewer", Some("erin"))]))
-                .when(resend(7), by("erin").at(at_days(3)))
-                .then_events(vec![Event::InvitationResent {
-                    number: 7,
-                    generation: 2,
-                    expires_at: at_days(10),
-                    resent_by: Some(p("erin")),
-                }]),
+            Box::new(move || {
+                r(team_and([invited(7, "zoe@x.io", "viewer", Some("erin"))]))
+                    .when(resend(7), by("erin").at(at_days(3)))
+                    .then_events(vec![Event::InvitationResent {
+                        number: 7,
+                        generation: 2,
+                        expires_at: at_days(10),
+                        resent_by: Some(p("erin")),
+                    }])
+            }) as Case,
         ),
         (
             "revoking an invitation",
-            r(team_and([invited(7, "zoe@x.io", "viewer", None)]))
-                .when(revoke_invitation(7), by("carol"))
-                .then_events(vec![Event::InvitationRevoked {
-                    number: 7,
-                    revoked_by: Some(p("carol")),
-                }]),
+            Box::new(move || {
+                r(team_and([invited(7, "zoe@x.io", "viewer", None)]))
+                    .when(revoke_invitation(7), by("carol"))
+                    .then_events(vec![Event::InvitationRevoked {
+                        number: 7,
+                        revoked_by: Some(p("carol")),
+                    }])
+            }) as Case,
         ),
         (
             "an API key is revoked once",
-            given::<ApiKeysState>([key_issued("k1", "rk_a")])
-                .when(
-                    ApiKeyCommand::RevokeApiKey {
+            Box::new(move || {
+                given::<ApiKeysState>([key_issued("k1", "rk_a")])
+                    .when(
+                        ApiKeyCommand::RevokeApiKey {
+                            key_id: ApiKeyId::parse("k1").unwrap(),
+                        },
+                        admin(),
+                    )
+                    .then_events(vec![Event::ApiKeyRevoked {
                         key_id: ApiKeyId::parse("k1").unwrap(),
-                    },
-                    admin(),
-                )
-                .then_events(vec![Event::ApiKeyRevoked {
-                    key_id: ApiKeyId::parse("k1").unwrap(),
-                }]),
+                    }])
+            }) as Case,
         ),
         (
             "a delivery is recorded once per generation",
-            r(team_and([
-                invited(7, "zoe@x.io", "viewer", None),
-                Event::InvitationDelivered {
-                    number: 7,
-                    generation: 1,
-                    attempt: 1,
-                },
-            ]))
-            .when(
-                ResourceCommand::RecordDelivery {
-                    resource: space(),
-                    invitation: 7,
-                    generation: 1,
-                    attempt: 2,
-                    outcome: DeliveryOutcome::Delivered,
-                },
-                admin(),
-            )
-            .then_no_events(),
-        ),
-        (
-            "only the delivery worker records deliveries",
-            r(team_and([invited(7, "zoe@x.io", "viewer", None)]))
+            Box::new(move || {
+                r(team_and([
+                    invited(7, "zoe@x.io", "viewer", None),
+                    Event::InvitationDelivered {
+                        number: 7,
+                        generation: 1,
+                        attempt: 1,
+                    },
+                ]))
                 .when(
                     ResourceCommand::RecordDelivery {
                         resource: space(),
                         invitation: 7,
                         generation: 1,
-                        attempt: 1,
-                        outcome: DeliveryOutcome::Failed {
-                            error: "421".into(),
-                        },
+                        attempt: 2,
+                        outcome: DeliveryOutcome::Delivered,
                     },
-                    by("alice"),
+                    admin(),
                 )
-                .then_error("forbidden"),
+                .then_no_events()
+            }) as Case,
+        ),
+        (
+            "only the delivery worker records deliveries",
+            Box::new(move || {
+                r(team_and([invited(7, "zoe@x.io", "viewer", None)]))
+                    .when(
+                        ResourceCommand::RecordDelivery {
+                            resource: space(),
+                            invitation: 7,
+                            generation: 1,
+                            attempt: 1,
+                            outcome: DeliveryOutcome::Failed {
+                                error: "421".into(),
+                            },
+                        },
+                        by("alice"),
+                    )
+                    .then_error("forbidden")
+            }) as Case,
         ),
         (
             "code conflict: an API key digest issued twice",
-            given::<ApiKeysState>([key_issued("k1", "rk_a")])
-                .when(issue_key("k2", "rk_a"), admin())
-                .then_error("conflict"),
+            Box::new(move || {
+                given::<ApiKeysState>([key_issued("k1", "rk_a")])
+                    .when(issue_key("k2", "rk_a"), admin())
+                    .then_error("conflict")
+            }) as Case,
         ),
         (
             "the same schema again records nothing",
-            given::<SchemaState>([Event::RoleSchemaDefined {
-                kind: Kind::parse("space").unwrap(),
-                roles: vec![
-                    RoleDef {
-                        name: role("owner"),
-                        privileges: BTreeSet::from([Privilege::ViewMembers]),
-                    },
-                    RoleDef {
-                        name: role("viewer"),
-                        privileges: BTreeSet::from([Privilege::ViewMembers]),
-                    },
-                ],
-                default_role: role("viewer"),
-            }])
-            .when(schema_of(&["owner", "viewer"], "viewer"), admin())
-            .then_no_events(),
+            Box::new(move || {
+                given::<SchemaState>([Event::RoleSchemaDefined {
+                    kind: Kind::parse("space").unwrap(),
+                    roles: vec![
+                        RoleDef {
+                            name: role("owner"),
+                            privileges: BTreeSet::from([Privilege::ViewMembers]),
+                        },
+                        RoleDef {
+                            name: role("viewer"),
+                            privileges: BTreeSet::from([Privilege::ViewMembers]),
+                        },
+                    ],
+                    default_role: role("viewer"),
+                }])
+                .when(schema_of(&["owner", "viewer"], "viewer"), admin())
+                .then_no_events()
+            }) as Case,
         ),
     ]
 }
 
-#[test]
-fn every_rule_and_every_error_code_holds() {
+/// The table keeps covering every rule and every code as it grows or shrinks.
+fn every_rule_and_every_error_code_has_a_case() {
     let cases = cases();
-    let failures: Vec<String> = cases
-        .iter()
-        .filter_map(|(name, verdict)| {
-            verdict
-                .outcome
-                .as_ref()
-                .err()
-                .map(|why| format!("{name}: {why}"))
-        })
-        .collect();
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases failed:\n{}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n\n")
-    );
-
-    // The table must keep covering every rule and every code as it grows or shrinks.
     for rule in 1..=8 {
         let prefix = format!("rule {rule}:");
         assert!(
@@ -967,7 +1124,10 @@ fn every_rule_and_every_error_code_holds() {
             "no case for rule {rule}"
         );
     }
-    let covered: BTreeSet<&str> = cases.iter().filter_map(|(_, v)| v.expected_code).collect();
+    let covered: BTreeSet<&str> = cases
+        .iter()
+        .filter_map(|(_, case)| case().expected_code)
+        .collect();
     let missing: Vec<&str> = DomainError::ALL_CODES
         .iter()
         .copied()
@@ -976,7 +1136,54 @@ fn every_rule_and_every_error_code_holds() {
     assert!(missing.is_empty(), "no case expects {missing:?}");
 }
 
-#[test]
+/// Each case of the table, then the tests written out, each a test of its own.
+fn main() {
+    let arguments = Arguments::from_args();
+    let mut trials: Vec<Trial> = cases()
+        .into_iter()
+        .map(|(name, case)| Trial::test(name, move || case().outcome.map_err(Failed::from)))
+        .collect();
+    let written: [(&str, fn()); 6] = [
+        (
+            "every rule and every error code has a case",
+            every_rule_and_every_error_code_has_a_case,
+        ),
+        (
+            "invitations report one outcome per email",
+            invitations_report_one_outcome_per_email,
+        ),
+        (
+            "preview shows kind, status and inviter",
+            preview_shows_kind_status_and_inviter,
+        ),
+        (
+            "every event round-trips through its envelope parts",
+            every_event_round_trips_through_its_envelope_parts,
+        ),
+        (
+            "a malformed code is invitation_not_found",
+            a_malformed_code_is_invitation_not_found,
+        ),
+        ("names are unique", names_are_unique),
+    ];
+    trials.extend(written.into_iter().map(|(name, test)| {
+        Trial::test(name, move || {
+            test();
+            Ok(())
+        })
+    }));
+    libtest_mimic::run(&arguments, trials).exit();
+}
+
+/// Two cases of one name could not be run apart.
+fn names_are_unique() {
+    let mut names: Vec<&str> = cases().iter().map(|(name, _)| *name).collect();
+    let count = names.len();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), count, "two cases share a name");
+}
+
 fn invitations_report_one_outcome_per_email() {
     let state: ResourceState = fold(&team_and([
         invited(7, "pending@x.io", "viewer", None),
@@ -1027,7 +1234,6 @@ fn invitations_report_one_outcome_per_email() {
     );
 }
 
-#[test]
 fn preview_shows_kind_status_and_inviter() {
     let state: ResourceState = fold(&team_and([
         link_with(5, "editor", Some("erin"), Some(at_days(1)), Some(3)),
@@ -1064,7 +1270,6 @@ fn preview_shows_kind_status_and_inviter() {
     );
 }
 
-#[test]
 fn every_event_round_trips_through_its_envelope_parts() {
     let mut events = team_and([
         link_with(5, "editor", Some("erin"), Some(at_days(1)), Some(3)),
@@ -1141,7 +1346,6 @@ fn every_event_round_trips_through_its_envelope_parts() {
     assert_eq!(sample["via"], serde_json::json!({ "kind": "direct" }));
 }
 
-#[test]
 fn a_malformed_code_is_invitation_not_found() {
     assert_eq!(
         InviteCode::parse("nope").unwrap_err().code(),

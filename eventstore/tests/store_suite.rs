@@ -389,15 +389,15 @@ async fn decisions_on_a_hot_stream_never_conflict(f: Fixture) {
         let s = Arc::clone(s);
         tokio::spawn(async move {
             let request = AppendRequest::decided("hot", move |view: StreamView<'_>| {
-                // Each decision sees every earlier one, committed or still in its group.
+                // Each decision sees every earlier one, committed or still in its group; what
+                // it saw is recorded in its event and checked below, off the writer's thread.
                 let seen = view.version;
                 let last_uncommitted = view.uncommitted.last().map(|e| e.version);
-                assert!(last_uncommitted.is_none_or(|v| v == seen));
                 Ok(vec![NewEvent {
                     event_id: ulid::Ulid::new().to_string(),
                     event_type: "Joined".into(),
                     schema: 1,
-                    data: json!({ "n": n, "seen": seen }),
+                    data: json!({ "n": n, "seen": seen, "last_uncommitted": last_uncommitted }),
                 }])
             });
             s.append(request).await
@@ -412,6 +412,12 @@ async fn decisions_on_a_hot_stream_never_conflict(f: Fixture) {
             event.data["seen"],
             json!(event.version - 1),
             "decided against the newest version"
+        );
+        let last_uncommitted = &event.data["last_uncommitted"];
+        assert!(
+            last_uncommitted.is_null() || *last_uncommitted == event.data["seen"],
+            "the group's uncommitted events end at the version the decision saw: {}",
+            event.data
         );
     }
 }

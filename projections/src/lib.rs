@@ -22,7 +22,7 @@ pub use records::{
     ApiKeyRow, Closure, DeliveryRecord, HistoryEntry, InvitationRecord, InviteRecord, LinkRecord,
     MemberRecord, MembershipRecord, ResourceRecord, WebhookDeliveryRow, WebhookRow,
 };
-pub use snapshots::{IndexEntry as SnapshotName, Snapshot, Snapshots};
+pub use snapshots::{IndexEntry as SnapshotName, Snapshot, SnapshotCheck, Snapshots};
 pub use summary::summarize;
 
 /// Why a read model could not be read or written.

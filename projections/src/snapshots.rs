@@ -327,3 +327,78 @@ fn parse(data: &[u8], entry: &IndexEntry) -> Option<Snapshot> {
         state,
     })
 }
+
+/// Snapshots checked against the log (`roster verify`): fed each event of a resource with
+/// the state the log gives after it, it compares every snapshot taken at that version with
+/// that state, as `as_of` would read it. A snapshot the log does not back (of an event a crash
+/// took back, or of an older chain) is passed over when read, so it is passed over here too.
+pub struct SnapshotCheck<'s> {
+    snapshots: &'s Snapshots,
+    streams: std::collections::HashMap<String, SnapshotCursor>,
+}
+
+/// A stream's snapshots still ahead of the check, and the latest time of its events so far
+/// (a snapshot records it, for `as_of` by time).
+struct SnapshotCursor {
+    latest_ms: i64,
+    ahead: std::collections::VecDeque<IndexEntry>,
+}
+
+impl<'s> SnapshotCheck<'s> {
+    pub fn new(snapshots: &'s Snapshots) -> SnapshotCheck<'s> {
+        SnapshotCheck {
+            snapshots,
+            streams: std::collections::HashMap::new(),
+        }
+    }
+
+    /// After `envelope`, the resource is `state`: every snapshot of its stream taken at its
+    /// version must equal it. `Err` says which differs.
+    pub fn after(&mut self, envelope: &Envelope, state: &ResourceState) -> Result<(), String> {
+        let cursor = match self.streams.entry(envelope.stream.clone()) {
+            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::hash_map::Entry::Vacant(entry) => entry.insert(SnapshotCursor {
+                latest_ms: i64::MIN,
+                ahead: self
+                    .snapshots
+                    .names(&envelope.stream)
+                    .map_err(|e| e.to_string())?
+                    .into(),
+            }),
+        };
+        cursor.latest_ms = cursor.latest_ms.max(envelope.occurred_at.0);
+        while cursor
+            .ahead
+            .front()
+            .is_some_and(|name| name.version() <= envelope.version)
+        {
+            let name = cursor.ahead.pop_front();
+            let Some(name) = name.filter(|n| n.taken_after(envelope)) else {
+                continue;
+            };
+            let Some(snapshot) = self
+                .snapshots
+                .read_named(&envelope.stream, &name)
+                .map_err(|e| e.to_string())?
+            else {
+                continue;
+            };
+            let from_the_log = Snapshot {
+                version: envelope.version,
+                position: envelope.position,
+                latest_ms: cursor.latest_ms,
+                hash: envelope.hash,
+                state: state.clone(),
+            };
+            if snapshot != from_the_log {
+                let resource = envelope.stream.trim_start_matches("resource:");
+                return Err(format!(
+                    "the snapshot of {resource} at version {} differs from the log (remove the \
+                     data directory's snapshots/ to have it taken again)",
+                    name.version()
+                ));
+            }
+        }
+        Ok(())
+    }
+}

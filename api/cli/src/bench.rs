@@ -37,8 +37,8 @@ pub enum BenchError {
     #[error(transparent)]
     Task(#[from] tokio::task::JoinError),
     /// The server under load stopped with this reason.
-    #[error("{0}")]
-    Server(String),
+    #[error(transparent)]
+    Server(#[from] roster_server::ServeError),
     #[error("registering {resource}: {status}")]
     Register {
         resource: String,

@@ -1,7 +1,5 @@
 //! The command line's operations on the log itself: verify, export and import, replay, audit.
 
-use std::collections::hash_map::Entry;
-use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -13,7 +11,7 @@ use roster_domain::{
 use roster_eventstore::{
     ChainChecker, Envelope, EventStore, SledOptions, SledStore, StoreError, VerifyReport,
 };
-use roster_projections::{ProjectionError, Snapshot, SnapshotName, Snapshots};
+use roster_projections::{ProjectionError, SnapshotCheck, Snapshots};
 use roster_server::data_dir::DataDirError;
 
 /// Why a log tool failed; one line each, as `roster` prints it after `roster: `.
@@ -151,8 +149,7 @@ pub fn check_log(
         domain: LogCheck::new(),
         pending: Vec::new(),
         pending_events: Vec::new(),
-        snapshots,
-        cursors: HashMap::new(),
+        snapshots: snapshots.map(SnapshotCheck::new),
     };
     for envelope in envelopes {
         let next = check.chain.position() + 1;
@@ -176,18 +173,19 @@ pub fn check_log(
         }
     }
     check.flush(true)?;
+    // The rules held command by command; the final states are checked once more, whole.
+    check
+        .domain
+        .finish()
+        .map_err(|(resource, reason)| LogFault {
+            position: check.chain.position(),
+            reason: format!("after the last event, {resource}: {reason}"),
+        })?;
     progress(check.chain.position());
     Ok(Checked {
         report: check.chain.report(),
         resources: u64::try_from(check.domain.resource_count()).unwrap_or(u64::MAX),
     })
-}
-
-/// A stream's snapshots still ahead of the check, and the latest time of its events so far
-/// (a snapshot records it, for `as_of` by time).
-struct SnapshotCursor {
-    latest_ms: i64,
-    ahead: VecDeque<SnapshotName>,
 }
 
 struct Check<'s> {
@@ -197,8 +195,7 @@ struct Check<'s> {
     /// complete only when an envelope of another one comes (or the log ends).
     pending: Vec<Envelope>,
     pending_events: Vec<Event>,
-    snapshots: Option<&'s Snapshots>,
-    cursors: HashMap<String, SnapshotCursor>,
+    snapshots: Option<SnapshotCheck<'s>>,
 }
 
 impl Check<'_> {
@@ -253,14 +250,20 @@ impl Check<'_> {
             occurred_at,
             events: &events,
         };
-        let (snapshots, cursors) = (self.snapshots, &mut self.cursors);
+        let snapshots = &mut self.snapshots;
         let mut snapshot_fault = None;
         let mut after_each = |index: usize, state: &ResourceState| {
-            let Some((envelope, snapshots)) = pending.get(index).zip(snapshots) else {
+            let Some((envelope, snapshots)) = pending.get(index).zip(snapshots.as_mut()) else {
                 return;
             };
             if snapshot_fault.is_none() {
-                snapshot_fault = compare_snapshot(snapshots, cursors, envelope, state).err();
+                snapshot_fault = snapshots
+                    .after(envelope, state)
+                    .err()
+                    .map(|reason| LogFault {
+                        position: envelope.position,
+                        reason,
+                    });
             }
         };
         // The rules' fault comes first: it is the cause, a snapshot at most a consequence.
@@ -280,66 +283,6 @@ impl Check<'_> {
             })?;
         snapshot_fault.map_or(Ok(()), Err)
     }
-}
-
-/// Compares the snapshot of `envelope`'s stream at its version, if one was taken, with the
-/// state the log gives there.
-fn compare_snapshot(
-    snapshots: &Snapshots,
-    cursors: &mut HashMap<String, SnapshotCursor>,
-    envelope: &Envelope,
-    state: &ResourceState,
-) -> Result<(), LogFault> {
-    let at = envelope.position;
-    let failed = |reason: String| LogFault {
-        position: at,
-        reason,
-    };
-    let cursor = match cursors.entry(envelope.stream.clone()) {
-        Entry::Occupied(entry) => entry.into_mut(),
-        Entry::Vacant(entry) => entry.insert(SnapshotCursor {
-            latest_ms: i64::MIN,
-            ahead: snapshots
-                .names(&envelope.stream)
-                .map_err(|e| failed(e.to_string()))?
-                .into(),
-        }),
-    };
-    cursor.latest_ms = cursor.latest_ms.max(envelope.occurred_at.0);
-    while cursor
-        .ahead
-        .front()
-        .is_some_and(|name| name.version() <= envelope.version)
-    {
-        let name = cursor.ahead.pop_front();
-        // A snapshot the log does not back (of an event a crash took back, or an older
-        // version passed) is passed over when read, so it is no error here either.
-        let Some(name) = name.filter(|n| n.taken_after(envelope)) else {
-            continue;
-        };
-        let Some(snapshot) = snapshots
-            .read_named(&envelope.stream, &name)
-            .map_err(|e| failed(e.to_string()))?
-        else {
-            continue;
-        };
-        let from_the_log = Snapshot {
-            version: envelope.version,
-            position: at,
-            latest_ms: cursor.latest_ms,
-            hash: envelope.hash,
-            state: state.clone(),
-        };
-        if snapshot != from_the_log {
-            let resource = envelope.stream.trim_start_matches("resource:");
-            return Err(failed(format!(
-                "the snapshot of {resource} at version {} differs from the log (remove the \
-                 data directory's snapshots/ to have it taken again)",
-                name.version()
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// The log in a store as envelopes in position order, read a page at a time on `runtime`

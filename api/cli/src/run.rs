@@ -40,8 +40,8 @@ pub enum RunError {
         source: std::io::Error,
     },
     /// The server stopped with this reason.
-    #[error("{0}")]
-    Serve(String),
+    #[error(transparent)]
+    Serve(#[from] roster_server::ServeError),
     #[error(
         "import needs the server secret the log's codes were made with: pass --secret-from DIR \
          (the data directory it was exported from) or set ROSTER_SECRET, or pass --new-secret \

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use roster_domain::{
     create_invitations, Actor, ApiKeyCommand, ApiKeyId, Command, DomainError, Email, Event,
-    InvitationBatch, KeyDigest, KindUsage, KnownEmails, Limits, Membership, NumberSequence,
+    InvitationBatch, KeyDigest, Kind, KindUsage, KnownEmails, Limits, Membership, NumberSequence,
     Principal, ResourceCommand, ResourceId, ResourceState, RoleName, RoleSchema, SchemaCommand,
     SchemaState, StreamId, Timestamp, VerifiedCode,
 };
@@ -95,14 +95,13 @@ impl Engine {
         entry: Entry,
     ) -> Result<Executed, Retry> {
         let now = self.now();
-        let inputs = self.inputs(&request.command).await.map_err(Retry::No)?;
+        let reads = self.reads(&request.command).await.map_err(Retry::No)?;
         let slot: Arc<Mutex<Option<Decided>>> = Arc::new(Mutex::new(None));
         let decision = Decision {
             entry,
             command: request.command.clone(),
             actor: request.actor.clone(),
-            now,
-            inputs,
+            reads,
             limits: self.inner.config.limits.clone(),
             numbers: Arc::clone(&self.inner.numbers),
             emails: ModelEmails(Arc::clone(&self.inner.models)),
@@ -192,23 +191,45 @@ impl Engine {
         }
     }
 
-    /// What a decision needs from outside its stream, gathered before it is queued.
+    /// What a decision reads beyond its own stream: handles gathered before it is queued,
+    /// read inside the writer at the moment of deciding (see [`Reads`]).
+    pub(crate) async fn reads(&self, command: &Command) -> Result<Reads, EngineError> {
+        Ok(match command {
+            Command::Resource(command) => {
+                let kind = command.resource().kind().clone();
+                let entry = self.entry(&StreamId::RoleSchema(kind.clone())).await?;
+                Reads {
+                    schema: SchemaRead::Stream { kind, entry },
+                    usage: KindUsage::default(),
+                }
+            }
+            Command::Schema(SchemaCommand::DefineRoleSchema { kind, .. }) => Reads {
+                schema: SchemaRead::Own(kind.clone()),
+                usage: self.inner.models.kind_usage(kind.as_str())?,
+            },
+            // API keys and webhooks have no kind: no schema is consulted.
+            Command::ApiKeys(_) | Command::Webhooks(_) => Reads {
+                schema: SchemaRead::Builtin,
+                usage: KindUsage::default(),
+            },
+        })
+    }
+
+    /// What a decision outside the writer (a repeated command's first outcome) reads beyond
+    /// its stream, as it stands now.
     pub(crate) async fn inputs(&self, command: &Command) -> Result<Inputs, EngineError> {
-        let (schema, usage) = match command {
-            Command::Resource(command) => (
-                self.schema(command.resource().kind().as_str()).await?,
-                KindUsage::default(),
-            ),
-            Command::Schema(SchemaCommand::DefineRoleSchema { kind, .. }) => (
-                self.schema(kind.as_str()).await?,
-                self.inner.models.kind_usage(kind.as_str())?,
-            ),
-            // API keys and webhooks have no kind; any schema serves, none is consulted, so
-            // none is loaded from the log either.
-            Command::ApiKeys(_) | Command::Webhooks(_) => (
-                RoleSchema::builtin(&roster_domain::Kind::parse("space")?),
-                KindUsage::default(),
-            ),
+        let schema = match command {
+            Command::Resource(command) => self.schema(command.resource().kind().as_str()).await?,
+            Command::Schema(SchemaCommand::DefineRoleSchema { kind, .. }) => {
+                self.schema(kind.as_str()).await?
+            }
+            Command::ApiKeys(_) | Command::Webhooks(_) => builtin_schema(),
+        };
+        let usage = match command {
+            Command::Schema(SchemaCommand::DefineRoleSchema { kind, .. }) => {
+                self.inner.models.kind_usage(kind.as_str())?
+            }
+            _ => KindUsage::default(),
         };
         Ok(Inputs { schema, usage })
     }
@@ -446,13 +467,41 @@ pub(crate) struct Inputs {
     pub(crate) usage: KindUsage,
 }
 
+/// What a decision reads beyond its own stream, resolved by the writer when it decides, not
+/// by the caller when it queues: a role schema defined meanwhile (even earlier in the same
+/// group) is the one the decision obeys. The writer supplies the time too
+/// ([`StreamView::occurred_at`]), and new link and invitation numbers are drawn while deciding.
+/// On one machine the writer is one thread; a store shared by many nodes runs the same
+/// decision under its lock, after catching up.
+pub(crate) struct Reads {
+    schema: SchemaRead,
+    /// Usage counts of a kind, for redefining its schema: the read models' as of queueing (a
+    /// shared store reads them under its lock).
+    usage: KindUsage,
+}
+
+/// Where a decision finds the role schema in force.
+enum SchemaRead {
+    /// The kind's schema stream, through its cached state: whatever the writer has decided
+    /// on it by now. Holding the entry keeps the cache from evicting it.
+    Stream { kind: Kind, entry: Entry },
+    /// The decision's own stream is the schema stream (redefining it).
+    Own(Kind),
+    /// The command concerns no kind.
+    Builtin,
+}
+
+/// The schema handed to decisions that consult none.
+fn builtin_schema() -> RoleSchema {
+    RoleSchema::builtin(&Kind::parse("space").expect("\"space\" is a valid kind"))
+}
+
 /// A command's decision, run by the log's writer against the stream's newest state.
 struct Decision {
     entry: Entry,
     command: Command,
     actor: Actor,
-    now: Timestamp,
-    inputs: Inputs,
+    reads: Reads,
     limits: Limits,
     numbers: Arc<NumberSequence>,
     emails: ModelEmails,
@@ -483,15 +532,32 @@ impl Decision {
             }
             _ => None,
         };
-        let ctx = roster_domain::Context::new(self.now, self.actor.clone(), &self.inputs.schema)
+        // The writer's time: never before the log's latest, so times rise with positions.
+        let now = Timestamp::from_unix_ms(view.occurred_at.unix_ms())
+            .map_err(|e| Box::new(e) as Rejection)?;
+        let schema = match &self.reads.schema {
+            SchemaRead::Stream { kind, entry } => {
+                let schema = lock(entry);
+                match (&schema.state, schema.valid) {
+                    (StreamState::Schema(state), true) => state.in_force(kind),
+                    _ => return Err(Box::new(Stale)),
+                }
+            }
+            SchemaRead::Own(kind) => match &cached.state {
+                StreamState::Schema(state) => state.in_force(kind),
+                _ => return Err(Box::new(Stale)),
+            },
+            SchemaRead::Builtin => builtin_schema(),
+        };
+        let ctx = roster_domain::Context::new(now, self.actor.clone(), &schema)
             .with_limits(&self.limits)
             .with_numbers(self.numbers.as_ref())
             .with_known_emails(&self.emails)
-            .with_kind_usage(&self.inputs.usage);
+            .with_kind_usage(&self.reads.usage);
         let (events, invitations) =
             decide(&cached.state, self.command, &ctx).map_err(|e| Box::new(e) as Rejection)?;
         for event in &events {
-            apply(&mut cached, event, self.now.unix_ms());
+            apply(&mut cached, event, now.unix_ms());
         }
         let (actor_role, member) = match &cached.state {
             StreamState::Resource(state) => (
@@ -506,7 +572,7 @@ impl Decision {
         let new_events = events
             .iter()
             .map(|event| NewEvent {
-                event_id: self.ids.ulid(self.now),
+                event_id: self.ids.ulid(now),
                 event_type: event.event_type().to_string(),
                 schema: event.schema(),
                 data: event.to_data(),
@@ -527,8 +593,7 @@ impl Decision {
 
 /// Folds one event of the stream, which occurred at `occurred_ms`, into its cached state.
 fn apply(cached: &mut Cached, event: &Event, occurred_ms: i64) {
-    let state = std::mem::replace(&mut cached.state, StreamState::ApiKeys(Default::default()));
-    cached.state = state.evolve(event);
+    cached.state.apply(event);
     cached.version += 1;
     cached.latest_ms = cached.latest_ms.max(occurred_ms);
 }

@@ -9,10 +9,9 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::*;
+use roster_tests::poll::{self, PATIENCE};
 
-/// A deadline that turns a hang into a failure; no assertion depends on it.
-const PATIENCE: Duration = Duration::from_secs(60);
+use crate::helpers::*;
 
 /// `host:port` of the server.
 fn socket_address(app: &TestApp) -> String {
@@ -131,20 +130,17 @@ fn sockets(address: &str) -> Sockets {
     found
 }
 
-/// Polls `sockets` until `done` holds, failing after a minute.
+/// Waits until the server's sockets on `address` are as `done` wants them.
 async fn until(address: &str, what: &str, done: impl Fn(&Sockets) -> bool) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
+    poll::until(what, || async {
         let now = sockets(address);
         if done(&now) {
-            return;
+            Ok(())
+        } else {
+            Err(now)
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never {what}: {now:?}"
-        );
-        tokio::task::yield_now().await;
-    }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,16 +5,13 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
 
 use reqwest::StatusCode;
 use roster_server::workers::Retry;
 use serde_json::{json, Value};
 
 use crate::helpers::*;
-
-/// Longest wait for something that should happen soon; only a hang reaches it.
-const PATIENCE: Duration = Duration::from_secs(60);
+use roster_tests::poll;
 
 /// The SMTP server process, and the messages it has printed.
 struct Sink {
@@ -60,17 +57,14 @@ impl Sink {
 
     /// The next message, waiting for it.
     async fn next(&self) -> Value {
-        let deadline = std::time::Instant::now() + PATIENCE;
-        loop {
+        poll::until("a message arrived", || async {
             match self.messages.try_recv() {
-                Ok(message) => return message,
+                Ok(message) => Ok(message),
                 Err(mpsc::TryRecvError::Disconnected) => panic!("the SMTP server stopped"),
-                Err(mpsc::TryRecvError::Empty) => {
-                    assert!(std::time::Instant::now() < deadline, "no message arrived");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
+                Err(error @ mpsc::TryRecvError::Empty) => Err(error),
             }
-        }
+        })
+        .await
     }
 
     fn received_so_far(&self) -> Vec<Value> {
@@ -85,17 +79,23 @@ impl Drop for Sink {
     }
 }
 
-/// Polls `check` until it holds (a condition, not a fixed wait).
+/// Waits until `check` holds.
 async fn eventually<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = std::time::Instant::now() + PATIENCE;
-    while !check().await {
-        assert!(std::time::Instant::now() < deadline, "never: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    poll::until(what, || {
+        let checked = check();
+        async move {
+            if checked.await {
+                Ok(())
+            } else {
+                Err("not yet")
+            }
+        }
+    })
+    .await
 }
 
 fn quick_retry() -> Retry {

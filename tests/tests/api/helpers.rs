@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use reqwest::{Method, Response, StatusCode};
 use roster_server::http::ServerConfig;
+use roster_tests::poll;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
@@ -64,7 +65,7 @@ pub struct TestApp {
     pub dir: PathBuf,
     _temp: Option<Arc<tempfile::TempDir>>,
     shutdown: Option<oneshot::Sender<()>>,
-    server: Option<tokio::task::JoinHandle<Result<(), String>>>,
+    server: Option<tokio::task::JoinHandle<Result<(), roster_server::ServeError>>>,
 }
 
 /// The server on a fresh temporary data directory.
@@ -104,24 +105,28 @@ pub async fn spawn_app_in(dir: &Path, tweak: impl FnOnce(&mut ServerConfig)) -> 
         server: Some(server),
     };
     // Ready when it answers; `serve` opens the engine before it accepts.
-    for _ in 0..200 {
+    let stopped = poll::until("the server answered /healthz", || async {
         if app.server.as_ref().is_some_and(|s| s.is_finished()) {
-            let outcome = app.server.expect("a server").await;
-            panic!("the server stopped before it answered: {outcome:?}");
+            return Ok(true);
         }
-        if let Ok(response) = app
+        match app
             .client
             .get(format!("{}/healthz", app.address))
             .send()
             .await
         {
-            if response.status() == StatusCode::OK {
-                return app;
-            }
+            Ok(response) if response.status() == StatusCode::OK => Ok(false),
+            Ok(response) => Err(response.status().to_string()),
+            Err(error) => Err(error.to_string()),
         }
-        tokio::task::yield_now().await;
+    })
+    .await;
+    if stopped {
+        let mut app = app;
+        let outcome = app.server.take().expect("a server").await;
+        panic!("the server stopped before it answered: {outcome:?}");
     }
-    panic!("the server did not answer /healthz");
+    app
 }
 
 /// Who sends a request.

@@ -34,6 +34,8 @@ pub mod defaults {
     pub const CODE_FAILURES_PER_PRINCIPAL_MAX: u32 = 20;
     pub const CODE_FAILURES_WINDOW_MS: u64 = 60_000;
     pub const RATE_LIMIT_KEYS_MAX: usize = 65_536;
+    pub const PAGE_ITEMS_DEFAULT: usize = 100;
+    pub const PAGE_ITEMS_MAX: usize = 1000;
 }
 
 /// Where invitation URLs point when no public URL is given: the address the server listens on.
@@ -90,6 +92,8 @@ pub struct ServerConfig {
     pub body_bytes_max: usize,
     #[command(flatten)]
     pub limits: LimitsConfig,
+    #[command(flatten)]
+    pub paging: Paging,
     /// Time a request may take, in milliseconds.
     #[arg(long, env = "ROSTER_REQUEST_TIMEOUT_MS", default_value_t = defaults::REQUEST_TIMEOUT_MS, help_heading = "Limits")]
     pub request_timeout_ms: u64,
@@ -179,6 +183,7 @@ impl ServerConfig {
             secret: None,
             body_bytes_max: defaults::BODY_BYTES_MAX,
             limits: LimitsConfig::default(),
+            paging: Paging::default(),
             request_timeout_ms: defaults::REQUEST_TIMEOUT_MS,
             connections_max: defaults::CONNECTIONS_MAX,
             header_timeout_ms: defaults::HEADER_TIMEOUT_MS,
@@ -261,6 +266,29 @@ impl From<LimitsConfig> for Limits {
             active_links_max,
             message_chars_max,
             key_name_chars_max,
+        }
+    }
+}
+
+/// How long a page of a list is (DESIGN section 5): every list answers at most `items_max`
+/// items, whatever `limit` asks (a bound on what one response holds and the server reads for
+/// it), and `items_default` when no `limit` is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
+#[command(next_help_heading = "Limits")]
+pub struct Paging {
+    /// Items on a page of a list when the request names no `limit`.
+    #[arg(long = "page-items-default", env = "ROSTER_PAGE_ITEMS_DEFAULT", default_value_t = defaults::PAGE_ITEMS_DEFAULT)]
+    pub items_default: usize,
+    /// Most items one page of a list answers, whatever `limit` asks.
+    #[arg(long = "page-items-max", env = "ROSTER_PAGE_ITEMS_MAX", default_value_t = defaults::PAGE_ITEMS_MAX)]
+    pub items_max: usize,
+}
+
+impl Default for Paging {
+    fn default() -> Paging {
+        Paging {
+            items_default: defaults::PAGE_ITEMS_DEFAULT,
+            items_max: defaults::PAGE_ITEMS_MAX,
         }
     }
 }

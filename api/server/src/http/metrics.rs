@@ -18,6 +18,8 @@ use metrics_exporter_prometheus::{
 };
 use tokio::sync::watch;
 
+use crate::workers::WorkerError;
+
 const REQUESTS: &str = "roster_http_requests_total";
 const REQUEST_DURATION: &str = "roster_http_request_duration_seconds";
 const FAILED_CODE_CHECKS: &str = "roster_failed_code_checks_total";
@@ -187,7 +189,7 @@ impl Metrics {
     }
 
     /// Until `stop`: folds the recorded latencies into the histograms every few seconds.
-    pub async fn upkeep(self, mut stop: watch::Receiver<bool>) -> Result<(), String> {
+    pub async fn upkeep(self, mut stop: watch::Receiver<bool>) -> Result<(), WorkerError> {
         loop {
             tokio::select! {
                 _ = stop.wait_for(|stopped| *stopped) => return Ok(()),

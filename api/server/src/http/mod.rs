@@ -36,7 +36,7 @@ pub use config::{Families, ServerConfig};
 pub use error::{ApiCode, ApiError, Problem};
 pub use openapi::document as openapi_document;
 pub use router::router;
-pub use serve::serve;
+pub use serve::{serve, ServeError};
 
 /// The header every response carries: the position the read models had applied when it left.
 pub const POSITION_HEADER: &str = "x-roster-position";

@@ -4,14 +4,8 @@
 
 use serde::Deserialize;
 
+use super::config::Paging;
 use super::error::{ApiError, ApiResult};
-
-/// The most items one page answers, whatever `limit` asks: a limit on what a response holds
-/// (and the server reads for it). A constant until `ServerConfig` has a setting for it.
-pub const PAGE_ITEMS_MAX: usize = 1000;
-
-/// Items on a page when the request gives no `limit`.
-pub const PAGE_ITEMS_DEFAULT: usize = 100;
 
 /// `limit` and `after` of a list whose items are numbered or positioned (links, invitations,
 /// webhooks and their deliveries, history, events).
@@ -28,12 +22,15 @@ pub struct NamePage {
     pub after: Option<String>,
 }
 
-/// The page size `asked` for, bounded to `1..=PAGE_ITEMS_MAX`; `PAGE_ITEMS_DEFAULT` when absent.
-pub fn limit(asked: Option<usize>) -> ApiResult<usize> {
-    match asked {
-        None => Ok(PAGE_ITEMS_DEFAULT.min(PAGE_ITEMS_MAX)),
-        Some(0) => Err(ApiError::invalid("limit must be at least 1")),
-        Some(n) => Ok(n.min(PAGE_ITEMS_MAX)),
+impl Paging {
+    /// The page size `asked` for, bounded to `1..=items_max`; `items_default` when absent.
+    pub fn limit(&self, asked: Option<usize>) -> ApiResult<usize> {
+        let max = self.items_max.max(1);
+        match asked {
+            None => Ok(self.items_default.clamp(1, max)),
+            Some(0) => Err(ApiError::invalid("limit must be at least 1")),
+            Some(n) => Ok(n.min(max)),
+        }
     }
 }
 
@@ -60,10 +57,17 @@ mod tests {
 
     #[test]
     fn limits_are_bounded_and_zero_is_refused() {
-        assert_eq!(limit(None).ok(), Some(PAGE_ITEMS_DEFAULT));
-        assert_eq!(limit(Some(3)).ok(), Some(3));
-        assert_eq!(limit(Some(usize::MAX)).ok(), Some(PAGE_ITEMS_MAX));
-        assert!(limit(Some(0)).is_err());
+        let paging = Paging::default();
+        assert_eq!(paging.limit(None).ok(), Some(100));
+        assert_eq!(paging.limit(Some(3)).ok(), Some(3));
+        assert_eq!(paging.limit(Some(usize::MAX)).ok(), Some(1000));
+        assert!(paging.limit(Some(0)).is_err());
+        let small = Paging {
+            items_default: 50,
+            items_max: 10,
+        };
+        assert_eq!(small.limit(None).ok(), Some(10));
+        assert_eq!(small.limit(Some(11)).ok(), Some(10));
     }
 
     #[test]

@@ -132,7 +132,7 @@ pub async fn list_keys(
     Query(page): Query<NamePage>,
 ) -> ApiResult<Response> {
     caller.require(Scope::Admin)?;
-    let limit = paging::limit(page.limit)?;
+    let limit = state.config.paging.limit(page.limit)?;
     let (rows, more) = state.engine.api_keys_page(page.after.as_deref(), limit)?;
     let next = paging::next(&rows, more, |k| k.key_id.to_string());
     Ok(ok(KeyList {
@@ -263,7 +263,7 @@ pub async fn list_resources(
             ));
         }
     }
-    let limit = paging::limit(query.limit)?;
+    let limit = state.config.paging.limit(query.limit)?;
     let kind = query
         .kind
         .as_deref()
@@ -352,7 +352,7 @@ pub async fn list_links(
     Query(page): Query<NumberPage>,
 ) -> ApiResult<Response> {
     let resource = resource_id(&kind, &id)?;
-    let limit = paging::limit(page.limit)?;
+    let limit = state.config.paging.limit(page.limit)?;
     authorize(&state, &caller, &resource, Privilege::ViewMembers).await?;
     let access = code_access(&state, &caller, &resource).await?;
     let (links, more) = state
@@ -585,7 +585,7 @@ pub async fn list_invitations(
         })
         .transpose()?;
     let email = query.email.as_deref().map(email).transpose()?;
-    let limit = paging::limit(query.limit)?;
+    let limit = state.config.paging.limit(query.limit)?;
     authorize(&state, &caller, &resource, Privilege::ViewMembers).await?;
     let now = state.engine.now();
     let (invitations, more) =
@@ -853,7 +853,7 @@ pub async fn list_members(
     Query(query): Query<MembersQuery>,
 ) -> ApiResult<Response> {
     let resource = resource_id(&kind, &id)?;
-    let limit = paging::limit(query.limit)?;
+    let limit = state.config.paging.limit(query.limit)?;
     let past = match (&query.as_of, query.at_position) {
         (Some(_), Some(_)) => return Err(ApiError::invalid("give as_of or at_position, not both")),
         (Some(text), None) => {
@@ -974,7 +974,7 @@ pub async fn memberships(
 ) -> ApiResult<Response> {
     let member = principal(&who)?;
     caller.may_read_principal(&member)?;
-    let limit = paging::limit(page.limit)?;
+    let limit = state.config.paging.limit(page.limit)?;
     let (rows, more) = state
         .engine
         .memberships_page(&member, page.after.as_deref(), limit)?;
@@ -1040,7 +1040,7 @@ pub async fn resource_history(
     Query(query): Query<NumberPage>,
 ) -> ApiResult<Response> {
     let resource = resource_id(&kind, &id)?;
-    let limit = paging::limit(query.limit)?;
+    let limit = state.config.paging.limit(query.limit)?;
     authorize(&state, &caller, &resource, Privilege::ViewHistory).await?;
     Ok(ok(history_page(
         state
@@ -1061,7 +1061,7 @@ pub async fn principal_history(
 ) -> ApiResult<Response> {
     let member = principal(&who)?;
     caller.may_read_principal(&member)?;
-    let limit = paging::limit(query.limit)?;
+    let limit = state.config.paging.limit(query.limit)?;
     Ok(ok(history_page(
         state
             .engine
@@ -1079,7 +1079,7 @@ pub async fn events(
     Query(query): Query<NumberPage>,
 ) -> ApiResult<Response> {
     caller.require(Scope::Audit)?;
-    let limit = paging::limit(query.limit)?;
+    let limit = state.config.paging.limit(query.limit)?;
     let envelopes = state.engine.events(query.after.unwrap_or(0), limit).await?;
     // A next page only when the log holds more than this one.
     let head = state.engine.head();

@@ -13,7 +13,22 @@ use tokio::sync::watch;
 use super::config::ServerConfig;
 use super::listener::{Capped, Dispatch, Timeouts};
 use super::supervise::{open_engine, Current, Live, Serving};
-use roster_engine::EngineConfig;
+use crate::data_dir::DataDirError;
+use roster_engine::{EngineConfig, EngineError};
+
+/// Why [`serve`] could not serve, or stopped serving before its shutdown.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    #[error("cannot open {dir}: {source}")]
+    Open {
+        dir: std::path::PathBuf,
+        source: EngineError,
+    },
+    #[error("the listener: {0}")]
+    Listener(#[from] std::io::Error),
+}
 
 /// Serves the API on `listener` until `shutdown` completes: then stops accepting, lets the
 /// requests in flight finish, and closes the engine (which makes the log durable).
@@ -25,7 +40,7 @@ pub async fn serve(
     listener: TcpListener,
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), String> {
+) -> Result<(), ServeError> {
     let dir = &config.data_dir;
     // Looked at before anything is written there: a mistyped `--data` starts an empty log,
     // and the operator should be told so.
@@ -58,10 +73,13 @@ pub async fn serve(
     };
     let engine = open_engine(&config, &engine_config)
         .await
-        .map_err(|e| format!("cannot open {}: {e}", config.data_dir.display()))?;
+        .map_err(|source| ServeError::Open {
+            dir: config.data_dir.clone(),
+            source,
+        })?;
     let live = Live::start(engine, &config, admin_digest);
     let current: Current = Arc::new(RwLock::new(live.router.clone()));
-    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    let address = listener.local_addr()?;
     tracing::info!(%address, position = live.engine.head(), "roster is listening");
     // One stop signal for both the server and the supervisor.
     let (stop_tx, stop) = watch::channel(false);
@@ -96,5 +114,5 @@ pub async fn serve(
         live.stop().await;
     }
     tracing::info!("roster stopped");
-    served.map_err(|e| e.to_string())
+    Ok(served?)
 }

@@ -19,6 +19,7 @@ use super::metrics::Metrics;
 use super::rate_limit;
 use super::state::{AppState, Shared};
 use super::{views, POSITION_HEADER};
+use crate::workers::WorkerError;
 use roster_engine::{Engine, EngineConfig};
 
 /// How often the supervisor looks at the engine for a failed write.
@@ -201,7 +202,7 @@ pub struct Live {
     pub engine: Engine,
     pub router: Router,
     stop_workers: watch::Sender<bool>,
-    workers: Vec<tokio::task::JoinHandle<Result<(), String>>>,
+    workers: Vec<tokio::task::JoinHandle<Result<(), WorkerError>>>,
 }
 
 impl Live {
@@ -260,7 +261,7 @@ fn start_workers(
     engine: &Engine,
     config: &ServerConfig,
     stop: &watch::Receiver<bool>,
-) -> Vec<tokio::task::JoinHandle<Result<(), String>>> {
+) -> Vec<tokio::task::JoinHandle<Result<(), WorkerError>>> {
     use crate::workers::{mail, webhooks};
     let mut workers = Vec::new();
     if let (Some(smtp_url), Some(from)) = (&config.smtp_url, &config.mail_from) {

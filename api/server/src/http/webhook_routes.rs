@@ -138,7 +138,7 @@ pub async fn list_webhooks(
     Query(page): Query<NumberPage>,
 ) -> ApiResult<Response> {
     caller.require(Scope::Admin)?;
-    let limit = paging::limit(page.limit)?;
+    let limit = state.config.paging.limit(page.limit)?;
     let (rows, more) = state.engine.webhooks_page(page.after.unwrap_or(0), limit)?;
     let next = paging::next(&rows, more, |w| w.id);
     let items = rows.into_iter().map(WebhookView::from).collect();
@@ -185,7 +185,7 @@ pub async fn webhook_deliveries(
 ) -> ApiResult<Response> {
     caller.require(Scope::Admin)?;
     let webhook = webhook_of(&state, &id)?;
-    let limit = paging::limit(query.limit)?;
+    let limit = state.config.paging.limit(query.limit)?;
     let fetched = state
         .engine
         .webhook_deliveries(webhook, query.after.unwrap_or(0), limit + 1)?;

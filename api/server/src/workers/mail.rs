@@ -19,7 +19,7 @@ use roster_projections::{InvitationRecord, InviteRecord};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::Retry;
+use super::{Retry, WorkerError};
 use roster_engine::{Engine, EngineError, Request};
 
 /// Where and how mail is sent.
@@ -45,17 +45,14 @@ pub async fn run(
     engine: Engine,
     config: MailConfig,
     mut stop: watch::Receiver<bool>,
-) -> Result<(), String> {
-    let from: Mailbox = config
-        .from
-        .parse()
-        .map_err(|e| format!("ROSTER_MAIL_FROM: {e}"))?;
+) -> Result<(), WorkerError> {
+    let from: Mailbox = config.from.parse().map_err(WorkerError::MailFrom)?;
     let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(&config.smtp_url)
-        .map_err(|e| format!("ROSTER_SMTP_URL: {e}"))?
+        .map_err(WorkerError::SmtpUrl)?
         .timeout(Some(std::time::Duration::from_secs(10)))
         .build();
     let start = engine.applied();
-    let mut owed = owed_at_start(&engine, &config.retry).map_err(|e| e.to_string())?;
+    let mut owed = owed_at_start(&engine, &config.retry)?;
     let mut tail = engine.subscribe(start);
     let mut seen = start;
     loop {
@@ -67,7 +64,7 @@ pub async fn run(
                 }
             }
             envelope = tail.next() => {
-                let envelope = envelope.map_err(|e| e.to_string())?;
+                let envelope = envelope.map_err(EngineError::from)?;
                 seen = envelope.position;
                 note(&mut owed, &envelope);
             }

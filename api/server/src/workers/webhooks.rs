@@ -17,7 +17,7 @@ use roster_eventstore::Envelope;
 use sha2::Sha256;
 use tokio::sync::watch;
 
-use super::Retry;
+use super::{Retry, WorkerError};
 use roster_engine::{Engine, Request};
 
 #[derive(Debug, Clone)]
@@ -47,14 +47,14 @@ pub async fn run(
     engine: Engine,
     config: WebhookConfig,
     mut stop: watch::Receiver<bool>,
-) -> Result<(), String> {
+) -> Result<(), WorkerError> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_millis(config.timeout_ms))
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(WorkerError::WebhookClient)?;
     let start = engine.applied();
     let mut deliverers: HashMap<u64, tokio::task::JoinHandle<()>> = HashMap::new();
-    for hook in engine.webhooks().map_err(|e| e.to_string())? {
+    for hook in engine.webhooks()? {
         if !hook.removed {
             let task = tokio::spawn(deliver(
                 engine.clone(),
