@@ -10,11 +10,9 @@ use proptest::prelude::*;
 use roster_domain::{ServerSecret, Timestamp};
 use roster_engine::driver::Driver;
 use roster_engine::strategies::{steps, Step};
-use roster_engine::{Engine, EngineConfig};
-use std::sync::Arc;
+use roster_engine::EngineConfig;
 
-use roster_eventstore::{EventStore, MemoryStore};
-use roster_projections::{rolemap_as_of, AsOf, MemberRecord, ReadModels, Snapshots};
+use roster_projections::{rolemap_as_of, AsOf, MemberRecord, ReadModels};
 
 const RESOURCES: usize = 2;
 const PRINCIPALS: usize = 4;
@@ -33,16 +31,7 @@ fn run_session(seed: u64, session: &[Step]) -> Result<(), TestCaseError> {
         // start from a cold load, most of those from a snapshot.
         config.snapshot_events_min = 1;
         config.cached_streams_max = 1;
-        let store = Arc::new(MemoryStore::in_memory());
-        let models = Arc::new(ReadModels::in_memory());
-        let engine = Engine::start_with(
-            Arc::clone(&store) as Arc<dyn EventStore>,
-            Arc::clone(&models),
-            Snapshots::in_memory(),
-            config,
-        )
-        .await
-        .expect("starts");
+        let (store, models, engine) = roster_tests::engine_in_memory(config).await;
         let driver = Driver::new(engine.clone(), clock, RESOURCES, PRINCIPALS)
             .await
             .expect("sets up");

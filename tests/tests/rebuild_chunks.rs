@@ -10,11 +10,10 @@ use proptest::prelude::*;
 use roster_domain::{ServerSecret, Timestamp};
 use roster_engine::driver::Driver;
 use roster_engine::strategies::{steps, Step};
-use roster_engine::{Engine, EngineConfig};
-use std::sync::Arc;
+use roster_engine::EngineConfig;
 
-use roster_eventstore::{EventStore, MemoryStore, SledOptions, SledStore};
-use roster_projections::{ReadModels, Snapshots};
+use roster_eventstore::{EventStore, SledOptions, SledStore};
+use roster_projections::ReadModels;
 
 const RESOURCES: usize = 2;
 const PRINCIPALS: usize = 4;
@@ -29,16 +28,7 @@ fn run_session(seed: u64, session: &[Step], resume_at: usize) -> Result<(), Test
         let start = Timestamp::from_unix_ms(1_790_000_000_000).expect("in range");
         let (config, clock) =
             EngineConfig::deterministic(ServerSecret::new(b"chunk-secret".to_vec()), seed, start);
-        let store = Arc::new(MemoryStore::in_memory());
-        let models = Arc::new(ReadModels::in_memory());
-        let engine = Engine::start_with(
-            Arc::clone(&store) as Arc<dyn EventStore>,
-            Arc::clone(&models),
-            Snapshots::in_memory(),
-            config,
-        )
-        .await
-        .expect("starts");
+        let (store, models, engine) = roster_tests::engine_in_memory(config).await;
         let driver = Driver::new(engine.clone(), clock, RESOURCES, PRINCIPALS)
             .await
             .expect("sets up");

@@ -291,11 +291,7 @@ impl Engine {
         code: &str,
         idempotency: Option<Idempotency>,
     ) -> Result<Accepted, EngineError> {
-        let principal = actor.principal().cloned().ok_or_else(|| {
-            DomainError::InvalidRequest(
-                "accepting needs a principal: name one with X-Roster-Actor".into(),
-            )
-        })?;
+        let principal = accepting_principal(&actor)?;
         let (resource, verified) = self.resolve(code)?;
         let command = ResourceCommand::AcceptInvitation {
             resource: resource.clone(),
@@ -313,11 +309,7 @@ impl Engine {
         invitation: u64,
         idempotency: Option<Idempotency>,
     ) -> Result<Accepted, EngineError> {
-        let principal = actor.principal().cloned().ok_or_else(|| {
-            DomainError::InvalidRequest(
-                "accepting needs a principal: name one with X-Roster-Actor".into(),
-            )
-        })?;
+        let principal = accepting_principal(&actor)?;
         let resource = match self.inner.models.invite(invitation)? {
             Some(InviteRecord::Email(record)) => record.resource,
             _ => {
@@ -455,6 +447,15 @@ impl Engine {
             position: executed.position,
         })
     }
+}
+
+/// Who accepts: the acting principal (the admin acting as nobody cannot join anything).
+fn accepting_principal(actor: &Actor) -> Result<Principal, DomainError> {
+    actor.principal().cloned().ok_or_else(|| {
+        DomainError::InvalidRequest(
+            "accepting needs a principal: name one with X-Roster-Actor".into(),
+        )
+    })
 }
 
 pub(crate) enum Retry {
