@@ -253,7 +253,7 @@ impl<B: Backend> Log<B> {
     /// against. Returns the events visited.
     pub fn scan_stored_json(
         &self,
-        visit: &mut dyn FnMut(&[u8]) -> Result<(), String>,
+        visit: &mut dyn FnMut(&[u8]) -> Result<(), StoreError>,
     ) -> Result<u64, StoreError> {
         const PAGE_ENTRIES: usize = 1024;
         let mut start = keys::event(0);
@@ -265,7 +265,7 @@ impl<B: Backend> Log<B> {
                 .scan(&start, &[keys::EVENT + 1], PAGE_ENTRIES, false)?;
             for (key, value) in &page {
                 for (_, bytes) in stored::unpack(key, value)? {
-                    visit(bytes).map_err(StoreError::Invalid)?;
+                    visit(bytes)?;
                     visited += 1;
                 }
             }

@@ -293,7 +293,7 @@ impl ReadModels {
     ) -> Result<(), ProjectionError> {
         let models = || group.iter().map(|index| &self.models[*index]);
         let mut fold = Fold::new(models());
-        // Where this thread's time goes, for `RUST_LOG=roster_projections=debug`: the folds
+        // Where this thread's time goes, for `ROSTER_LOG=roster_projections=debug`: the folds
         // either wait for pages (the reader is the slower) or hold the reader up.
         let (mut folding, mut writing, mut waiting) =
             (Duration::ZERO, Duration::ZERO, Duration::ZERO);

@@ -105,7 +105,8 @@ pub fn replay_scenario(scratch: &Path, events: u64) -> Result<ReplayFigure, Benc
     let started = Instant::now();
     let mut scanned = 0u64;
     store.scan_stored_json(&mut |json| {
-        let parsed: serde_json::Value = serde_json::from_slice(json).map_err(|e| e.to_string())?;
+        let parsed: serde_json::Value = serde_json::from_slice(json)
+            .map_err(|e| roster_eventstore::StoreError::Invalid(e.to_string()))?;
         scanned += u64::from(parsed.is_object());
         Ok(())
     })?;
