@@ -118,13 +118,12 @@ impl StateCache {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// The stream's entry, if cached. Every entry in the cache is valid: `invalidate` takes
+    /// an entry out before it marks it, so no entry's own lock is taken here (a request would
+    /// otherwise contend with the writer, which holds it while deciding).
     pub fn get(&self, stream: &str) -> Option<Entry> {
         let mut inner = self.inner();
-        let entry = inner
-            .entries
-            .get(stream)
-            .filter(|(e, _)| lock(e).valid)
-            .map(|(e, _)| Arc::clone(e))?;
+        let entry = inner.entries.get(stream).map(|(e, _)| Arc::clone(e))?;
         inner.touch(stream);
         Some(entry)
     }
@@ -134,13 +133,10 @@ impl StateCache {
     pub fn install(&self, stream: &str, loaded: Cached) -> Entry {
         let mut inner = self.inner();
         if let Some((existing, _)) = inner.entries.get(stream) {
-            if lock(existing).valid {
-                let existing = Arc::clone(existing);
-                inner.touch(stream);
-                return existing;
-            }
+            let existing = Arc::clone(existing);
+            inner.touch(stream);
+            return existing;
         }
-        inner.remove(stream);
         if inner.entries.len() >= self.streams_max {
             inner.evict_below(self.streams_max);
         }
