@@ -35,7 +35,7 @@ if [[ ! -x "$VENV/bin/schemathesis" ]] ||
     "$VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 
-cargo build --quiet -p roster-api --bin roster
+cargo build --quiet -p roster-cli --bin roster
 ROSTER="$TARGET_DIR/debug/roster"
 
 WORK=$(mktemp -d)
