@@ -117,6 +117,13 @@ impl InviteCode {
     /// `token=` or a `code=` parameter). Anything else, and any number not below 2^53, is
     /// `invitation_not_found`: a malformed code and an unknown one answer alike, so probing
     /// learns nothing.
+    /// The code a pasted text holds, as [`InviteCode::parse`] reads it: the text without the
+    /// whitespace around it, or the code inside a whole invite URL (`…/invite/{code}`, or a
+    /// seed product's `?invitationCode=`, `?token=` or `?code=`).
+    pub fn code_part(text: &str) -> &str {
+        code_in(text)
+    }
+
     pub fn parse(text: &str) -> Result<ParsedCode, DomainError> {
         let text = code_in(text);
         let mut bytes = [0u8; CODE_BYTES];
