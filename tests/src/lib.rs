@@ -1,6 +1,7 @@
-//! What the cross-crate tests share: the filesystem that forgets what was not synced, and the
-//! one way to wait for a condition.
+//! What the cross-crate tests share: the filesystem that forgets what was not synced, the one
+//! way to wait for a condition, what the crash tests read and check, and an engine on memory.
 
+pub mod crash;
 pub mod lazyfs;
 pub mod poll;
 

@@ -12,28 +12,10 @@ use std::process::{Command, Stdio};
 
 use rand::{Rng, SeedableRng};
 use roster_eventstore::{verify, EventStore, SledOptions, SledStore};
+use roster_tests::crash::Ack;
 
 const CYCLES: usize = 24;
 const TASKS: &str = "16";
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Ack {
-    position: u64,
-    stream: String,
-    version: u64,
-    command_id: String,
-}
-
-fn parse(line: &str) -> Option<Ack> {
-    let mut parts = line.split(' ');
-    (parts.next()? == "ack").then_some(())?;
-    Some(Ack {
-        position: parts.next()?.parse().ok()?,
-        stream: parts.next()?.to_string(),
-        version: parts.next()?.parse().ok()?,
-        command_id: parts.next()?.to_string(),
-    })
-}
 
 #[test]
 fn every_acknowledged_append_survives_sigkill() {
@@ -65,7 +47,7 @@ fn every_acknowledged_append_survives_sigkill() {
         for _ in 0..kill_after {
             match lines.next() {
                 Some(Ok(line)) => {
-                    acked.push(parse(&line).unwrap_or_else(|| panic!("bad line {line:?}")))
+                    acked.push(Ack::parse(&line).unwrap_or_else(|| panic!("bad line {line:?}")))
                 }
                 other => panic!("cycle {cycle}: the child stopped early: {other:?}"),
             }
@@ -73,7 +55,7 @@ fn every_acknowledged_append_survives_sigkill() {
         child.kill().expect("SIGKILL");
         // Lines already in the pipe were acknowledged before the kill: they count too.
         for line in lines.map_while(Result::ok) {
-            if let Some(ack) = parse(&line) {
+            if let Some(ack) = Ack::parse(&line) {
                 acked.push(ack);
             }
         }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use rand::{Rng, SeedableRng};
 use roster_eventstore::{verify, EventStore, SledOptions, SledStore};
-use roster_projections::ReadModels;
+use roster_tests::crash::read_models_equal_a_rebuild;
 use serde_json::json;
 
 const CYCLES: usize = 20;
@@ -159,20 +159,8 @@ fn every_acknowledged_request_survives_sigkill_under_load() {
             verify(&store)
                 .await
                 .unwrap_or_else(|e| panic!("cycle {cycle}: {e} (seed {seed})"));
-            let live = ReadModels::open_sled(store.db(), "rm.").expect("opens read models");
-            live.catch_up(&store, &mut |_| {})
-                .await
-                .expect("catches up");
-            let rebuilt = ReadModels::in_memory();
-            rebuilt
-                .catch_up(&store, &mut |_| {})
-                .await
-                .expect("rebuilds");
-            assert_eq!(
-                live.dump().expect("dumps"),
-                rebuilt.dump().expect("dumps"),
-                "cycle {cycle} (seed {seed})"
-            );
+            let live =
+                read_models_equal_a_rebuild(&store, &format!("cycle {cycle} (seed {seed})")).await;
             for ack in &all_acked {
                 match ack {
                     Acked::Registered(resource) => {

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use rand::{Rng, SeedableRng};
 use roster_eventstore::{verify, EventStore, SledOptions, SledStore};
-use roster_projections::ReadModels;
+use roster_tests::crash::{read_models_equal_a_rebuild, Ack};
 use roster_tests::lazyfs::{Mounted, Tear};
 use serde_json::{json, Value};
 
@@ -78,25 +78,6 @@ fn cut(mounted: &Mounted, rng: &mut rand::rngs::StdRng) -> roster_tests::lazyfs:
     mounted.power_cut(tear).expect("the power cut")
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Ack {
-    position: u64,
-    stream: String,
-    version: u64,
-    command_id: String,
-}
-
-fn parse(line: &str) -> Option<Ack> {
-    let mut parts = line.split(' ');
-    (parts.next()? == "ack").then_some(())?;
-    Some(Ack {
-        position: parts.next()?.parse().ok()?,
-        stream: parts.next()?.to_string(),
-        version: parts.next()?.parse().ok()?,
-        command_id: parts.next()?.to_string(),
-    })
-}
-
 /// Every event the log holds, in pages.
 async fn whole_log(store: &SledStore) -> Vec<roster_eventstore::Envelope> {
     let mut log = Vec::new();
@@ -138,13 +119,13 @@ fn every_acknowledged_append_survives_power_cuts() {
         let cut_after = rng.gen_range(1..=300);
         for _ in 0..cut_after {
             match lines.next() {
-                Some(Ok(line)) => acked.push(parse(&line).expect("an ack line")),
+                Some(Ok(line)) => acked.push(Ack::parse(&line).expect("an ack line")),
                 other => panic!("cycle {cycle}: the child stopped early: {other:?} (seed {seed})"),
             }
         }
         child.kill();
         // What was in the pipe was acknowledged before the power went.
-        acked.extend(lines.map_while(Result::ok).filter_map(|l| parse(&l)));
+        acked.extend(lines.map_while(Result::ok).filter_map(|l| Ack::parse(&l)));
         torn += cut(&mounted, &mut rng).torn_bytes;
 
         let store = SledStore::open(&dir, SledOptions::default()).unwrap_or_else(|e| {
@@ -525,20 +506,8 @@ fn check_at_rest(dir: &Path, cycle: usize, seed: u64) {
     roster_cli::log_tools::verify(dir, &store, runtime.handle(), true)
         .unwrap_or_else(|e| panic!("cycle {cycle}: {e} (seed {seed})"));
     runtime.block_on(async {
-        let live = ReadModels::open_sled(store.db(), "rm.").expect("opens read models");
-        live.catch_up(&store, &mut |_| {})
-            .await
-            .expect("catches up");
-        let rebuilt = ReadModels::in_memory();
-        rebuilt
-            .catch_up(&store, &mut |_| {})
-            .await
-            .expect("rebuilds");
-        assert_eq!(
-            live.dump().expect("dumps"),
-            rebuilt.dump().expect("dumps"),
-            "cycle {cycle}: the read models differ from a rebuild (seed {seed})"
-        );
+        let live =
+            read_models_equal_a_rebuild(&store, &format!("cycle {cycle} (seed {seed})")).await;
         live.flush().expect("writes what waits");
         roster_cli::log_tools::replay(&store, true, true)
             .await

@@ -196,42 +196,28 @@ impl Engine {
     pub(crate) async fn reads(&self, command: &Command) -> Result<Reads, EngineError> {
         Ok(match command {
             Command::Resource(command) => {
-                let kind = command.resource().kind().clone();
+                let kind = command.resource().kind();
                 let entry = self.entry(&StreamId::RoleSchema(kind.clone())).await?;
                 Reads {
-                    schema: SchemaRead::Stream { kind, entry },
+                    schema: SchemaRead::Stream {
+                        entry,
+                        builtin: RoleSchema::builtin(kind),
+                    },
                     usage: KindUsage::default(),
                 }
             }
             Command::Schema(SchemaCommand::DefineRoleSchema { kind, .. }) => Reads {
-                schema: SchemaRead::Own(kind.clone()),
+                schema: SchemaRead::Own {
+                    builtin: RoleSchema::builtin(kind),
+                },
                 usage: self.inner.models.kind_usage(kind.as_str())?,
             },
             // API keys and webhooks have no kind: no schema is consulted.
             Command::ApiKeys(_) | Command::Webhooks(_) => Reads {
-                schema: SchemaRead::Builtin,
+                schema: SchemaRead::Builtin(builtin_schema()),
                 usage: KindUsage::default(),
             },
         })
-    }
-
-    /// What a decision outside the writer (a repeated command's first outcome) reads beyond
-    /// its stream, as it stands now.
-    pub(crate) async fn inputs(&self, command: &Command) -> Result<Inputs, EngineError> {
-        let schema = match command {
-            Command::Resource(command) => self.schema(command.resource().kind().as_str()).await?,
-            Command::Schema(SchemaCommand::DefineRoleSchema { kind, .. }) => {
-                self.schema(kind.as_str()).await?
-            }
-            Command::ApiKeys(_) | Command::Webhooks(_) => builtin_schema(),
-        };
-        let usage = match command {
-            Command::Schema(SchemaCommand::DefineRoleSchema { kind, .. }) => {
-                self.inner.models.kind_usage(kind.as_str())?
-            }
-            _ => KindUsage::default(),
-        };
-        Ok(Inputs { schema, usage })
     }
 
     /// The cached state of a stream, loaded from the log when absent.
@@ -463,11 +449,6 @@ pub(crate) enum Retry {
     No(EngineError),
 }
 
-pub(crate) struct Inputs {
-    pub(crate) schema: RoleSchema,
-    pub(crate) usage: KindUsage,
-}
-
 /// What a decision reads beyond its own stream, resolved by the writer when it decides, not
 /// by the caller when it queues: a role schema defined meanwhile (even earlier in the same
 /// group) is the one the decision obeys. The writer supplies the time too
@@ -481,15 +462,17 @@ pub(crate) struct Reads {
     usage: KindUsage,
 }
 
-/// Where a decision finds the role schema in force.
+/// Where a decision finds the role schema in force: the one defined for its kind, else the
+/// kind's built-in schema. The built-in one is made when the command is queued (it never
+/// changes), so the writer only borrows: it builds and clones no schema while deciding.
 enum SchemaRead {
     /// The kind's schema stream, through its cached state: whatever the writer has decided
     /// on it by now. Holding the entry keeps the cache from evicting it.
-    Stream { kind: Kind, entry: Entry },
+    Stream { entry: Entry, builtin: RoleSchema },
     /// The decision's own stream is the schema stream (redefining it).
-    Own(Kind),
+    Own { builtin: RoleSchema },
     /// The command concerns no kind.
-    Builtin,
+    Builtin(RoleSchema),
 }
 
 /// The schema handed to decisions that consult none.
@@ -536,21 +519,27 @@ impl Decision {
         // The writer's time: never before the log's latest, so times rise with positions.
         let now = Timestamp::from_unix_ms(view.occurred_at.unix_ms())
             .map_err(|e| Box::new(e) as Rejection)?;
+        // Held while deciding: the schema in force is borrowed from it.
+        let schema_stream = match &self.reads.schema {
+            SchemaRead::Stream { entry, .. } => Some(lock(entry)),
+            _ => None,
+        };
         let schema = match &self.reads.schema {
-            SchemaRead::Stream { kind, entry } => {
-                let schema = lock(entry);
-                match (&schema.state, schema.valid) {
-                    (StreamState::Schema(state), true) => state.in_force(kind),
-                    _ => return Err(Box::new(Stale)),
-                }
-            }
-            SchemaRead::Own(kind) => match &cached.state {
-                StreamState::Schema(state) => state.in_force(kind),
+            SchemaRead::Stream { builtin, .. } => match schema_stream.as_deref() {
+                Some(Cached {
+                    state: StreamState::Schema(state),
+                    valid: true,
+                    ..
+                }) => state.defined().unwrap_or(builtin),
                 _ => return Err(Box::new(Stale)),
             },
-            SchemaRead::Builtin => builtin_schema(),
+            SchemaRead::Own { builtin } => match &cached.state {
+                StreamState::Schema(state) => state.defined().unwrap_or(builtin),
+                _ => return Err(Box::new(Stale)),
+            },
+            SchemaRead::Builtin(schema) => schema,
         };
-        let ctx = roster_domain::Context::new(now, self.actor.clone(), &schema)
+        let ctx = roster_domain::Context::new(now, self.actor.clone(), schema)
             .with_limits(&self.limits)
             .with_numbers(self.numbers.as_ref())
             .with_known_emails(&self.emails)

@@ -4,12 +4,12 @@
 use std::sync::Arc;
 
 use roster_domain::{
-    create_invitations, Actor, Command, Email, Event, InvitationBatch, NumberSequence,
-    ResourceCommand, ResourceId, ResourceState, Timestamp,
+    create_invitations, Actor, Email, Event, InvitationBatch, NumberSequence, ResourceCommand,
+    ResourceId, Timestamp,
 };
 use roster_projections::{state_as_of, AsOf};
 
-use crate::commands::{Inputs, ModelEmails};
+use crate::commands::ModelEmails;
 use crate::{decode, Engine, EngineError};
 
 impl Engine {
@@ -36,25 +36,6 @@ impl Engine {
         Ok((events, occurred_ms))
     }
 
-    /// `create_invitations` against `state` as it stands, appending nothing.
-    pub(crate) fn decide_invitations(
-        &self,
-        state: &ResourceState,
-        command: &ResourceCommand,
-        actor: Actor,
-        now: Timestamp,
-        inputs: &Inputs,
-        scratch_numbers: &NumberSequence,
-    ) -> Result<InvitationBatch, EngineError> {
-        let emails = ModelEmails(Arc::clone(&self.inner.models));
-        let ctx = roster_domain::Context::new(now, actor, &inputs.schema)
-            .with_limits(&self.inner.config.limits)
-            .with_numbers(scratch_numbers)
-            .with_known_emails(&emails)
-            .with_kind_usage(&inputs.usage);
-        Ok(create_invitations(state, command, &ctx)?)
-    }
-
     /// The batch a `CreateInvitations` answered when it was first decided, for the same command
     /// again (DESIGN section 5: the same key and body return the first response): the
     /// invitations it created, from its logged `events`, and the addresses it did not invite
@@ -73,7 +54,7 @@ impl Engine {
         let before = AsOf::Position(first_position - 1);
         let store = self.inner.store.as_ref();
         let (state, _) = state_as_of(store, Some(&self.inner.snapshots), resource, before).await?;
-        let inputs = self.inputs(&Command::Resource(command.clone())).await?;
+        let schema = self.schema(resource.kind().as_str()).await?;
         let now = Timestamp::from_unix_ms(occurred_ms)?;
         let invited: Vec<(Email, u64)> = events
             .iter()
@@ -85,8 +66,12 @@ impl Engine {
         // The numbers drawn the first time, unused in the state before: none are kept.
         let first_number = invited.iter().map(|(_, n)| *n).min().unwrap_or(1);
         let numbers = NumberSequence::starting_at(first_number);
-        let decided =
-            self.decide_invitations(&state, command, actor.clone(), now, &inputs, &numbers)?;
+        let emails = ModelEmails(Arc::clone(&self.inner.models));
+        let ctx = roster_domain::Context::new(now, actor.clone(), &schema)
+            .with_limits(&self.inner.config.limits)
+            .with_numbers(&numbers)
+            .with_known_emails(&emails);
+        let decided = create_invitations(&state, command, &ctx)?;
         Ok(InvitationBatch {
             events,
             invited,

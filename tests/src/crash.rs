@@ -1,0 +1,50 @@
+//! What the crash and power-cut tests share: the acknowledgement line `crash-append` prints
+//! for each append it was told is durable, and the check that the read models a data
+//! directory holds equal a rebuild from its log.
+
+use roster_eventstore::{EventStore, SledStore};
+use roster_projections::ReadModels;
+
+/// An append `crash-append` acknowledged: `ack {position} {stream} {version} {command_id}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    pub position: u64,
+    pub stream: String,
+    pub version: u64,
+    pub command_id: String,
+}
+
+impl Ack {
+    /// The acknowledgement a line holds; `None` for any other line.
+    pub fn parse(line: &str) -> Option<Ack> {
+        let mut parts = line.split(' ');
+        (parts.next()? == "ack").then_some(())?;
+        Some(Ack {
+            position: parts.next()?.parse().ok()?,
+            stream: parts.next()?.to_string(),
+            version: parts.next()?.parse().ok()?,
+            command_id: parts.next()?.to_string(),
+        })
+    }
+}
+
+/// Brings the read models kept in `store`'s database (under `rm.`, as the server keeps them)
+/// up to the log's head from their own checkpoint, and panics, saying `context`, unless they
+/// equal read models rebuilt from the whole log. Returns them.
+pub async fn read_models_equal_a_rebuild(store: &SledStore, context: &str) -> ReadModels {
+    let live = ReadModels::open_sled(store.db(), "rm.").expect("opens read models");
+    let resumed_from = live.checkpoint();
+    live.catch_up(store, &mut |_| {}).await.expect("catches up");
+    let rebuilt = ReadModels::in_memory();
+    rebuilt
+        .catch_up(store, &mut |_| {})
+        .await
+        .expect("rebuilds");
+    assert_eq!(
+        live.dump().expect("dumps"),
+        rebuilt.dump().expect("dumps"),
+        "{context}: the read models, resumed from {resumed_from}, differ from a rebuild (head {})",
+        store.head()
+    );
+    live
+}
