@@ -1,6 +1,10 @@
 //! What the crash and power-cut tests share: the acknowledgement line `crash-append` prints
 //! for each append it was told is durable, and the check that the read models a data
-//! directory holds equal a rebuild from its log.
+//! directory holds equal a rebuild from its log; and starting `crash-serve`.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 
 use roster_eventstore::{EventStore, SledStore};
 use roster_projections::ReadModels;
@@ -47,4 +51,21 @@ pub async fn read_models_equal_a_rebuild(store: &SledStore, context: &str) -> Re
         store.head()
     );
     live
+}
+
+/// Starts `crash-serve` (the test's `env!("CARGO_BIN_EXE_crash-serve")`) on `dir` with the
+/// admin token `token`, on a port of its own on 127.0.0.1; returns the process and its base
+/// URL, read from the first line it prints.
+pub fn start_crash_serve(program: &str, dir: &Path, token: &str) -> (Child, String) {
+    let mut child = Command::new(program)
+        .args([dir.to_str().expect("utf-8"), "127.0.0.1:0", "-"])
+        .env("ROSTER_ADMIN_TOKEN", token)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the server starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let first = lines.next().expect("a line").expect("text");
+    let address = first.strip_prefix("listening ").expect("its address");
+    (child, format!("http://{address}"))
 }

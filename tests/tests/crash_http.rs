@@ -6,13 +6,12 @@
 //! The kill comes after a random number of acknowledged requests (seeded; `CRASH_SEED`
 //! replays a run), not after a sleep.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 
 use rand::{Rng, SeedableRng};
 use roster_eventstore::{verify, EventStore, SledOptions, SledStore};
-use roster_tests::crash::read_models_equal_a_rebuild;
+use roster_tests::crash::{read_models_equal_a_rebuild, start_crash_serve};
 use serde_json::json;
 
 const CYCLES: usize = 20;
@@ -28,22 +27,7 @@ enum Acked {
 }
 
 fn start(dir: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_crash-serve"))
-        .args([dir.to_str().expect("utf-8"), "127.0.0.1:0", "-"])
-        .env("ROSTER_ADMIN_TOKEN", TOKEN)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("the server starts");
-    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
-    let first = lines.next().expect("a line").expect("text");
-    (
-        child,
-        format!(
-            "http://{}",
-            first.strip_prefix("listening ").expect("its address")
-        ),
-    )
+    start_crash_serve(env!("CARGO_BIN_EXE_crash-serve"), dir, TOKEN)
 }
 
 /// One client: registers resources, makes links, joins them; records every 2xx.

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use rand::{Rng, SeedableRng};
 use roster_eventstore::{verify, EventStore, SledOptions, SledStore};
-use roster_tests::crash::{read_models_equal_a_rebuild, Ack};
+use roster_tests::crash::{read_models_equal_a_rebuild, start_crash_serve, Ack};
 use roster_tests::lazyfs::{Mounted, Tear};
 use serde_json::{json, Value};
 
@@ -174,17 +174,8 @@ struct Told {
 }
 
 fn start(dir: &Path) -> (Running, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_crash-serve"))
-        .args([dir.to_str().expect("utf-8"), "127.0.0.1:0", "-"])
-        .env("ROSTER_ADMIN_TOKEN", TOKEN)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("the server starts");
-    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
-    let first = lines.next().expect("a line").expect("text");
-    let address = first.strip_prefix("listening ").expect("its address");
-    (Running(child), format!("http://{address}"))
+    let (child, base) = start_crash_serve(env!("CARGO_BIN_EXE_crash-serve"), dir, TOKEN);
+    (Running(child), base)
 }
 
 fn position_of(response: &reqwest::Response) -> Option<u64> {

@@ -11,16 +11,8 @@ use crate::helpers::*;
 async fn space_with_members() -> TestApp {
     let app = spawn_app().await;
     app.register("space/s", "alice").await;
-    for (who, role) in [("bob", "viewer"), ("erin", "editor")] {
-        let response = app
-            .put(
-                &format!("/v1/resources/space/s/members/{who}"),
-                &As::Admin,
-                json!({ "role": role }),
-            )
-            .await;
-        assert_eq!(response.status(), StatusCode::OK);
-    }
+    app.grant("space/s", &[("bob", "viewer"), ("erin", "editor")])
+        .await;
     app
 }
 

@@ -15,16 +15,11 @@ fn actor(name: &str) -> As {
 async fn space() -> TestApp {
     let app = spawn_app().await;
     app.register("space/s", "alice").await;
-    for (who, role) in [("carol", "creator"), ("erin", "editor"), ("vic", "viewer")] {
-        let response = app
-            .put(
-                &format!("/v1/resources/space/s/members/{who}"),
-                &As::Admin,
-                json!({ "role": role }),
-            )
-            .await;
-        assert_eq!(response.status(), StatusCode::OK);
-    }
+    app.grant(
+        "space/s",
+        &[("carol", "creator"), ("erin", "editor"), ("vic", "viewer")],
+    )
+    .await;
     app
 }
 

@@ -334,6 +334,24 @@ impl TestApp {
     }
 
     /// Registers `resource` owned by `owner`.
+    /// Gives each `(principal, role)` its role on `resource`, as the admin; each must be 200.
+    pub async fn grant(&self, resource: &str, roles: &[(&str, &str)]) {
+        for (principal, role) in roles {
+            let response = self
+                .put(
+                    &format!("/v1/resources/{resource}/members/{principal}"),
+                    &As::Admin,
+                    json!({ "role": role }),
+                )
+                .await;
+            assert_eq!(
+                response.status(),
+                StatusCode::OK,
+                "granting {principal} {role} on {resource}"
+            );
+        }
+    }
+
     pub async fn register(&self, resource: &str, owner: &str) {
         let response = self
             .post(

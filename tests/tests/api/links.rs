@@ -9,14 +9,8 @@ use crate::helpers::*;
 async fn space() -> TestApp {
     let app = spawn_app().await;
     app.register("space/s", "alice").await;
-    for (who, role) in [("erin", "editor"), ("bob", "viewer")] {
-        app.put(
-            &format!("/v1/resources/space/s/members/{who}"),
-            &As::Admin,
-            json!({ "role": role }),
-        )
+    app.grant("space/s", &[("erin", "editor"), ("bob", "viewer")])
         .await;
-    }
     app
 }
 
