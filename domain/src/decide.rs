@@ -386,13 +386,13 @@ impl Rules<'_> {
     fn link(&self, number: u64) -> Result<&LinkState, DomainError> {
         self.state
             .link(number)
-            .ok_or_else(|| DomainError::NotFound(format!("invite link {number}")))
+            .ok_or_else(|| DomainError::no_such_link(number))
     }
 
     fn invitation(&self, number: u64) -> Result<&InvitationState, DomainError> {
         self.state
             .invitation(number)
-            .ok_or_else(|| DomainError::NotFound(format!("invitation {number}")))
+            .ok_or_else(|| DomainError::no_such_invitation(number))
     }
 
     /// The actor's standing for a command on one of the resource's links or invitations. One
@@ -419,14 +419,12 @@ impl Rules<'_> {
     }
 
     fn managed_link(&self, number: u64) -> Result<(Standing, &LinkState), DomainError> {
-        let standing =
-            self.standing_on_invites(|| DomainError::NotFound(format!("invite link {number}")))?;
+        let standing = self.standing_on_invites(|| DomainError::no_such_link(number))?;
         Ok((standing, self.link(number)?))
     }
 
     fn managed_invitation(&self, number: u64) -> Result<(Standing, &InvitationState), DomainError> {
-        let standing =
-            self.standing_on_invites(|| DomainError::NotFound(format!("invitation {number}")))?;
+        let standing = self.standing_on_invites(|| DomainError::no_such_invitation(number))?;
         Ok((standing, self.invitation(number)?))
     }
 }

@@ -75,6 +75,19 @@ pub enum DomainError {
     InvalidUrl(String),
 }
 
+impl DomainError {
+    /// No invite link `number` on the resource, or none the actor may know of: one wording,
+    /// wherever it is answered, so that the answer tells a stranger nothing.
+    pub fn no_such_link(number: u64) -> DomainError {
+        DomainError::NotFound(format!("invite link {number}"))
+    }
+
+    /// No email invitation `number` on the resource, or none the actor may know of.
+    pub fn no_such_invitation(number: u64) -> DomainError {
+        DomainError::NotFound(format!("invitation {number}"))
+    }
+}
+
 /// Writes [`DomainError::code`] and [`DomainError::ALL_CODES`] from one list, so the two cannot
 /// drift: `code`'s match is exhaustive, so a new variant does not compile until it is listed
 /// here, and being listed puts its code in `ALL_CODES`.

@@ -191,9 +191,21 @@ async fn a_stranger_gets_404_alike_for_existing_and_missing_links_and_invitation
         );
         answers.push(app.delete(&path, &stranger).await);
     }
+    // Each answer with its number written `N`: an existing number's must read as a missing
+    // one's, word for word, or the detail would tell the stranger which numbers exist.
+    let mut read = Vec::new();
     for answer in answers {
         let url = answer.url().to_string();
         assert_eq!(answer.status(), StatusCode::NOT_FOUND, "{url}");
+        let body = answer.text().await.expect("a body");
+        read.push(
+            [link_id, invitation_id, missing]
+                .iter()
+                .fold(body, |body, id| body.replace(&id.to_string(), "N")),
+        );
+    }
+    for (existing, absent) in (0..5).map(|i| (i, i + 5)).chain((10..12).map(|i| (i, i + 2))) {
+        assert_eq!(read[existing], read[absent], "answer {existing} against {absent}");
     }
 
     // A member who may see the links still learns it may not change another's: 403.

@@ -372,15 +372,13 @@ async fn visible(
     state: &AppState,
     caller: &Caller,
     resource: &roster_domain::ResourceId,
-    what: &str,
+    missing: roster_domain::DomainError,
 ) -> ApiResult<()> {
     if !caller.has_scope(Scope::Audit) {
         caller.require(Scope::Read)?;
     }
     match authorize(state, caller, resource, Privilege::ViewMembers).await {
-        Err(error) if matches!(error.status.as_u16(), 403 | 404) => {
-            Err(ApiError::not_found(format!("{what} of {resource}")))
-        }
+        Err(error) if matches!(error.status.as_u16(), 403 | 404) => Err(missing.into()),
         other => other,
     }
 }
@@ -395,18 +393,16 @@ pub async fn get_link(
 ) -> ApiResult<Response> {
     let resource = resource_id(&kind, &id)?;
     let number = number("link_id", &link_id)?;
-    visible(&state, &caller, &resource, &format!("invite link {number}")).await?;
+    visible(
+        &state,
+        &caller,
+        &resource,
+        roster_domain::DomainError::no_such_link(number),
+    )
+    .await?;
     let link = link_of(&state, &resource, number)?;
     let access = code_access(&state, &caller, &resource).await?;
     Ok(ok(link_view(&state, &access, &link)))
-}
-
-fn link_number(
-    state: &AppState,
-    resource: &roster_domain::ResourceId,
-    link_id: &str,
-) -> ApiResult<u64> {
-    Ok(link_of(state, resource, number("link_id", link_id)?)?.number)
 }
 
 /// Changes a link's role, expiry or use limit (`null` clears the last two).
@@ -419,7 +415,7 @@ pub async fn change_link(
     Json(body): Json<ChangeLinkBody>,
 ) -> ApiResult<Response> {
     let resource = resource_id(&kind, &id)?;
-    let link = link_number(&state, &resource, &link_id)?;
+    let link = number("link_id", &link_id)?;
     let expires_at = match body.expires_at {
         None => None,
         Some(None) => Some(None),
@@ -447,7 +443,7 @@ pub async fn rotate_link(
     Path((kind, id, link_id)): Path<(String, String, String)>,
 ) -> ApiResult<Response> {
     let resource = resource_id(&kind, &id)?;
-    let link = link_number(&state, &resource, &link_id)?;
+    let link = number("link_id", &link_id)?;
     let executed = execute(
         &state,
         &caller,
@@ -480,7 +476,7 @@ pub async fn revoke_link(
     Path((kind, id, link_id)): Path<(String, String, String)>,
 ) -> ApiResult<Response> {
     let resource = resource_id(&kind, &id)?;
-    let link = link_number(&state, &resource, &link_id)?;
+    let link = number("link_id", &link_id)?;
     execute(
         &state,
         &caller,
@@ -613,22 +609,19 @@ pub async fn get_invitation(
 ) -> ApiResult<Response> {
     let resource = resource_id(&kind, &id)?;
     let number = number("invitation_id", &invitation_id)?;
-    visible(&state, &caller, &resource, &format!("invitation {number}")).await?;
+    visible(
+        &state,
+        &caller,
+        &resource,
+        roster_domain::DomainError::no_such_invitation(number),
+    )
+    .await?;
     let record = invitation_of(&state, &resource, number)?;
     Ok(ok(InvitationView::of(
         &record,
         &state.engine,
         delivery_configured(&state),
     )))
-}
-
-fn invitation_number(
-    state: &AppState,
-    resource: &roster_domain::ResourceId,
-    invitation_id: &str,
-) -> ApiResult<u64> {
-    let number = number("invitation_id", invitation_id)?;
-    Ok(invitation_of(state, resource, number)?.number)
 }
 
 /// A new code and expiry for an invitation; the old code stops working.
@@ -641,7 +634,7 @@ pub async fn resend_invitation(
     Path((kind, id, invitation_id)): Path<(String, String, String)>,
 ) -> ApiResult<Response> {
     let resource = resource_id(&kind, &id)?;
-    let invitation = invitation_number(&state, &resource, &invitation_id)?;
+    let invitation = number("invitation_id", &invitation_id)?;
     let executed = execute(
         &state,
         &caller,
@@ -683,7 +676,7 @@ pub async fn revoke_invitation(
     Path((kind, id, invitation_id)): Path<(String, String, String)>,
 ) -> ApiResult<Response> {
     let resource = resource_id(&kind, &id)?;
-    let invitation = invitation_number(&state, &resource, &invitation_id)?;
+    let invitation = number("invitation_id", &invitation_id)?;
     execute(
         &state,
         &caller,

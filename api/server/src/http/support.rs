@@ -64,9 +64,7 @@ fn created_link(events: &[Event]) -> ApiResult<u64> {
 pub fn link_of(state: &AppState, resource: &ResourceId, number: u64) -> ApiResult<LinkRecord> {
     match state.engine.invite(number)? {
         Some(InviteRecord::Link(link)) if &link.resource == resource => Ok(link),
-        _ => Err(ApiError::not_found(format!(
-            "invite link {number} of {resource}"
-        ))),
+        _ => Err(DomainError::no_such_link(number).into()),
     }
 }
 
@@ -78,9 +76,7 @@ pub fn invitation_of(
 ) -> ApiResult<InvitationRecord> {
     match state.engine.invite(number)? {
         Some(InviteRecord::Email(invitation)) if &invitation.resource == resource => Ok(invitation),
-        _ => Err(ApiError::not_found(format!(
-            "invitation {number} of {resource}"
-        ))),
+        _ => Err(DomainError::no_such_invitation(number).into()),
     }
 }
 

@@ -24,8 +24,8 @@ use crate::http::middleware::IdempotencyKey;
 use crate::http::rate_limit::ClientAddress;
 use crate::http::state::AppState;
 use crate::http::support::{
-    authorize, code_access, code_attempt, code_error, execute, link_of, new_link, number,
-    resource_id, role, written_link,
+    authorize, code_access, code_attempt, code_error, execute, new_link, number, resource_id, role,
+    written_link,
 };
 
 /// The roles Teable's request schema enumerates; anything else is Teable's validation error.
@@ -258,7 +258,7 @@ pub async fn change_link(
         async {
             let caller = authenticate(&state, &headers)?;
             let resource = space(&space_id)?;
-            let link = link_of(&state, &resource, number("invitationId", &invitation_id)?)?.number;
+            let link = number("invitationId", &invitation_id)?;
             let body: TeableRoleBody = json_body(body)?;
             let command = ResourceCommand::ChangeInviteLink {
                 resource,
@@ -294,7 +294,7 @@ pub async fn delete_link(
         async {
             let caller = authenticate(&state, &headers)?;
             let resource = space(&space_id)?;
-            let link = link_of(&state, &resource, number("invitationId", &invitation_id)?)?.number;
+            let link = number("invitationId", &invitation_id)?;
             execute(
                 &state,
                 &caller,
