@@ -204,8 +204,14 @@ async fn a_stranger_gets_404_alike_for_existing_and_missing_links_and_invitation
                 .fold(body, |body, id| body.replace(&id.to_string(), "N")),
         );
     }
-    for (existing, absent) in (0..5).map(|i| (i, i + 5)).chain((10..12).map(|i| (i, i + 2))) {
-        assert_eq!(read[existing], read[absent], "answer {existing} against {absent}");
+    for (existing, absent) in (0..5)
+        .map(|i| (i, i + 5))
+        .chain((10..12).map(|i| (i, i + 2)))
+    {
+        assert_eq!(
+            read[existing], read[absent],
+            "answer {existing} against {absent}"
+        );
     }
 
     // A member who may see the links still learns it may not change another's: 403.
