@@ -18,6 +18,11 @@ pub enum StoreError {
     /// The writer has stopped; the store was closed.
     #[error("the store is closed")]
     Closed,
+    /// A shared store cannot be reached now (its server restarting, the network cut, every
+    /// connection busy): nothing was written, or what was is answered again to a retry with
+    /// the same command id. Unlike `Io`, this store recovers by itself.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl StoreError {

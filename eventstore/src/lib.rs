@@ -11,6 +11,8 @@ mod envelope;
 mod error;
 mod import;
 mod log;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 mod stored;
 mod subscription;
 mod verify;
@@ -23,6 +25,8 @@ pub use backend::{Backend, Durability, Entry, MemoryBackend, SledBackend, SledOp
 pub use envelope::{Envelope, Hash, NewEvent, Timestamp, UpcastFn, Upcasters};
 pub use error::{AppendError, ExpectedVersion, Rejection, StoreError};
 pub use log::{Limits, Log, LogStats, MemoryStore, SledStore};
+#[cfg(feature = "postgres")]
+pub use postgres::{Identity, PgOptions, PgStore};
 pub use stored::RUN_BYTES_MAX;
 pub use subscription::{ReadAll, Subscription};
 pub use verify::{verify, verify_with_progress, ChainChecker, VerifyError, VerifyReport};
@@ -69,4 +73,24 @@ pub trait EventStore: Send + Sync + 'static {
     /// Stops taking appends after the ones already queued, and makes the log durable.
     /// Appends after this are refused; reads go on.
     fn close(&self);
+
+    /// Hands `catchup` what other writers append: a store shared by many nodes calls it with
+    /// every event another node appended, in position order, at the latest under its lock
+    /// before it decides a group, and with the streams of a group that did not commit. A store
+    /// with one writer never calls it: every event is one of its own decisions.
+    fn set_catchup(&self, catchup: std::sync::Arc<dyn Catchup>) {
+        let _ = catchup;
+    }
+}
+
+/// What the host of decisions (the engine's cache of stream states, its number sequence) is
+/// told by a store shared with other writers, so that a decision reads what any node decided.
+pub trait Catchup: Send + Sync {
+    /// Events appended by others, contiguous and in position order; any of them may have been
+    /// handed over before (a subscriber's copy and the writer's catch-up overlap).
+    fn appended(&self, events: &[Envelope]);
+
+    /// The streams of a group whose decisions were made but whose transaction did not
+    /// commit: what those decisions folded into any state is to be forgotten.
+    fn rolled_back(&self, streams: &[String]);
 }

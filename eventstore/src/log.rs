@@ -436,8 +436,9 @@ fn read_all<B: Backend>(
     Ok(events)
 }
 
+#[async_trait]
 impl<B: Backend> ReadAll for Shared<B> {
-    fn read_after(&self, after: u64, limit: usize) -> Result<Vec<Envelope>, StoreError> {
+    async fn read_after(&self, after: u64, limit: usize) -> Result<Vec<Envelope>, StoreError> {
         read_all(self, after, limit)
     }
 }

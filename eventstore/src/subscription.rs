@@ -9,8 +9,9 @@ use crate::envelope::Envelope;
 use crate::error::StoreError;
 
 /// Events committed after a position, as the store reads them.
+#[async_trait::async_trait]
 pub trait ReadAll: Send + Sync {
-    fn read_after(&self, after: u64, limit: usize) -> Result<Vec<Envelope>, StoreError>;
+    async fn read_after(&self, after: u64, limit: usize) -> Result<Vec<Envelope>, StoreError>;
 }
 
 const PAGE_EVENTS: usize = 1024;
@@ -50,7 +51,8 @@ impl Subscription {
             }
             let page = self
                 .reader
-                .read_after(self.next_position - 1, PAGE_EVENTS)?;
+                .read_after(self.next_position - 1, PAGE_EVENTS)
+                .await?;
             if !page.is_empty() {
                 self.buffer.extend(page);
                 continue;
@@ -81,7 +83,8 @@ impl Subscription {
             if self.buffer.is_empty() {
                 let more = self
                     .reader
-                    .read_after(self.next_position - 1, max - batch.len())?;
+                    .read_after(self.next_position - 1, max - batch.len())
+                    .await?;
                 if more.is_empty() {
                     break;
                 }

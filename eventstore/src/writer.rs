@@ -22,7 +22,7 @@ pub(crate) struct Job {
     pub reply: oneshot::Sender<Result<Appended, AppendError>>,
 }
 
-type Reply = (
+pub(crate) type Reply = (
     oneshot::Sender<Result<Appended, AppendError>>,
     Result<Appended, AppendError>,
 );
@@ -156,7 +156,11 @@ pub(crate) fn run<B: Backend>(
     let mut heads = StreamHeads::new(shared.limits.stream_heads_cached_max);
     while let Some(first) = jobs.blocking_recv() {
         let assembling = shared.flushing.assembling();
-        let mut group = Group::new(&shared.backend, &shared.limits, &heads, chain);
+        let reads = Stored {
+            backend: &shared.backend,
+            heads: &heads,
+        };
+        let mut group = Group::new(reads, &shared.limits, chain);
         group.admit_job(first);
         loop {
             while group.replies.len() < batch_max {
@@ -205,14 +209,18 @@ pub(crate) fn run<B: Backend>(
 }
 
 /// What an admitted group writes and answers, no longer borrowing the writer's state.
-struct Admitted {
-    replies: Vec<Reply>,
-    envelopes: Vec<Envelope>,
-    stored: Vec<Vec<u8>>,
-    writes: Vec<Entry>,
-    stream_heads: HashMap<String, u64>,
-    head: ChainHead,
-    appends: u64,
+pub(crate) struct Admitted {
+    pub replies: Vec<Reply>,
+    pub envelopes: Vec<Envelope>,
+    pub stored: Vec<Vec<u8>>,
+    /// The sled store's index entries and command outcomes, as keys and values.
+    pub writes: Vec<Entry>,
+    /// The first outcome of each command that wrote, by command id (a store that keeps them
+    /// as rows of its own writes these).
+    pub commands: HashMap<String, (Appended, Option<Fingerprint>)>,
+    pub stream_heads: HashMap<String, u64>,
+    pub head: ChainHead,
+    pub appends: u64,
 }
 
 /// Applies a group's writes as one atomic batch.
@@ -229,6 +237,7 @@ fn apply_group<B: Backend>(
         stream_heads,
         head,
         appends,
+        ..
     } = group;
     let mut failed = None;
     if let Some(first) = envelopes.first() {
@@ -349,12 +358,59 @@ impl StreamHeads {
     }
 }
 
+/// What a group reads of the store as it admits commands: a command id's first outcome and a
+/// stream's version, as committed before the group (the group keeps its own changes).
+pub(crate) trait GroupReads {
+    /// A command id's first outcome, and the fingerprint of the request that had it.
+    fn first_outcome(
+        &self,
+        command_id: &str,
+    ) -> Result<Option<(Appended, Option<Fingerprint>)>, StoreError>;
+
+    fn stream_version(&self, stream: &str) -> Result<u64, StoreError>;
+}
+
+/// The single writer's reads: its backend, and the stream versions it remembers applying.
+struct Stored<'a, B: Backend> {
+    backend: &'a B,
+    heads: &'a StreamHeads,
+}
+
+impl<B: Backend> GroupReads for Stored<'_, B> {
+    fn first_outcome(
+        &self,
+        command_id: &str,
+    ) -> Result<Option<(Appended, Option<Fingerprint>)>, StoreError> {
+        let Some(stored) = self.backend.get(&keys::command(command_id))? else {
+            return Ok(None);
+        };
+        decode_outcome(self.backend, command_id, &stored).map(Some)
+    }
+
+    fn stream_version(&self, stream: &str) -> Result<u64, StoreError> {
+        if let Some(version) = self.heads.get(stream) {
+            return Ok(version);
+        }
+        // The stream's last index entry holds its head version: no separate record to keep.
+        let last = self.backend.scan(
+            &keys::stream_prefix(stream),
+            &keys::stream_version(stream, u64::MAX),
+            1,
+            true,
+        )?;
+        match last.first() {
+            None => Ok(0),
+            Some((key, _)) => keys::stream_version_of(key)
+                .ok_or_else(|| StoreError::corrupt(0, format!("the index of stream {stream}"))),
+        }
+    }
+}
+
 /// One group being assembled: what it writes, and an overlay of what it changed so that
 /// later commands in the group see earlier ones.
-struct Group<'a, B: Backend> {
-    backend: &'a B,
+pub(crate) struct Group<'a, R: GroupReads> {
+    reads: R,
     limits: &'a Limits,
-    heads: &'a StreamHeads,
     chain: ChainHead,
     /// The index entries and command outcomes; the events themselves are in `stored`.
     writes: Vec<Entry>,
@@ -370,17 +426,11 @@ struct Group<'a, B: Backend> {
     replies: Vec<Reply>,
 }
 
-impl<'a, B: Backend> Group<'a, B> {
-    fn new(
-        backend: &'a B,
-        limits: &'a Limits,
-        heads: &'a StreamHeads,
-        chain: ChainHead,
-    ) -> Group<'a, B> {
+impl<'a, R: GroupReads> Group<'a, R> {
+    pub fn new(reads: R, limits: &'a Limits, chain: ChainHead) -> Group<'a, R> {
         Group {
-            backend,
+            reads,
             limits,
-            heads,
             chain,
             writes: Vec::new(),
             envelopes: Vec::new(),
@@ -393,19 +443,20 @@ impl<'a, B: Backend> Group<'a, B> {
         }
     }
 
-    fn finish(self) -> Admitted {
+    pub fn finish(self) -> Admitted {
         Admitted {
             replies: self.replies,
             envelopes: self.envelopes,
             stored: self.stored,
             writes: self.writes,
+            commands: self.commands,
             stream_heads: self.stream_heads,
             head: self.chain,
             appends: self.appends,
         }
     }
 
-    fn admit_job(&mut self, job: Job) {
+    pub fn admit_job(&mut self, job: Job) {
         let outcome = self.admit(job.request);
         self.replies.push((job.reply, outcome));
     }
@@ -522,55 +573,35 @@ impl<'a, B: Backend> Group<'a, B> {
         Ok(outcome)
     }
 
-    /// A command id's first outcome, and the fingerprint of the request that had it.
+    /// A command id's first outcome (this group's, else the store's), marked a duplicate,
+    /// and the fingerprint of the request that had it.
     fn first_outcome(
         &self,
         command_id: &str,
     ) -> Result<Option<(Appended, Option<Fingerprint>)>, StoreError> {
-        if let Some((outcome, fingerprint)) = self.commands.get(command_id) {
+        let first = match self.commands.get(command_id) {
+            Some(kept) => Some(kept.clone()),
+            None => self.reads.first_outcome(command_id)?,
+        };
+        Ok(first.map(|(outcome, fingerprint)| {
             let first = Appended {
                 duplicate: true,
-                ..outcome.clone()
+                ..outcome
             };
-            return Ok(Some((first, *fingerprint)));
-        }
-        let Some(stored) = self.backend.get(&keys::command(command_id))? else {
-            return Ok(None);
-        };
-        let (outcome, fingerprint) = decode_outcome(self.backend, command_id, &stored)?;
-        let first = Appended {
-            duplicate: true,
-            ..outcome
-        };
-        Ok(Some((first, fingerprint)))
+            (first, fingerprint)
+        }))
     }
 
     fn stream_version(&self, stream: &str) -> Result<u64, StoreError> {
-        if let Some(version) = self
-            .stream_heads
-            .get(stream)
-            .copied()
-            .or_else(|| self.heads.get(stream))
-        {
-            return Ok(version);
-        }
-        // The stream's last index entry holds its head version: no separate record to keep.
-        let last = self.backend.scan(
-            &keys::stream_prefix(stream),
-            &keys::stream_version(stream, u64::MAX),
-            1,
-            true,
-        )?;
-        match last.first() {
-            None => Ok(0),
-            Some((key, _)) => keys::stream_version_of(key)
-                .ok_or_else(|| StoreError::corrupt(0, format!("the index of stream {stream}"))),
+        match self.stream_heads.get(stream) {
+            Some(version) => Ok(*version),
+            None => self.reads.stream_version(stream),
         }
     }
 }
 
 /// What an append's request was, as its caller digested it (`AppendRequest::fingerprint`).
-type Fingerprint = [u8; 32];
+pub(crate) type Fingerprint = [u8; 32];
 
 /// The first outcome of a command as stored under its id: `1 ‖ position ‖ version ‖ events`,
 /// big-endian, the events as 32 bits; or, for a request with a fingerprint, `2 ‖ the same ‖

@@ -1,5 +1,5 @@
 //! The shared test suite every `EventStore` implementation passes: run against the sled
-//! store and the in-memory store alike.
+//! store, the in-memory store and the PostgreSQL store (a private cluster) alike.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -31,6 +31,21 @@ fn sled() -> Fixture {
     }
 }
 
+#[path = "../../tests/src/pg.rs"]
+#[allow(dead_code)]
+mod pg;
+
+async fn postgres() -> Fixture {
+    let options = roster_eventstore::PgOptions::new(pg::database());
+    let store = roster_eventstore::PgStore::open(options)
+        .await
+        .expect("opens the PostgreSQL store");
+    Fixture {
+        store: Arc::new(store),
+        _dir: None,
+    }
+}
+
 fn event(n: u64) -> NewEvent {
     NewEvent {
         event_id: ulid::Ulid::new().to_string(),
@@ -59,6 +74,14 @@ macro_rules! suite {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     super::$name(super::sled()).await;
+                }
+            )*
+        }
+        mod postgres_store {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::postgres().await).await;
                 }
             )*
         }

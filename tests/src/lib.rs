@@ -3,6 +3,7 @@
 
 pub mod crash;
 pub mod lazyfs;
+pub mod pg;
 pub mod poll;
 
 use std::sync::Arc;
