@@ -123,6 +123,12 @@ impl NumberSequence {
     pub fn peek(&self) -> u64 {
         self.0.load(Ordering::SeqCst)
     }
+
+    /// Moves past `number`, handed out elsewhere (by another node on a shared log), so it is
+    /// never handed out again.
+    pub fn advance_past(&self, number: u64) {
+        self.0.fetch_max(number.saturating_add(1), Ordering::SeqCst);
+    }
 }
 
 impl NumberSource for NumberSequence {

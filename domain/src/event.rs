@@ -198,6 +198,18 @@ pub enum EventDecodeError {
 }
 
 impl Event {
+    /// The new link, invitation or webhook number this event hands out, if it is one that
+    /// does: every number comes from one sequence, which must resume past all of them.
+    pub fn new_number(&self) -> Option<u64> {
+        match self {
+            Event::InviteLinkCreated { number, .. } | Event::InvitationCreated { number, .. } => {
+                Some(*number)
+            }
+            Event::WebhookSubscribed { webhook, .. } => Some(*webhook),
+            _ => None,
+        }
+    }
+
     /// The event type, as stored in the envelope's `type`.
     pub fn event_type(&self) -> &'static str {
         match self {

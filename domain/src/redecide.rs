@@ -224,16 +224,7 @@ impl NumberSource for LoggedNumbers {
 
 /// The new numbers a command's events carry, in order.
 fn numbers_carried(events: &[Event]) -> Vec<u64> {
-    events
-        .iter()
-        .filter_map(|event| match event {
-            Event::InviteLinkCreated { number, .. } | Event::InvitationCreated { number, .. } => {
-                Some(*number)
-            }
-            Event::WebhookSubscribed { webhook, .. } => Some(*webhook),
-            _ => None,
-        })
-        .collect()
+    events.iter().filter_map(Event::new_number).collect()
 }
 
 impl Redecide for ResourceState {

@@ -67,6 +67,12 @@ pub trait EventStore: Send + Sync + 'static {
     /// The position of the last acknowledged event, 0 when the log is empty.
     fn head(&self) -> u64;
 
+    /// Reads what other writers appended, up to the store's head as it is now, and hands it
+    /// to the subscribers; returns that head. A store with one writer has nothing to read.
+    async fn catch_up(&self) -> Result<u64, StoreError> {
+        Ok(self.head())
+    }
+
     /// Every event after `after`, then the live tail.
     fn subscribe(&self, after: u64) -> Subscription;
 

@@ -217,6 +217,7 @@ pub(crate) struct Admitted {
     pub writes: Vec<Entry>,
     /// The first outcome of each command that wrote, by command id (a store that keeps them
     /// as rows of its own writes these).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub commands: HashMap<String, (Appended, Option<Fingerprint>)>,
     pub stream_heads: HashMap<String, u64>,
     pub head: ChainHead,

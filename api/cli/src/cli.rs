@@ -23,6 +23,18 @@ pub struct Cli {
         default_value = "./roster-data"
     )]
     pub data: PathBuf,
+    /// Where the log is: `sled` (the embedded log in the data directory) or a PostgreSQL URL
+    /// (postgres://user@host:port/database) shared by many nodes; then the data directory
+    /// holds only this node's read models, snapshots and admin token.
+    // Global: `ServerConfig::store` reads it from here.
+    #[arg(
+        long,
+        global = true,
+        env = "ROSTER_STORE",
+        default_value = "sled",
+        hide_env_values = true
+    )]
+    pub store: roster_server::StoreChoice,
     #[command(subcommand)]
     pub command: Command,
 }

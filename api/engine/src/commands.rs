@@ -278,7 +278,7 @@ impl Engine {
         idempotency: Option<Idempotency>,
     ) -> Result<Accepted, EngineError> {
         let principal = accepting_principal(&actor)?;
-        let (resource, verified) = self.resolve(code)?;
+        let (resource, verified) = self.resolve(code).await?;
         let command = ResourceCommand::AcceptInvitation {
             resource: resource.clone(),
             code: verified,
@@ -296,7 +296,13 @@ impl Engine {
         idempotency: Option<Idempotency>,
     ) -> Result<Accepted, EngineError> {
         let principal = accepting_principal(&actor)?;
-        let resource = match self.inner.models.invite(invitation)? {
+        let mut found = self.inner.models.invite(invitation)?;
+        if found.is_none() {
+            // Perhaps made on another node a moment ago.
+            self.reach_store_head().await?;
+            found = self.inner.models.invite(invitation)?;
+        }
+        let resource = match found {
             Some(InviteRecord::Email(record)) => record.resource,
             _ => {
                 return Err(DomainError::NotFound(format!(
@@ -360,7 +366,7 @@ impl Engine {
         code: &str,
         idempotency: Option<Idempotency>,
     ) -> Result<(ResourceId, Executed), EngineError> {
-        let (resource, verified) = self.resolve(code)?;
+        let (resource, verified) = self.resolve(code).await?;
         let command = Command::Resource(ResourceCommand::DeclineInvitation {
             resource: resource.clone(),
             code: verified,
@@ -372,14 +378,24 @@ impl Engine {
     }
 
     /// A code's verified form and the resource it belongs to. Unknown, malformed and forged
-    /// codes all answer the same `invitation_not_found`.
-    pub(crate) fn resolve(&self, code: &str) -> Result<(ResourceId, VerifiedCode), EngineError> {
+    /// codes all answer the same `invitation_not_found`. A genuine code whose number this node
+    /// does not know yet (made on another node a moment ago) makes it read the shared log up
+    /// to its head first; a forged one never gets that far.
+    pub(crate) async fn resolve(
+        &self,
+        code: &str,
+    ) -> Result<(ResourceId, VerifiedCode), EngineError> {
         let verified = VerifiedCode::from_text(&self.inner.config.secret, code)?;
-        let record = self
-            .inner
-            .models
-            .invite(verified.number())?
-            .ok_or(DomainError::InvitationNotFound)?;
+        let record = match self.inner.models.invite(verified.number())? {
+            Some(record) => record,
+            None => {
+                self.reach_store_head().await?;
+                self.inner
+                    .models
+                    .invite(verified.number())?
+                    .ok_or(DomainError::InvitationNotFound)?
+            }
+        };
         Ok((record.resource().clone(), verified))
     }
 

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod cache;
+mod catchup;
 mod clock;
 mod commands;
 #[cfg(feature = "proptest")]
@@ -217,7 +218,7 @@ struct Inner {
     projector: Mutex<Option<tokio::task::JoinHandle<Result<(), ProjectionError>>>>,
     config: EngineConfig,
     numbers: Arc<NumberSequence>,
-    cache: StateCache,
+    cache: Arc<StateCache>,
 }
 
 /// Roster's engine: commands in, events in the log, read models out.
@@ -238,6 +239,38 @@ impl Engine {
         let models = ReadModels::open_sled(store.db(), "rm.")?;
         let snapshots = Snapshots::in_dir(&dir.join("snapshots"));
         Engine::start_with(store, Arc::new(models), snapshots, config).await
+    }
+
+    /// A node on a PostgreSQL store shared with other nodes: the log there, this node's read
+    /// models and snapshots in `dir` (rebuildable from the log at any time, and rebuilt when
+    /// they were made from another store). Refuses a store whose other nodes use another
+    /// secret or other decision settings.
+    #[cfg(feature = "postgres")]
+    pub async fn open_postgres(
+        dir: &Path,
+        options: roster_eventstore::PgOptions,
+        config: EngineConfig,
+    ) -> Result<Engine, EngineError> {
+        let store = roster_eventstore::PgStore::open(options).await?;
+        let store_id = store.claim_identity(&identity(&config)).await?;
+        let db = sled::Config::new()
+            .path(dir.join("node"))
+            .open()
+            .map_err(StoreError::from)?;
+        let node = db.open_tree("node").map_err(StoreError::from)?;
+        let recorded = node.get("store").map_err(StoreError::from)?;
+        let models = ReadModels::open_sled(&db, "rm.")?;
+        if recorded.as_deref() != Some(store_id.as_bytes()) {
+            if recorded.is_some() {
+                tracing::warn!("the read models here were made from another store: rebuilding");
+            }
+            off_the_runtime(models.rebuild(&store, &mut |_| {})).await?;
+            node.insert("store", store_id.as_bytes())
+                .map_err(StoreError::from)?;
+            node.flush_async().await.map_err(StoreError::from)?;
+        }
+        let snapshots = Snapshots::in_dir(&dir.join("snapshots"));
+        Engine::start_with(Arc::new(store), Arc::new(models), snapshots, config).await
     }
 
     /// The engine in memory: the same code paths, nothing on disk.
@@ -264,7 +297,7 @@ impl Engine {
         snapshots: Snapshots,
         config: EngineConfig,
     ) -> Result<Engine, EngineError> {
-        models.catch_up(store.as_ref(), &mut |_| {}).await?;
+        off_the_runtime(models.catch_up(store.as_ref(), &mut |_| {})).await?;
         // Links, invitations and webhooks draw from one sequence: resume past all of them.
         let highest_webhook = models.webhooks()?.iter().map(|w| w.id).max().unwrap_or(0);
         let highest = models.highest_number()?.max(highest_webhook);
@@ -281,7 +314,12 @@ impl Engine {
             }
             stopped
         });
-        let cache = StateCache::new(config.cached_streams_max);
+        let cache = Arc::new(StateCache::new(config.cached_streams_max));
+        // A store shared with other nodes tells the cache and the numbers what they append.
+        store.set_catchup(Arc::new(catchup::EngineCatchup {
+            cache: Arc::clone(&cache),
+            numbers: Arc::clone(&numbers),
+        }));
         let inner = Inner {
             store_failed,
             store,
@@ -359,6 +397,32 @@ impl Engine {
         self.inner.store.head()
     }
 
+    /// Waits until this node's read models reflect `position` of a log that other nodes may
+    /// write too (`min_position`), reading the store for it rather than waiting for its
+    /// notification or poll: at most `wait`, then `Unavailable`.
+    pub async fn reach(&self, position: u64, wait: std::time::Duration) -> Result<(), EngineError> {
+        if self.applied() >= position {
+            return Ok(());
+        }
+        let reached = async {
+            self.inner.store.catch_up().await?;
+            self.wait_applied(position).await
+        };
+        tokio::time::timeout(wait, reached).await.map_err(|_| {
+            EngineError::Unavailable(format!("this node has not reached position {position} yet"))
+        })?
+    }
+
+    /// Brings this node's read models to the store's head as it is now: for a lookup that
+    /// found nothing, which another node may have just made.
+    pub(crate) async fn reach_store_head(&self) -> Result<(), EngineError> {
+        let head = self.inner.store.catch_up().await?;
+        if head > self.applied() {
+            self.wait_applied(head).await?;
+        }
+        Ok(())
+    }
+
     /// Waits until the read models reflect `position`.
     pub async fn wait_applied(&self, position: u64) -> Result<(), EngineError> {
         let mut applied = self.inner.applied.clone();
@@ -369,6 +433,38 @@ impl Engine {
             .map_err(|_| {
                 EngineError::Unavailable("the read models stopped following the log".into())
             })
+    }
+}
+
+/// What every node on one shared store must agree on: the secret (by an HMAC of a fixed
+/// label, never the secret) and the settings that change decisions.
+#[cfg(feature = "postgres")]
+fn identity(config: &EngineConfig) -> roster_eventstore::Identity {
+    let limits = &config.limits;
+    roster_eventstore::Identity {
+        secret_fingerprint: hex::encode(config.secret.derive_key("roster store identity", 0)),
+        settings: serde_json::json!({
+            "emails_per_request_max": limits.emails_per_request_max,
+            "pending_invitations_max": limits.pending_invitations_max,
+            "active_links_max": limits.active_links_max,
+            "message_chars_max": limits.message_chars_max,
+            "key_name_chars_max": limits.key_name_chars_max,
+        }),
+    }
+}
+
+/// Runs a catch-up of the read models, which blocks its thread while its reader threads
+/// drive the store's reads on this runtime: on a worker of a multi-threaded runtime, after
+/// handing that worker's other tasks on (a PostgreSQL store's connections are such tasks,
+/// and would otherwise wait for the catch-up that waits for them).
+async fn off_the_runtime<T>(catch_up: impl std::future::Future<Output = T>) -> T {
+    let multi_threaded = tokio::runtime::Handle::try_current()
+        .is_ok_and(|handle| handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi_threaded {
+        let handle = tokio::runtime::Handle::current();
+        tokio::task::block_in_place(|| handle.block_on(catch_up))
+    } else {
+        catch_up.await
     }
 }
 

@@ -30,7 +30,7 @@ impl Engine {
 
     /// What a code is for, without using it.
     pub async fn preview(&self, code: &str) -> Result<Preview, EngineError> {
-        let (resource, verified) = self.resolve(code)?;
+        let (resource, verified) = self.resolve(code).await?;
         let entry = self.entry(&resource.stream()).await?;
         let cached = lock(&entry);
         match &cached.state {

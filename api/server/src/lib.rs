@@ -8,7 +8,7 @@ pub mod data_dir;
 pub mod http;
 pub mod workers;
 
-pub use http::{serve, ServeError};
+pub use http::{serve, ServeError, StoreChoice};
 
 /// Where an invitation's code is redeemed: `{public_url}/invite/{code}`.
 pub fn invite_url(public_url: &str, code: &str) -> String {

@@ -339,8 +339,9 @@ impl PgStore {
         schema::migrate(&mut client, &options.schema).await
     }
 
-    /// Records this node's identity in a new store, or checks it against the recorded one.
-    pub async fn claim_identity(&self, identity: &Identity) -> Result<(), StoreError> {
+    /// Records this node's identity in a new store, or checks it against the recorded one;
+    /// the store's id.
+    pub async fn claim_identity(&self, identity: &Identity) -> Result<String, StoreError> {
         let client = self.shared.reader().await?;
         schema::claim_identity(&client, &self.shared.options.schema, identity).await
     }
@@ -360,12 +361,6 @@ impl PgStore {
         Ok(writer::load_head(&client, &self.shared.options.schema)
             .await?
             .position)
-    }
-
-    /// Reads what other nodes appended up to the store's head now, and hands it over.
-    pub async fn catch_up_now(&self) -> Result<u64, StoreError> {
-        follow::read_new(&self.shared).await?;
-        Ok(self.shared.known.load(Ordering::Acquire))
     }
 
     /// Writes a verified sequence of envelopes (an export) into an empty store, keeping their
@@ -489,6 +484,11 @@ impl EventStore for PgStore {
 
     fn head(&self) -> u64 {
         self.shared.known.load(Ordering::Acquire)
+    }
+
+    async fn catch_up(&self) -> Result<u64, StoreError> {
+        follow::read_new(&self.shared).await?;
+        Ok(self.shared.known.load(Ordering::Acquire))
     }
 
     fn subscribe(&self, after: u64) -> Subscription {

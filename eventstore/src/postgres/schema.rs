@@ -155,12 +155,13 @@ pub struct Identity {
 }
 
 /// Records `identity` in an empty store, or checks it against the one recorded; says which
-/// part differs. Also refuses a store of a newer event format.
+/// part differs. Also refuses a store of a newer event format. Returns the store's id, made
+/// by the first node: a node's local read models belong to one store.
 pub async fn claim_identity(
     client: &Client,
     schema: &str,
     identity: &Identity,
-) -> Result<(), StoreError> {
+) -> Result<String, StoreError> {
     let store_id = ulid::Ulid::new().to_string();
     client
         .execute(
@@ -179,7 +180,8 @@ pub async fn claim_identity(
     let row = client
         .query_one(
             &format!(
-                "SELECT format_level, secret_fingerprint, settings::text FROM {schema}.identity"
+                "SELECT format_level, secret_fingerprint, settings::text, store_id \
+                 FROM {schema}.identity"
             ),
             &[],
         )
@@ -208,7 +210,7 @@ pub async fn claim_identity(
             differing.join(", ")
         )));
     }
-    Ok(())
+    Ok(row.get(3))
 }
 
 /// The top-level keys whose values differ between two JSON objects.

@@ -382,6 +382,18 @@ impl TestApp {
 }
 
 /// The `X-Roster-Position` a response carries.
+/// Awaits every future, spawned so they run at once; their outputs in order.
+pub async fn join_all<T: Send + 'static>(
+    futures: Vec<impl std::future::Future<Output = T> + Send + 'static>,
+) -> Vec<T> {
+    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for handle in handles {
+        out.push(handle.await.expect("the task finished"));
+    }
+    out
+}
+
 pub fn position(response: &Response) -> u64 {
     response
         .headers()

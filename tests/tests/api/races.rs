@@ -1,25 +1,10 @@
 //! Races over real HTTP: many requests at once against one resource must leave the state a
 //! serial order would, and never break a rule (DESIGN rule 9: lost races are decided again).
 
-use futures_join::join_all;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::helpers::*;
-
-mod futures_join {
-    /// Awaits every future, spawned so they run at once.
-    pub async fn join_all<T: Send + 'static>(
-        futures: Vec<impl std::future::Future<Output = T> + Send + 'static>,
-    ) -> Vec<T> {
-        let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
-        let mut out = Vec::with_capacity(handles.len());
-        for handle in handles {
-            out.push(handle.await.expect("the task finished"));
-        }
-        out
-    }
-}
 
 fn shared(app: TestApp) -> std::sync::Arc<TestApp> {
     std::sync::Arc::new(app)

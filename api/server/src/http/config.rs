@@ -36,6 +36,98 @@ pub mod defaults {
     pub const RATE_LIMIT_KEYS_MAX: usize = 65_536;
     pub const PAGE_ITEMS_DEFAULT: usize = 100;
     pub const PAGE_ITEMS_MAX: usize = 1000;
+    pub const STORE_SCHEMA: &str = "roster";
+    pub const STORE_POOL_SIZE: usize = 16;
+    pub const STORE_POLL_MS: u64 = 500;
+    pub const STORE_LOCK_TIMEOUT_MS: u64 = 2_000;
+    pub const MIN_POSITION_WAIT_MS: u64 = 5_000;
+}
+
+/// Where the log is: the embedded sled log in the data directory (the default), or a
+/// PostgreSQL store that many nodes share (DESIGN section 10).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum StoreChoice {
+    #[default]
+    Sled,
+    /// A `postgres://` or `postgresql://` URL.
+    Postgres(String),
+}
+
+impl FromStr for StoreChoice {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<StoreChoice, String> {
+        match text {
+            "" | "sled" => Ok(StoreChoice::Sled),
+            url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Ok(StoreChoice::Postgres(url.to_string()))
+            }
+            _ => Err("`sled`, or a PostgreSQL URL (postgres://user@host:port/database)".into()),
+        }
+    }
+}
+
+impl fmt::Display for StoreChoice {
+    /// Never the URL, which may hold a password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreChoice::Sled => f.write_str("sled"),
+            StoreChoice::Postgres(_) => f.write_str("postgres"),
+        }
+    }
+}
+
+/// A node on a PostgreSQL store: its connections and how it follows the shared log.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+#[command(next_help_heading = "PostgreSQL store")]
+pub struct PostgresConfig {
+    /// The schema that holds Roster's tables.
+    #[arg(long = "store-schema", env = "ROSTER_STORE_SCHEMA", default_value = defaults::STORE_SCHEMA)]
+    pub schema: String,
+    /// Connections this node's reads share (the writer and the follower have one each).
+    #[arg(long = "store-pool-size", env = "ROSTER_STORE_POOL_SIZE", default_value_t = defaults::STORE_POOL_SIZE)]
+    pub pool_size: usize,
+    /// How often the node reads the shared log when no notification woke it, in ms.
+    #[arg(long = "store-poll-ms", env = "ROSTER_STORE_POLL_MS", default_value_t = defaults::STORE_POLL_MS)]
+    pub poll_ms: u64,
+    /// Whether the node listens for notifications of new events (`false` leaves polling).
+    #[arg(long = "store-notifications", env = "ROSTER_STORE_NOTIFICATIONS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub notifications: bool,
+    /// The longest a write waits for the log's lock or a connection, in ms; a session idle
+    /// in a transaction twice as long is ended by PostgreSQL.
+    #[arg(long = "store-lock-timeout-ms", env = "ROSTER_STORE_LOCK_TIMEOUT_MS", default_value_t = defaults::STORE_LOCK_TIMEOUT_MS)]
+    pub lock_timeout_ms: u64,
+    /// How long a request with `min_position` waits for this node to apply it, in ms, before
+    /// it answers 503.
+    #[arg(long = "min-position-wait-ms", env = "ROSTER_MIN_POSITION_WAIT_MS", default_value_t = defaults::MIN_POSITION_WAIT_MS)]
+    pub min_position_wait_ms: u64,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> PostgresConfig {
+        PostgresConfig {
+            schema: defaults::STORE_SCHEMA.into(),
+            pool_size: defaults::STORE_POOL_SIZE,
+            poll_ms: defaults::STORE_POLL_MS,
+            notifications: true,
+            lock_timeout_ms: defaults::STORE_LOCK_TIMEOUT_MS,
+            min_position_wait_ms: defaults::MIN_POSITION_WAIT_MS,
+        }
+    }
+}
+
+impl PostgresConfig {
+    /// The store's options for `url`.
+    pub fn options(&self, url: &str) -> roster_eventstore::PgOptions {
+        roster_eventstore::PgOptions {
+            schema: self.schema.clone(),
+            pool_size: self.pool_size,
+            poll_interval: std::time::Duration::from_millis(self.poll_ms.max(1)),
+            notifications: self.notifications,
+            lock_timeout: std::time::Duration::from_millis(self.lock_timeout_ms.max(1)),
+            ..roster_eventstore::PgOptions::new(url)
+        }
+    }
 }
 
 /// Where invitation URLs point when no public URL is given: the address the server listens on.
@@ -49,6 +141,12 @@ pub struct ServerConfig {
     /// define that argument, global, because every subcommand takes it.
     #[arg(id = "data", from_global)]
     pub data_dir: PathBuf,
+    /// `roster`'s global `--store` (`ROSTER_STORE`): `sled`, the embedded log in the data
+    /// directory, or a PostgreSQL URL shared by many nodes.
+    #[arg(id = "store", from_global)]
+    pub store: StoreChoice,
+    #[command(flatten)]
+    pub postgres: PostgresConfig,
     /// Where invitation URLs point: `{public_url}/invite/{code}`. By default `http://` and the
     /// `--listen` address.
     // Empty on the command line when not given, so that `roster serve` can put its own listen
@@ -177,6 +275,8 @@ impl ServerConfig {
     pub fn new(data_dir: PathBuf) -> ServerConfig {
         ServerConfig {
             data_dir,
+            store: StoreChoice::Sled,
+            postgres: PostgresConfig::default(),
             public_url: public_url_for(defaults::LISTEN),
             durability: defaults::DURABILITY,
             admin_token: None,

@@ -195,8 +195,12 @@ impl ApiError {
         ApiError::new(ApiCode::Internal, "something went wrong on our side")
     }
 
+    /// 503: the server (or this node) cannot answer now; `Retry-After: 1`.
     pub fn unavailable(detail: impl Into<String>) -> ApiError {
-        ApiError::new(ApiCode::Unavailable, detail)
+        ApiError {
+            retry_after_s: Some(1),
+            ..ApiError::new(ApiCode::Unavailable, detail)
+        }
     }
 
     fn title(&self) -> &'static str {

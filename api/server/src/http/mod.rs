@@ -32,7 +32,7 @@ mod support;
 mod views;
 mod webhook_routes;
 
-pub use config::{Families, ServerConfig};
+pub use config::{Families, PostgresConfig, ServerConfig, StoreChoice};
 pub use error::{ApiCode, ApiError, Problem};
 pub use openapi::document as openapi_document;
 pub use router::router;

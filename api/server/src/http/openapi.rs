@@ -56,11 +56,40 @@ fn problem(description: &str) -> RefOr<Response> {
     RefOr::T(response)
 }
 
+/// `min_position` on every route but the server's own (`/healthz`, `/metrics`, the
+/// document): see `middleware::min_position`.
+fn min_position() -> utoipa::openapi::path::Parameter {
+    use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+    use utoipa::openapi::{ObjectBuilder, Required, Type};
+    ParameterBuilder::new()
+        .name("min_position")
+        .parameter_in(ParameterIn::Query)
+        .required(Required::False)
+        .description(Some(
+            "Answer only once this node reflects this log position (a write's \
+             `X-Roster-Position`, from any node), else 503 `unavailable` after a wait; also \
+             the header `X-Roster-Min-Position`.",
+        ))
+        .schema(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(0)),
+        ))
+        .build()
+}
+
 impl Modify for Problems {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         for (path, item) in openapi.paths.paths.iter_mut() {
             let native = path.starts_with("/v1/");
+            let system = matches!(path.as_str(), "/healthz" | "/metrics" | "/openapi.json");
             for operation in operations(item) {
+                if !system {
+                    operation
+                        .parameters
+                        .get_or_insert_with(Vec::new)
+                        .push(min_position());
+                }
                 let responses = &mut operation.responses.responses;
                 if native {
                     let mut common = vec![

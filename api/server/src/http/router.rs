@@ -13,7 +13,7 @@ use axum::routing::{delete, get, post, put};
 use axum::Router;
 
 use super::error::{ApiCode, ApiError};
-use super::middleware::{around, idempotency, query_check};
+use super::middleware::{around, idempotency, min_position, query_check};
 use super::state::AppState;
 use super::{auth, compat, openapi, webhook_routes, POSITION_HEADER};
 
@@ -81,6 +81,7 @@ pub fn router(state: AppState) -> Router {
         .merge(compat::router(state.config.families))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), min_position))
         .layer(middleware::from_fn(query_check::refuse_unknown_query))
         .layer(middleware::from_fn_with_state(state.clone(), idempotency))
         .layer(middleware::from_fn_with_state(state.clone(), around))

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::config::ServerConfig;
+use super::config::StoreChoice;
 use super::listener::{Capped, Dispatch, Timeouts};
 use super::supervise::{open_engine, Current, Live, Serving};
 use crate::data_dir::DataDirError;
@@ -28,6 +29,10 @@ pub enum ServeError {
     },
     #[error("the listener: {0}")]
     Listener(#[from] std::io::Error),
+    #[error(
+        "a PostgreSQL store needs ROSTER_SECRET and ROSTER_ADMIN_TOKEN, the same on every node"
+    )]
+    SharedSecrets,
 }
 
 /// Serves the API on `listener` until `shutdown` completes: then stops accepting, lets the
@@ -42,9 +47,15 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let dir = &config.data_dir;
+    let shared_store = matches!(config.store, StoreChoice::Postgres(_));
+    if shared_store && (config.secret.is_none() || config.admin_token.is_none()) {
+        // A secret made here would differ on every node: codes made on one would fail on
+        // the others. The store refuses a node with another secret; this says so sooner.
+        return Err(ServeError::SharedSecrets);
+    }
     // Looked at before anything is written there: a mistyped `--data` starts an empty log,
     // and the operator should be told so.
-    let fresh = !crate::data_dir::holds_log(dir);
+    let fresh = !shared_store && !crate::data_dir::holds_log(dir);
     match crate::data_dir::make_private(dir)? {
         crate::data_dir::Privacy::Tightened(mode) => tracing::warn!(
             "{} was mode {mode:o}: made it 0700, because its files hold invitees' email addresses",
@@ -74,7 +85,11 @@ pub async fn serve(
     let engine = open_engine(&config, &engine_config)
         .await
         .map_err(|source| ServeError::Open {
-            dir: config.data_dir.clone(),
+            dir: match &config.store {
+                StoreChoice::Sled => config.data_dir.clone(),
+                // Named without the URL, which may hold a password.
+                StoreChoice::Postgres(_) => "the PostgreSQL store".into(),
+            },
             source,
         })?;
     let live = Live::start(engine, &config, admin_digest);

@@ -38,11 +38,19 @@ pub async fn open_engine(
     config: &ServerConfig,
     engine_config: &EngineConfig,
 ) -> Result<Engine, roster_engine::EngineError> {
-    let options = roster_eventstore::SledOptions {
-        durability: config.durability,
-        ..Default::default()
-    };
-    Engine::open(&config.data_dir, options, engine_config.clone()).await
+    match &config.store {
+        super::config::StoreChoice::Sled => {
+            let options = roster_eventstore::SledOptions {
+                durability: config.durability,
+                ..Default::default()
+            };
+            Engine::open(&config.data_dir, options, engine_config.clone()).await
+        }
+        super::config::StoreChoice::Postgres(url) => {
+            let options = config.postgres.options(url);
+            Engine::open_postgres(&config.data_dir, options, engine_config.clone()).await
+        }
+    }
 }
 
 /// The router requests go to: the live engine's, or `reopening_router` during a swap. Each

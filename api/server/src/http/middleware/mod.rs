@@ -1,8 +1,10 @@
 //! What runs around every request: [`around`] (its time limit, the position header, the
 //! metrics and the log line), [`idempotency`] (`Idempotency-Key` on POST routes) and
-//! [`query_check`] (unknown query parameters refused).
+//! [`query_check`] (unknown query parameters refused), [`min_position`] (reads after a
+//! write made through another node).
 
 mod idempotency;
+mod min_position;
 pub mod query_check;
 
 use std::time::{Duration, Instant};
@@ -17,6 +19,7 @@ use super::state::AppState;
 use super::POSITION_HEADER;
 
 pub use idempotency::{idempotency, IdempotencyKey};
+pub use min_position::min_position;
 
 /// Around every request: a time limit, the read models' position in `X-Roster-Position`,
 /// metrics, and one log line (with the route's template, never a body, so no code is logged).

@@ -1,0 +1,316 @@
+//! Three `roster serve` nodes on one PostgreSQL (DESIGN section 10), each a real server on its
+//! own port with its own data directory, all on a private PostgreSQL 15 (`roster_tests::pg`):
+//! what one node writes, the others decide with at once, and races between nodes end as a
+//! serial run would.
+//!
+//! The tests of this binary run one at a time (`ONE_AT_A_TIME`): three nodes and PostgreSQL on
+//! two cores measure contention, and a test must not depend on how much of it there is.
+
+#[path = "api/helpers.rs"]
+#[allow(dead_code)]
+mod helpers;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use helpers::{assert_problem, join_all, json_of, position, spawn_app_with, As, TestApp};
+use reqwest::StatusCode;
+use roster_server::http::ServerConfig;
+use roster_server::StoreChoice;
+use serde_json::json;
+
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const SECRET: &str = "multinode-secret-0123456789";
+
+/// `count` nodes on a fresh database, each configured by `tweak` too.
+async fn nodes(count: usize, tweak: impl Fn(&mut ServerConfig)) -> Vec<Arc<TestApp>> {
+    let url = roster_tests::pg::database();
+    let mut nodes = Vec::new();
+    for _ in 0..count {
+        let node = spawn_app_with(|config| {
+            config.store = StoreChoice::Postgres(url.clone());
+            config.secret = Some(SECRET.into());
+            tweak(config);
+        })
+        .await;
+        nodes.push(Arc::new(node));
+    }
+    nodes
+}
+
+/// No help from notifications or polling: whatever a node knows of another's writes, it
+/// learned because a request needed it.
+fn deaf(config: &mut ServerConfig) {
+    config.postgres.notifications = false;
+    config.postgres.poll_ms = 3_600_000;
+}
+
+fn who(principal: &str) -> As {
+    As::AdminFor(principal.into())
+}
+
+async fn register(node: &TestApp, resource: &str, owner: &str) -> u64 {
+    let response = node
+        .post(
+            "/v1/resources",
+            &As::Admin,
+            json!({ "resource": resource, "owner": owner }),
+        )
+        .await;
+    assert_eq!(
+        response.status(),
+        StatusCode::CREATED,
+        "registering {resource}"
+    );
+    position(&response)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_made_on_one_node_is_accepted_at_once_on_the_others() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let nodes = nodes(3, deaf).await;
+    for round in 0..20 {
+        let resource = format!("space/r{round}");
+        register(&nodes[0], &resource, "alice").await;
+        let link = nodes[0]
+            .link(&resource, &who("alice"), json!({ "role": "editor" }))
+            .await;
+        let code = link["code"].as_str().expect("a code");
+        // No wait, no `min_position`: the nodes that never heard of the link find it.
+        for (node, principal) in [(&nodes[1], "bob"), (&nodes[2], "carol")] {
+            let accepted = node.accept(code, &who(principal)).await;
+            assert_eq!(
+                accepted.status(),
+                StatusCode::OK,
+                "round {round}, {principal}"
+            );
+        }
+        let members = nodes[2].members(&resource).await;
+        assert_eq!(members.len(), 3, "round {round}: {members:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_accepts_of_a_one_use_link_over_three_nodes_admit_one() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let nodes = nodes(3, |_| {}).await;
+    register(&nodes[0], "space/hot", "alice").await;
+    let link = nodes[0]
+        .link(
+            "space/hot",
+            &who("alice"),
+            json!({ "role": "viewer", "max_uses": 1 }),
+        )
+        .await;
+    let code = link["code"].as_str().expect("a code").to_string();
+    let attempts = (0..50)
+        .map(|i| {
+            let node = Arc::clone(&nodes[i % 3]);
+            let code = code.clone();
+            async move { node.accept(&code, &who(&format!("p{i}"))).await.status() }
+        })
+        .collect();
+    let statuses = join_all(attempts).await;
+    let mut counts: BTreeMap<u16, usize> = BTreeMap::new();
+    for status in statuses {
+        *counts.entry(status.as_u16()).or_default() += 1;
+    }
+    assert_eq!(counts, BTreeMap::from([(200, 1), (410, 49)]));
+    for node in &nodes {
+        let head = nodes[0].head().await;
+        let members = node
+            .read(&format!(
+                "/v1/resources/space/hot/members?min_position={head}"
+            ))
+            .await;
+        assert_eq!(members["items"].as_array().map(Vec::len), Some(2));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_demotions_of_the_last_two_owners_on_two_nodes_leave_one() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let nodes = nodes(2, |_| {}).await;
+    for round in 0..10 {
+        let resource = format!("space/o{round}");
+        register(&nodes[0], &resource, "alice").await;
+        let promoted = nodes[0]
+            .put(
+                &format!("/v1/resources/{resource}/members/bob"),
+                &who("alice"),
+                json!({ "role": "owner" }),
+            )
+            .await;
+        assert_eq!(promoted.status(), StatusCode::OK);
+        let (bob_path, alice_path) = (
+            format!("/v1/resources/{resource}/members/bob"),
+            format!("/v1/resources/{resource}/members/alice"),
+        );
+        let (alice, bob) = (who("alice"), who("bob"));
+        let demote = json!({ "role": "viewer" });
+        let (a, b) = tokio::join!(
+            nodes[0].put(&bob_path, &alice, demote.clone()),
+            nodes[1].put(&alice_path, &bob, demote.clone()),
+        );
+        let statuses = BTreeSet::from([a.status().as_u16(), b.status().as_u16()]);
+        // One demotion wins; the other is decided after it, by someone who is no longer an
+        // owner or against the last owner: refused either way.
+        assert!(statuses.contains(&200), "round {round}: {statuses:?}");
+        assert_eq!(
+            statuses.len(),
+            2,
+            "round {round}: both answered {statuses:?}"
+        );
+        let head = nodes[0].head().await.max(nodes[1].head().await);
+        let members = nodes[1]
+            .read(&format!(
+                "/v1/resources/{resource}/members?min_position={head}"
+            ))
+            .await;
+        let owners = members["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .filter(|m| m["role"] == "owner")
+            .count();
+        assert_eq!(owners, 1, "round {round}: {members}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_idempotency_key_on_two_nodes_has_one_effect() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let nodes = nodes(2, |_| {}).await;
+    register(&nodes[0], "space/idem", "alice").await;
+    for round in 0..10 {
+        let key = format!("same-key-{round}");
+        let send = |node: &TestApp| {
+            node.client
+                .post(node.url("/v1/resources/space/idem/invite-links"))
+                .bearer_auth(helpers::ADMIN_TOKEN)
+                .header("X-Roster-Actor", "alice")
+                .header("Idempotency-Key", key.clone())
+                .json(&json!({ "role": "viewer" }))
+                .send()
+        };
+        let (a, b) = tokio::join!(send(&nodes[0]), send(&nodes[1]));
+        let (a, b) = (a.expect("answers"), b.expect("answers"));
+        assert_eq!(
+            (a.status(), b.status()),
+            (StatusCode::CREATED, StatusCode::CREATED)
+        );
+        let (a, b) = (json_of(a).await, json_of(b).await);
+        assert_eq!(a["id"], b["id"], "round {round}: one link, answered twice");
+    }
+    let head = nodes[0].head().await.max(nodes[1].head().await);
+    let links = nodes[1]
+        .read(&format!(
+            "/v1/resources/space/idem/invite-links?min_position={head}"
+        ))
+        .await;
+    assert_eq!(links["items"].as_array().map(Vec::len), Some(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_made_at_once_on_three_nodes_never_share_a_number() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let nodes = nodes(3, deaf).await;
+    register(&nodes[0], "space/many", "alice").await;
+    let made = (0..60).map(|i| {
+        let node = Arc::clone(&nodes[i % 3]);
+        async move {
+            let response = node
+                .post(
+                    "/v1/resources/space/many/invite-links",
+                    &who("alice"),
+                    json!({ "role": "viewer" }),
+                )
+                .await;
+            assert_eq!(response.status(), StatusCode::CREATED);
+            json_of(response).await["id"].as_u64().expect("an id")
+        }
+    });
+    let ids = join_all(made.collect()).await;
+    let distinct: BTreeSet<u64> = ids.iter().copied().collect();
+    assert_eq!(distinct.len(), ids.len(), "{ids:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_schema_defined_on_one_node_is_in_force_on_another_at_once() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let nodes = nodes(2, deaf).await;
+    let schema = json!({"roles": [
+        {"name": "chair", "privileges": ["view_members", "invite", "manage_invitations", "manage_members", "view_history"]},
+        {"name": "seat", "privileges": ["view_members"]}
+    ], "default_role": "seat"});
+    let defined = nodes[0]
+        .put("/v1/role-schemas/board", &As::Admin, schema)
+        .await;
+    assert_eq!(defined.status(), StatusCode::OK);
+    // Registered on the other node at once: its owner holds the schema's highest role.
+    register(&nodes[1], "board/b1", "alice").await;
+    assert_eq!(
+        nodes[1].members("board/b1").await,
+        [("alice".to_string(), "chair".to_string())]
+    );
+    let link = nodes[1]
+        .link("board/b1", &who("alice"), json!({ "role": "seat" }))
+        .await;
+    assert_eq!(link["role"], "seat");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_elsewhere_sees_a_write_only_with_its_position() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let nodes = nodes(3, deaf).await;
+    // Node C has read the log once, at its start; then A writes.
+    let written = register(&nodes[0], "space/later", "alice").await;
+    assert!(written > 0);
+    assert_problem(
+        nodes[2]
+            .get("/v1/resources/space/later/members", &As::Admin)
+            .await,
+        404,
+        "not_found",
+    )
+    .await;
+    let seen = nodes[2]
+        .get(
+            &format!("/v1/resources/space/later/members?min_position={written}"),
+            &As::Admin,
+        )
+        .await;
+    assert_eq!(seen.status(), StatusCode::OK);
+    // The header does the same on another node.
+    let by_header = nodes[1]
+        .client
+        .get(nodes[1].url("/v1/resources/space/later"))
+        .bearer_auth(helpers::ADMIN_TOKEN)
+        .header("X-Roster-Min-Position", written.to_string())
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(by_header.status(), StatusCode::OK);
+    // A position nobody has written yet: 503 after the wait, with Retry-After.
+    let ahead = nodes[1]
+        .client
+        .get(nodes[1].url(&format!(
+            "/v1/resources/space/later?min_position={}",
+            written + 1000
+        )))
+        .bearer_auth(helpers::ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(ahead.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(ahead.headers().contains_key("retry-after"));
+    assert_problem(
+        nodes[1]
+            .get("/v1/resources/space/later?min_position=x", &As::Admin)
+            .await,
+        400,
+        "invalid_request",
+    )
+    .await;
+}
