@@ -23,6 +23,10 @@ pub enum StoreError {
     /// the same command id. Unlike `Io`, this store recovers by itself.
     #[error("the store is unavailable: {0}")]
     Unavailable(String),
+    /// A shared store was made for another configuration than this node's (another secret,
+    /// other decision settings, a newer format): the node must not run on it.
+    #[error("this node does not fit the store: {0}")]
+    Incompatible(String),
 }
 
 impl StoreError {

@@ -314,3 +314,48 @@ async fn a_read_elsewhere_sees_a_write_only_with_its_position() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_another_secret_or_other_settings_refuses_to_start() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let url = roster_tests::pg::database();
+    let first = spawn_app_with(|config| {
+        config.store = StoreChoice::Postgres(url.clone());
+        config.secret = Some(SECRET.into());
+    })
+    .await;
+    register(&first, "space/s", "alice").await;
+    let refusal = |tweak: fn(&mut ServerConfig)| {
+        let url = url.clone();
+        async move {
+            let dir = tempfile::tempdir().expect("a directory");
+            let mut config = ServerConfig::new(dir.path().to_path_buf());
+            config.store = StoreChoice::Postgres(url);
+            config.secret = Some(SECRET.into());
+            config.admin_token = Some(helpers::ADMIN_TOKEN.into());
+            tweak(&mut config);
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("binds");
+            let served = roster_server::serve(listener, config, std::future::pending()).await;
+            served.expect_err("refuses to start").to_string()
+        }
+    };
+    let other_secret = refusal(|c| c.secret = Some("another-secret-0123456789".into())).await;
+    assert_eq!(
+        other_secret,
+        "cannot open the PostgreSQL store: this node does not fit the store: \
+         ROSTER_SECRET differs from the one the store's other nodes use"
+    );
+    let other_limit = refusal(|c| c.limits.active_links_max = 7).await;
+    assert_eq!(
+        other_limit,
+        "cannot open the PostgreSQL store: this node does not fit the store: decision settings \
+         differ from the store's other nodes: active_links_max (store: 100, this node: 7)"
+    );
+    assert!(!other_secret.contains('\n') && !other_limit.contains('\n'));
+    let no_secret = refusal(|c| c.secret = None).await;
+    assert!(no_secret.contains("ROSTER_SECRET"), "{no_secret}");
+    // The first node goes on.
+    assert_eq!(first.members("space/s").await.len(), 1);
+}

@@ -92,6 +92,8 @@ pub enum Command {
         #[arg(long)]
         new_secret: bool,
     },
+    /// Create or upgrade a PostgreSQL store's tables (`serve` does it too, at start).
+    Migrate,
     /// Open the engine on an existing data directory and report start-up time and peak memory
     /// as JSON (used by `bench startup`).
     #[command(hide = true)]

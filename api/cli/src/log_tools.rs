@@ -1,4 +1,5 @@
-//! The command line's operations on the log itself: verify, export and import, replay, audit.
+//! The command line's operations on the log itself: verify, export and import, replay, audit,
+//! on the sled log in the data directory or on a PostgreSQL store (`--store`).
 
 use std::io::Write;
 use std::io::{BufRead, BufReader};
@@ -9,10 +10,12 @@ use roster_domain::{
     DomainError, Event, LogCheck, LoggedCommand, ResourceId, ResourceState, StreamId, Timestamp,
 };
 use roster_eventstore::{
-    ChainChecker, Envelope, EventStore, SledOptions, SledStore, StoreError, VerifyReport,
+    ChainChecker, Envelope, EventStore, PgOptions, PgStore, SledOptions, SledStore, StoreError,
+    VerifyReport,
 };
 use roster_projections::{ProjectionError, SnapshotCheck, Snapshots};
 use roster_server::data_dir::DataDirError;
+use roster_server::StoreChoice;
 
 /// Why a log tool failed; one line each, as `roster` prints it after `roster: `.
 #[derive(Debug, thiserror::Error)]
@@ -51,18 +54,73 @@ pub enum ToolError {
     Principal(#[source] DomainError),
     #[error("{0} did not exist then")]
     NotYet(ResourceId),
+    #[error(
+        "a PostgreSQL store's nodes take the log's secret from ROSTER_SECRET: set it to the \
+         secret the log was made with, and import with it set"
+    )]
+    SharedSecret,
 }
 
-/// Opens the log in `data_dir`, with a one-line reason when it cannot. A directory that holds
-/// no log is refused rather than given an empty one: a mistyped `--data` must not pass.
-pub fn open(data_dir: &Path) -> Result<SledStore, ToolError> {
-    if !roster_server::data_dir::holds_log(data_dir) {
-        return Err(roster_server::data_dir::no_log(data_dir).into());
+/// A log a tool opened: the store, and the sled database the read models it rebuilds or
+/// reads live in (the log's own on sled; the node's, `{data}/node`, beside a PostgreSQL
+/// store, as `serve` keeps them).
+pub struct ToolLog {
+    pub store: Box<dyn EventStore>,
+    pub models: sled::Db,
+}
+
+/// A PostgreSQL store's options as the tools take them: the URL, and the schema from
+/// `ROSTER_STORE_SCHEMA` as `serve` reads it.
+pub fn pg_options(url: &str) -> PgOptions {
+    let mut options = PgOptions::new(url);
+    if let Ok(schema) = std::env::var("ROSTER_STORE_SCHEMA") {
+        options.schema = schema;
     }
-    SledStore::open(data_dir, SledOptions::default()).map_err(|source| ToolError::Open {
-        path: data_dir.to_path_buf(),
-        source,
-    })
+    options
+}
+
+/// Opens the log, with a one-line reason when it cannot. A data directory that holds no log
+/// is refused rather than given an empty one: a mistyped `--data` must not pass. A PostgreSQL
+/// store is opened on `runtime`, whose tasks follow it.
+pub fn open(
+    data_dir: &Path,
+    choice: &StoreChoice,
+    runtime: &tokio::runtime::Handle,
+) -> Result<ToolLog, ToolError> {
+    match choice {
+        StoreChoice::Sled => {
+            if !roster_server::data_dir::holds_log(data_dir) {
+                return Err(roster_server::data_dir::no_log(data_dir).into());
+            }
+            let store = SledStore::open(data_dir, SledOptions::default()).map_err(|source| {
+                ToolError::Open {
+                    path: data_dir.to_path_buf(),
+                    source,
+                }
+            })?;
+            let models = store.db().clone();
+            Ok(ToolLog {
+                store: Box::new(store),
+                models,
+            })
+        }
+        StoreChoice::Postgres(url) => {
+            let store = runtime
+                .block_on(PgStore::open(pg_options(url)))
+                .map_err(|source| ToolError::Open {
+                    path: "the PostgreSQL store".into(),
+                    source,
+                })?;
+            let models = sled::open(data_dir.join("node")).map_err(|e| ToolError::Open {
+                path: data_dir.join("node"),
+                source: e.into(),
+            })?;
+            Ok(ToolLog {
+                store: Box::new(store),
+                models,
+            })
+        }
+    }
 }
 
 fn progress_bar(length: u64, quiet: bool) -> ProgressBar {
@@ -77,7 +135,11 @@ fn progress_bar(length: u64, quiet: bool) -> ProgressBar {
 }
 
 /// Writes every envelope as one line of NDJSON.
-pub async fn export(store: &SledStore, out: &mut dyn Write, quiet: bool) -> Result<u64, ToolError> {
+pub async fn export(
+    store: &dyn EventStore,
+    out: &mut dyn Write,
+    quiet: bool,
+) -> Result<u64, ToolError> {
     let bar = progress_bar(store.head(), quiet);
     bar.set_message("exporting");
     let mut position = 0;
@@ -289,7 +351,7 @@ impl Check<'_> {
 /// (the store's reads are async; the check is not). A page that ends before the store's head
 /// is a missing event.
 fn store_envelopes<'a>(
-    store: &'a SledStore,
+    store: &'a dyn EventStore,
     runtime: &'a tokio::runtime::Handle,
 ) -> impl Iterator<Item = Result<Envelope, Unreadable>> + 'a {
     let head = store.head();
@@ -322,7 +384,7 @@ fn store_envelopes<'a>(
 /// Call it outside the runtime: it reads the store through `runtime`.
 pub fn verify(
     data_dir: &Path,
-    store: &SledStore,
+    store: &dyn EventStore,
     runtime: &tokio::runtime::Handle,
     quiet: bool,
 ) -> Result<Checked, ToolError> {
@@ -397,6 +459,24 @@ pub fn import(
     secret: &ImportSecret,
     quiet: bool,
 ) -> Result<String, ToolError> {
+    import_into(data_dir, &StoreChoice::Sled, None, file, secret, quiet)
+}
+
+/// `roster import` into the store `choice` names: a PostgreSQL store takes the export in one
+/// transaction, on `runtime`, and its nodes take the log's secret from `ROSTER_SECRET`.
+pub fn import_into(
+    data_dir: &Path,
+    choice: &StoreChoice,
+    runtime: Option<&tokio::runtime::Handle>,
+    file: Option<&Path>,
+    secret: &ImportSecret,
+    quiet: bool,
+) -> Result<String, ToolError> {
+    if let (StoreChoice::Postgres(_), ImportSecret::CopyFrom(_) | ImportSecret::New) =
+        (choice, secret)
+    {
+        return Err(ToolError::SharedSecret);
+    }
     if let ImportSecret::CopyFrom(from) = secret {
         roster_server::data_dir::check_secret_copy(from, data_dir)?;
     }
@@ -446,9 +526,16 @@ pub fn import(
     bar.set_message("importing");
     let mut lines =
         envelopes(&path)?.map(|line| line.map_err(|e| StoreError::Invalid(e.to_string())));
-    let written = SledStore::import(data_dir, SledOptions::default(), &mut lines, &mut |p| {
-        bar.set_position(p)
-    })
+    let written = match (choice, runtime) {
+        (StoreChoice::Postgres(url), Some(runtime)) => {
+            runtime.block_on(PgStore::import(&pg_options(url), &mut lines, &mut |p| {
+                bar.set_position(p)
+            }))
+        }
+        _ => SledStore::import(data_dir, SledOptions::default(), &mut lines, &mut |p| {
+            bar.set_position(p)
+        }),
+    }
     .map_err(ToolError::ImportFailed)?;
     bar.finish_and_clear();
     Ok(format!("imported {written} events\n{said_secret}"))
@@ -456,11 +543,12 @@ pub fn import(
 
 /// Rebuilds every read model from the log; with `verify`, rebuilds into scratch trees
 /// instead and compares them with the live ones, changing nothing.
-pub async fn replay(store: &SledStore, verify: bool, quiet: bool) -> Result<String, ToolError> {
+pub async fn replay(log: &ToolLog, verify: bool, quiet: bool) -> Result<String, ToolError> {
     use roster_projections::ReadModels;
 
+    let store = log.store.as_ref();
     let bar = progress_bar(store.head(), quiet);
-    let live = ReadModels::open_sled(store.db(), "rm.")?;
+    let live = ReadModels::open_sled(&log.models, "rm.")?;
     if !verify {
         bar.set_message("replaying");
         let events = live.rebuild(store, &mut |p| bar.set_position(p)).await?;
@@ -468,7 +556,7 @@ pub async fn replay(store: &SledStore, verify: bool, quiet: bool) -> Result<Stri
         return Ok(format!("rebuilt the read models from {events} events"));
     }
     live.catch_up(store, &mut |_| {}).await?;
-    let scratch = ReadModels::open_sled(store.db(), "scratch.rm.")?;
+    let scratch = ReadModels::open_sled(&log.models, "scratch.rm.")?;
     bar.set_message("replaying into scratch trees");
     let rebuilt = scratch.rebuild(store, &mut |p| bar.set_position(p)).await;
     bar.finish_and_clear();
@@ -493,7 +581,7 @@ pub async fn replay(store: &SledStore, verify: bool, quiet: bool) -> Result<Stri
         ))
     });
     for (name, _) in scratch.dump().unwrap_or_default() {
-        let _ = store.db().drop_tree(format!("scratch.rm.{name}"));
+        let _ = log.models.drop_tree(format!("scratch.rm.{name}"));
     }
     compared
 }
@@ -502,7 +590,7 @@ pub async fn replay(store: &SledStore, verify: bool, quiet: bool) -> Result<Stri
 /// concerns one principal, and its rolemap at that time, as tables.
 pub async fn audit(
     data_dir: &Path,
-    store: &SledStore,
+    log: &ToolLog,
     resource: &str,
     as_of: Option<&str>,
     principal: Option<&str>,
@@ -518,7 +606,8 @@ pub async fn audit(
     let principal = principal
         .map(|p| Principal::parse(p).map_err(ToolError::Principal))
         .transpose()?;
-    let models = ReadModels::open_sled(store.db(), "rm.")?;
+    let store = log.store.as_ref();
+    let models = ReadModels::open_sled(&log.models, "rm.")?;
     models.catch_up(store, &mut |_| {}).await?;
     let entries = match &principal {
         Some(p) => models

@@ -68,7 +68,7 @@ pub fn run(cli: Cli) -> Result<(), RunError> {
             let served = runtime.block_on(serve(&listen, config));
             // Every task holding the engine ends with the runtime; then the log can be settled.
             drop(runtime);
-            if served.is_ok() {
+            if served.is_ok() && cli.store == roster_server::StoreChoice::Sled {
                 if let Err(error) = roster_eventstore::SledStore::settle(data) {
                     tracing::warn!(%error, "the log was not settled; the next start scans it");
                 }
@@ -76,8 +76,8 @@ pub fn run(cli: Cli) -> Result<(), RunError> {
             served
         }
         Command::Verify { quiet } => {
-            let store = log_tools::open(data)?;
-            let checked = log_tools::verify(data, &store, runtime.handle(), quiet)?;
+            let log = log_tools::open(data, &cli.store, runtime.handle())?;
+            let checked = log_tools::verify(data, log.store.as_ref(), runtime.handle(), quiet)?;
             println!(
                 "ok: {} events in {} streams, {} resources, head hash {}",
                 checked.report.events,
@@ -88,8 +88,8 @@ pub fn run(cli: Cli) -> Result<(), RunError> {
             Ok(())
         }
         Command::Replay { verify } => {
-            let store = log_tools::open(data)?;
-            let done = runtime.block_on(log_tools::replay(&store, verify, false))?;
+            let log = log_tools::open(data, &cli.store, runtime.handle())?;
+            let done = runtime.block_on(log_tools::replay(&log, verify, false))?;
             println!("{done}");
             Ok(())
         }
@@ -98,10 +98,10 @@ pub fn run(cli: Cli) -> Result<(), RunError> {
             as_of,
             principal,
         } => {
-            let store = log_tools::open(data)?;
+            let log = log_tools::open(data, &cli.store, runtime.handle())?;
             let tables = runtime.block_on(log_tools::audit(
                 data,
-                &store,
+                &log,
                 &resource,
                 as_of.as_deref(),
                 principal.as_deref(),
@@ -110,7 +110,7 @@ pub fn run(cli: Cli) -> Result<(), RunError> {
             Ok(())
         }
         Command::Export { file } => {
-            let store = log_tools::open(data)?;
+            let log = log_tools::open(data, &cli.store, runtime.handle())?;
             let mut out: Box<dyn std::io::Write> = match &file {
                 Some(path) => Box::new(std::io::BufWriter::new(
                     std::fs::File::create(path).map_err(|source| RunError::Create {
@@ -120,9 +120,31 @@ pub fn run(cli: Cli) -> Result<(), RunError> {
                 )),
                 None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
             };
-            let events = runtime.block_on(log_tools::export(&store, &mut out, file.is_none()))?;
+            let events = runtime.block_on(log_tools::export(
+                log.store.as_ref(),
+                &mut out,
+                file.is_none(),
+            ))?;
             if file.is_some() {
                 eprintln!("exported {events} events");
+            }
+            Ok(())
+        }
+        Command::Migrate => {
+            let roster_server::StoreChoice::Postgres(url) = &cli.store else {
+                println!("nothing to migrate: the sled log needs no migration");
+                return Ok(());
+            };
+            let applied = runtime
+                .block_on(roster_eventstore::PgStore::migrate(&log_tools::pg_options(
+                    url,
+                )))
+                .map_err(log_tools::ToolError::from)?;
+            if applied.is_empty() {
+                println!("the store is up to date");
+            } else {
+                let list: Vec<String> = applied.iter().map(ToString::to_string).collect();
+                println!("applied migrations {}", list.join(", "));
             }
             Ok(())
         }
@@ -144,7 +166,14 @@ pub fn run(cli: Cli) -> Result<(), RunError> {
                 None if std::env::var_os("ROSTER_SECRET").is_some() => ImportSecret::Environment,
                 None => return Err(RunError::NoSecretNamed),
             };
-            let said = log_tools::import(data, file.as_deref(), &secret, false)?;
+            let said = log_tools::import_into(
+                data,
+                &cli.store,
+                Some(runtime.handle()),
+                file.as_deref(),
+                &secret,
+                false,
+            )?;
             eprintln!("{said}");
             Ok(())
         }

@@ -19,6 +19,9 @@ const FORBIDDEN: &[&str] = &[
     "reqwest",
     "utoipa",
     "fuser",
+    // The PostgreSQL driver is the `postgres` feature's: a host on sled compiles none of it.
+    "tokio-postgres",
+    "deadpool-postgres",
     "roster-server",
     "roster-cli",
 ];

@@ -88,24 +88,24 @@ impl PgOptions {
 /// A PostgreSQL error as the store reports it: a connection that failed or closed is the
 /// store being unavailable (it recovers by itself); anything else is the database refusing.
 pub(crate) fn db_error(error: tokio_postgres::Error) -> StoreError {
-    let detail = error.as_db_error().map_or_else(
-        || error.to_string(),
-        |db| format!("{}: {}", db.code().code(), db.message()),
-    );
-    if error.as_db_error().is_none() || error.is_closed() {
-        StoreError::Unavailable(detail)
-    } else {
-        let code = error.code().map(tokio_postgres::error::SqlState::code);
-        match code {
-            // Cannot connect now, shutting down, too many connections, lock or statement
-            // timeout, idle session ended: all pass.
-            Some(c)
-                if c.starts_with("08") || c.starts_with("57") || c == "53300" || c == "55P03" =>
-            {
-                StoreError::Unavailable(detail)
-            }
-            _ => StoreError::Io(detail),
+    let Some(db) = error.as_db_error() else {
+        // No answer from the server: the connection closed or failed (I/O, TLS, a timeout),
+        // which passes; or the driver refused what it was given, which does not.
+        let io = std::error::Error::source(&error).is_some_and(|s| s.is::<std::io::Error>());
+        return if error.is_closed() || io {
+            StoreError::Unavailable(error.to_string())
+        } else {
+            StoreError::Io(error.to_string())
+        };
+    };
+    let detail = format!("{}: {}", db.code().code(), db.message());
+    match db.code().code() {
+        // Cannot connect now, shutting down, too many connections, lock or statement
+        // timeout, idle session ended: all pass.
+        c if c.starts_with("08") || c.starts_with("57") || c == "53300" || c == "55P03" => {
+            StoreError::Unavailable(detail)
         }
+        _ => StoreError::Io(detail),
     }
 }
 

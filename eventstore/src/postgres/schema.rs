@@ -119,7 +119,7 @@ async fn apply_migrations(client: &mut Client, schema: &str) -> Result<Vec<i32>,
     let current: i32 = row.get(0);
     let newest = MIGRATIONS.last().map_or(0, |(version, _)| *version);
     if current > newest {
-        return Err(StoreError::Invalid(format!(
+        return Err(StoreError::Incompatible(format!(
             "the store's schema is at migration {current}, newer than this build's {newest}: \
              upgrade this node"
         )));
@@ -191,13 +191,13 @@ pub async fn claim_identity(
     let fingerprint: Option<String> = row.get(1);
     let settings: Option<String> = row.get(2);
     if level > FORMAT_LEVEL {
-        return Err(StoreError::Invalid(format!(
+        return Err(StoreError::Incompatible(format!(
             "the store holds events of format {level}, newer than this build's {FORMAT_LEVEL}: \
              upgrade this node"
         )));
     }
     if fingerprint.as_deref() != Some(identity.secret_fingerprint.as_str()) {
-        return Err(StoreError::Invalid(
+        return Err(StoreError::Incompatible(
             "ROSTER_SECRET differs from the one the store's other nodes use".into(),
         ));
     }
@@ -205,7 +205,7 @@ pub async fn claim_identity(
         settings.and_then(|text| serde_json::from_str(&text).ok());
     if recorded.as_ref() != Some(&identity.settings) {
         let differing = differing_keys(recorded.as_ref(), &identity.settings);
-        return Err(StoreError::Invalid(format!(
+        return Err(StoreError::Incompatible(format!(
             "decision settings differ from the store's other nodes: {}",
             differing.join(", ")
         )));

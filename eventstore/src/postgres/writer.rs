@@ -623,7 +623,7 @@ pub(crate) async fn import(
         .prepare(&format!(
             "INSERT INTO {schema}.events \
              (position, stream, version, event_type, occurred_at, actor, command_id, data, envelope) \
-             VALUES ($1, $2, $3, $4, to_timestamp($5::float8 / 1000), $6, $7, $8::text::jsonb, $9)"
+             VALUES ($1, $2, $3, $4, to_timestamp($5::bigint::float8 / 1000), $6, $7, $8::text::jsonb, $9)"
         ))
         .await
         .map_err(db_error)?;
