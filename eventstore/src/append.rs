@@ -55,6 +55,15 @@ impl fmt::Debug for Proposal {
     }
 }
 
+/// The lease an append was made under, and its fencing token: a store shared by many nodes
+/// refuses the append once the lease has been taken over (the token moved on), so work that
+/// must run on one node at a time (delivery) cannot record outcomes from a holder that lost it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub lease: String,
+    pub token: u64,
+}
+
 /// One command's append to one stream.
 #[derive(Debug)]
 pub struct AppendRequest {
@@ -70,6 +79,8 @@ pub struct AppendRequest {
     pub actor: String,
     pub occurred_at: Timestamp,
     pub proposal: Proposal,
+    /// Made under a lease: refused once it was taken over (see [`Fence`]).
+    pub fence: Option<Fence>,
 }
 
 impl AppendRequest {
@@ -106,6 +117,7 @@ impl AppendRequest {
             actor: "system".into(),
             occurred_at: Timestamp::now(),
             proposal,
+            fence: None,
         }
     }
 
@@ -126,6 +138,11 @@ impl AppendRequest {
 
     pub fn actor(mut self, actor: impl Into<String>) -> AppendRequest {
         self.actor = actor.into();
+        self
+    }
+
+    pub fn fence(mut self, fence: Option<Fence>) -> AppendRequest {
+        self.fence = fence;
         self
     }
 

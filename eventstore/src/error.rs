@@ -102,6 +102,9 @@ pub enum AppendError {
     /// The command id was first used by a request with another fingerprint.
     #[error("command id {command_id} was first used for another request")]
     Reused { command_id: String },
+    /// Made under a lease that has been taken over since: this holder may not record.
+    #[error("the lease {lease} was taken over: its former holder's append is refused")]
+    Fenced { lease: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }

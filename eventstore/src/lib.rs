@@ -20,7 +20,7 @@ mod writer;
 
 use async_trait::async_trait;
 
-pub use append::{AppendRequest, Appended, Decide, Proposal, StreamView};
+pub use append::{AppendRequest, Appended, Decide, Fence, Proposal, StreamView};
 pub use backend::{Backend, Durability, Entry, MemoryBackend, SledBackend, SledOptions};
 pub use envelope::{Envelope, Hash, NewEvent, Timestamp, UpcastFn, Upcasters};
 pub use error::{AppendError, ExpectedVersion, Rejection, StoreError};
@@ -71,6 +71,20 @@ pub trait EventStore: Send + Sync + 'static {
     /// to the subscribers; returns that head. A store with one writer has nothing to read.
     async fn catch_up(&self) -> Result<u64, StoreError> {
         Ok(self.head())
+    }
+
+    /// Takes or renews the lease `name` for `holder`, for `ttl` by the store's clock; its
+    /// fencing token while `holder` holds it, `None` while another does. A token changes only
+    /// when the lease changes hands (or its holder let it run out). A store with one process
+    /// has no other holder: it always grants token 1.
+    async fn lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Option<u64>, StoreError> {
+        let _ = (name, holder, ttl);
+        Ok(Some(1))
     }
 
     /// Every event after `after`, then the live tail.

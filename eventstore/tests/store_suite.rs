@@ -631,3 +631,51 @@ async fn futures_join<T: Send + 'static>(
     }
     out
 }
+
+/// The workers' lease on a shared store: one holder at a time, handed on only once it ran out,
+/// and an append fenced with a token that has moved on is refused (DESIGN section 10).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_leases_change_hands_only_when_run_out_and_fence_the_old_holder() {
+    use roster_eventstore::{Fence, PgOptions, PgStore};
+    use std::time::Duration;
+
+    let url = pg::database();
+    let a = PgStore::open(PgOptions::new(url.clone()))
+        .await
+        .expect("opens");
+    let b = PgStore::open(PgOptions::new(url)).await.expect("opens");
+    let ttl = Duration::from_millis(400);
+    assert_eq!(a.lease("workers", "a", ttl).await.expect("asks"), Some(1));
+    assert_eq!(b.lease("workers", "b", ttl).await.expect("asks"), None);
+    assert_eq!(a.lease("workers", "a", ttl).await.expect("renews"), Some(1));
+    let fenced = |token: u64| {
+        append("delivery", ExpectedVersion::Any, 1).fence(Some(Fence {
+            lease: "workers".into(),
+            token,
+        }))
+    };
+    a.append(fenced(1)).await.expect("the holder records");
+    // `a` stops renewing: `b` takes over once the lease has run out, with the next token.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let taken = loop {
+        if let Some(token) = b.lease("workers", "b", ttl).await.expect("asks") {
+            break token;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lease never ran out"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(taken, 2);
+    let refused = a.append(fenced(1)).await;
+    assert!(
+        matches!(&refused, Err(AppendError::Fenced { lease }) if lease == "workers"),
+        "{refused:?}"
+    );
+    b.append(fenced(2)).await.expect("the new holder records");
+    assert_eq!(a.lease("workers", "a", ttl).await.expect("asks"), None);
+    assert_eq!(b.head(), 2);
+    let log = b.read_all(0, 10).await.expect("reads");
+    assert_eq!(log.len(), 2, "the old holder's refused append left nothing");
+}

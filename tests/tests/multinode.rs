@@ -359,3 +359,55 @@ async fn a_node_with_another_secret_or_other_settings_refuses_to_start() {
     // The first node goes on.
     assert_eq!(first.members("space/s").await.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_with_mail_configured_send_each_invitation_once() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let sink = helpers::Sink::start("127.0.0.1:0");
+    let url = sink.url();
+    // Every node could send: only the holder of the workers' lease does.
+    let nodes = nodes(3, |config| {
+        config.smtp_url = Some(url.clone());
+        config.mail_from = Some("Roster <invites@roster.example>".into());
+    })
+    .await;
+    register(&nodes[0], "space/mail", "alice").await;
+    let emails: Vec<String> = (0..12).map(|i| format!("guest{i}@example.com")).collect();
+    let invited = nodes[1]
+        .post(
+            "/v1/resources/space/mail/invitations",
+            &who("alice"),
+            json!({ "emails": emails, "role": "viewer" }),
+        )
+        .await;
+    assert_eq!(invited.status(), StatusCode::CREATED);
+    let mut recipients = BTreeSet::new();
+    for _ in 0..12 {
+        let message = sink.next().await;
+        recipients.insert(message["to"][0].as_str().expect("a recipient").to_string());
+    }
+    assert_eq!(recipients, emails.iter().cloned().collect());
+    // Every delivery recorded once, by one node; and no second copy was sent meanwhile.
+    roster_tests::poll::until("every invitation shows delivered", || async {
+        let head = nodes[0].head().await.max(nodes[1].head().await);
+        let list = nodes[2]
+            .read(&format!(
+                "/v1/resources/space/mail/invitations?min_position={head}"
+            ))
+            .await;
+        let items = list["items"].as_array().cloned().unwrap_or_default();
+        let delivered = items
+            .iter()
+            .filter(|i| i["delivery"]["status"] == "delivered")
+            .count();
+        if delivered == 12 {
+            Ok(items)
+        } else {
+            Err(format!("{delivered} of 12 delivered"))
+        }
+    })
+    .await
+    .iter()
+    .for_each(|item| assert_eq!(item["delivery"]["attempts"], 1, "{item}"));
+    assert_eq!(sink.received_so_far(), Vec::<serde_json::Value>::new());
+}

@@ -118,6 +118,7 @@ impl Engine {
                     .unwrap_or_else(|| command_id.to_string()),
             )
             .actor(request.actor.label())
+            .fence(request.fence.clone())
             .occurred_at(roster_eventstore::Timestamp::from_unix_ms(now.unix_ms()));
         let appended = match self.inner.store.append(append).await {
             Ok(appended) => appended,
@@ -131,6 +132,9 @@ impl Engine {
             Err(AppendError::Conflict { .. }) => return Err(Retry::Stale),
             Err(AppendError::Reused { .. }) => {
                 return Err(Retry::No(EngineError::IdempotencyKeyReused))
+            }
+            Err(AppendError::Fenced { lease }) => {
+                return Err(Retry::No(EngineError::LeaseLost(lease)))
             }
             Err(AppendError::Store(error)) => {
                 if matches!(error, StoreError::Io(_)) {

@@ -92,6 +92,9 @@ pub enum EngineError {
     /// the first request's outcome would answer a question nobody asked this time.
     #[error("this idempotency key was first used for another request")]
     IdempotencyKeyReused,
+    /// The command was made under a lease another holder has taken over since.
+    #[error("the lease {0} was taken over: this holder must stop")]
+    LeaseLost(String),
 }
 
 /// A caller's idempotency key, as the engine keeps it: the command id a repeat shares, and a
@@ -113,6 +116,9 @@ pub struct Request {
     /// refused (`EngineError::IdempotencyKeyReused`).
     pub fingerprint: Option<[u8; 32]>,
     pub correlation_id: Option<String>,
+    /// Made under a lease (by a worker that must run on one node at a time): refused once
+    /// the lease has changed hands (`EngineError::LeaseLost`).
+    pub fence: Option<roster_eventstore::Fence>,
 }
 
 impl Request {
@@ -123,7 +129,13 @@ impl Request {
             command_id: None,
             fingerprint: None,
             correlation_id: None,
+            fence: None,
         }
+    }
+
+    pub fn fenced(mut self, fence: Option<roster_eventstore::Fence>) -> Request {
+        self.fence = fence;
+        self
     }
 
     pub fn command_id(mut self, command_id: impl Into<String>) -> Request {
@@ -421,6 +433,17 @@ impl Engine {
             self.wait_applied(head).await?;
         }
         Ok(())
+    }
+
+    /// Takes or renews the lease `name` for `holder` (see `EventStore::lease`): its fencing
+    /// token while held, `None` while another node holds it.
+    pub async fn lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Option<u64>, EngineError> {
+        Ok(self.inner.store.lease(name, holder, ttl).await?)
     }
 
     /// Waits until the read models reflect `position`.

@@ -491,6 +491,38 @@ impl EventStore for PgStore {
         Ok(self.shared.known.load(Ordering::Acquire))
     }
 
+    async fn lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<u64>, StoreError> {
+        let client = self.shared.reader().await?;
+        let schema = &self.shared.options.schema;
+        // Taken when free or run out, renewed by its holder; the token moves on whenever the
+        // lease changes hands or its holder took it again after it ran out. Expiry is judged
+        // by PostgreSQL's clock, the one all nodes share.
+        let statement = client
+            .prepare_cached(&format!(
+                "INSERT INTO {schema}.leases AS l (name, holder, token, expires_at) \
+                 VALUES ($1, $2, 1, clock_timestamp() + $3::bigint * interval '1 millisecond') \
+                 ON CONFLICT (name) DO UPDATE SET \
+                   token = CASE WHEN l.holder = EXCLUDED.holder AND l.expires_at > clock_timestamp() \
+                                THEN l.token ELSE l.token + 1 END, \
+                   holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at \
+                 WHERE l.holder = EXCLUDED.holder OR l.expires_at <= clock_timestamp() \
+                 RETURNING token"
+            ))
+            .await
+            .map_err(db_error)?;
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        let rows = client
+            .query(&statement, &[&name, &holder, &ttl_ms])
+            .await
+            .map_err(db_error)?;
+        rows.first().map(|row| from_i64(row.get(0))).transpose()
+    }
+
     fn subscribe(&self, after: u64) -> Subscription {
         let reader: Arc<dyn ReadAll> = self.shared.clone();
         let live = match &*self

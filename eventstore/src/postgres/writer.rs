@@ -63,6 +63,7 @@ struct Prepared {
     lock_head: Statement,
     others: Statement,
     outcomes: Statement,
+    leases: Statement,
     versions: Statement,
     insert_events: Statement,
     insert_commands: Statement,
@@ -91,6 +92,10 @@ impl Prepared {
             outcomes: prepare(format!(
                 "SELECT command_id, stream, position, version, events, fingerprint \
                  FROM {schema}.commands WHERE command_id = ANY($1)"
+            ))
+            .await?,
+            leases: prepare(format!(
+                "SELECT name, token FROM {schema}.leases WHERE name = ANY($1)"
             ))
             .await?,
             versions: prepare(format!(
@@ -248,16 +253,22 @@ async fn commit_group(shared: &PgShared, session: &Session, batch: Vec<Job>) -> 
         refuse(batch, &StoreError::corrupt(seen, "a position out of range"));
         return Err(true);
     };
+    let leases: Vec<String> = batch
+        .iter()
+        .filter_map(|j| j.request.fence.as_ref().map(|f| f.lease.clone()))
+        .collect();
     // Round trip 1: the lock, and everything the decisions read.
     let others_params: [&Param; 1] = [&seen_param];
     let outcomes_params: [&Param; 1] = [&command_ids];
     let versions_params: [&Param; 1] = [&streams];
-    let (begun, head, others, outcomes, versions) = tokio::join!(
+    let leases_params: [&Param; 1] = [&leases];
+    let (begun, head, others, outcomes, versions, tokens) = tokio::join!(
         client.execute(&prepared.begin, &[]),
         client.query_one(&prepared.lock_head, &[]),
         client.query(&prepared.others, &others_params),
         client.query(&prepared.outcomes, &outcomes_params),
         client.query(&prepared.versions, &versions_params),
+        client.query(&prepared.leases, &leases_params),
     );
     let read = (|| {
         begun.map_err(db_error)?;
@@ -297,9 +308,13 @@ async fn commit_group(shared: &PgShared, session: &Session, batch: Vec<Job>) -> 
                 .versions
                 .insert(row.get::<_, String>(0), from_i64(row.get(1))?);
         }
-        Ok::<_, StoreError>((chain, now_ms, foreign, fetched))
+        let mut tokens_now = HashMap::new();
+        for row in tokens.map_err(db_error)? {
+            tokens_now.insert(row.get::<_, String>(0), from_i64(row.get(1))?);
+        }
+        Ok::<_, StoreError>((chain, now_ms, foreign, fetched, tokens_now))
     })();
-    let (chain, now_ms, foreign, fetched) = match read {
+    let (chain, now_ms, foreign, fetched, tokens) = match read {
         Ok(read) => read,
         Err(error) => {
             let keep = rollback(client, prepared).await;
@@ -328,6 +343,14 @@ async fn commit_group(shared: &PgShared, session: &Session, batch: Vec<Job>) -> 
     // Decide, in order, at PostgreSQL's time (never before the log's latest).
     let mut group = Group::new(&fetched, &shared.limits, chain);
     for mut job in batch {
+        // An append made under a lease that changed hands since is refused, undecided.
+        if let Some(fence) = &job.request.fence {
+            if tokens.get(&fence.lease) != Some(&fence.token) {
+                let lease = fence.lease.clone();
+                let _ = job.reply.send(Err(AppendError::Fenced { lease }));
+                continue;
+            }
+        }
         job.request.occurred_at = Timestamp(now_ms);
         group.admit_job(job);
     }

@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 
 use reqwest::StatusCode;
 use roster_server::workers::Retry;
@@ -12,72 +11,6 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 use roster_tests::poll;
-
-/// The SMTP server process, and the messages it has printed.
-struct Sink {
-    child: Child,
-    address: String,
-    messages: mpsc::Receiver<Value>,
-}
-
-impl Sink {
-    fn start(address: &str) -> Sink {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_smtp-sink"))
-            .arg(address)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the SMTP server starts");
-        let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
-        let first = lines.next().expect("a first line").expect("text");
-        let address = first
-            .strip_prefix("listening ")
-            .expect("it says where it listens")
-            .to_string();
-        let (sender, messages) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                if let Ok(message) = serde_json::from_str::<Value>(&line) {
-                    if sender.send(message).is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-        Sink {
-            child,
-            address,
-            messages,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("smtp://{}", self.address)
-    }
-
-    /// The next message, waiting for it.
-    async fn next(&self) -> Value {
-        poll::until("a message arrived", || async {
-            match self.messages.try_recv() {
-                Ok(message) => Ok(message),
-                Err(mpsc::TryRecvError::Disconnected) => panic!("the SMTP server stopped"),
-                Err(error @ mpsc::TryRecvError::Empty) => Err(error),
-            }
-        })
-        .await
-    }
-
-    fn received_so_far(&self) -> Vec<Value> {
-        self.messages.try_iter().collect()
-    }
-}
-
-impl Drop for Sink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Waits until `check` holds.
 async fn eventually<F, Fut>(what: &str, mut check: F)

@@ -1,6 +1,7 @@
 //! `spawn_app()`: the real server on port 0 with a temporary data directory, and typed
 //! request helpers. Logs are captured (for the secrets test) and shown only with `TEST_LOG`.
 
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -509,4 +510,72 @@ pub fn concrete(template: &str) -> String {
 
 pub fn method(name: &str) -> Method {
     Method::from_bytes(name.as_bytes()).expect("a method")
+}
+
+/// The SMTP server process, and the messages it has printed.
+pub struct Sink {
+    child: std::process::Child,
+    address: String,
+    messages: std::sync::mpsc::Receiver<Value>,
+}
+
+impl Sink {
+    pub fn start(address: &str) -> Sink {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_smtp-sink"))
+            .arg(address)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("the SMTP server starts");
+        let mut lines = std::io::BufReader::new(child.stdout.take().expect("piped")).lines();
+        let first = lines.next().expect("a first line").expect("text");
+        let address = first
+            .strip_prefix("listening ")
+            .expect("it says where it listens")
+            .to_string();
+        let (sender, messages) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if let Ok(message) = serde_json::from_str::<Value>(&line) {
+                    if sender.send(message).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Sink {
+            child,
+            address,
+            messages,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("smtp://{}", self.address)
+    }
+
+    /// The next message, waiting for it.
+    pub async fn next(&self) -> Value {
+        poll::until("a message arrived", || async {
+            match self.messages.try_recv() {
+                Ok(message) => Ok(message),
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    panic!("the SMTP server stopped")
+                }
+                Err(error @ std::sync::mpsc::TryRecvError::Empty) => Err(error),
+            }
+        })
+        .await
+    }
+
+    pub fn received_so_far(&self) -> Vec<Value> {
+        self.messages.try_iter().collect()
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

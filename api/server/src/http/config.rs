@@ -41,6 +41,7 @@ pub mod defaults {
     pub const STORE_POLL_MS: u64 = 500;
     pub const STORE_LOCK_TIMEOUT_MS: u64 = 2_000;
     pub const MIN_POSITION_WAIT_MS: u64 = 5_000;
+    pub const WORKER_LEASE_MS: u64 = 10_000;
 }
 
 /// Where the log is: the embedded sled log in the data directory (the default), or a
@@ -101,6 +102,10 @@ pub struct PostgresConfig {
     /// it answers 503.
     #[arg(long = "min-position-wait-ms", env = "ROSTER_MIN_POSITION_WAIT_MS", default_value_t = defaults::MIN_POSITION_WAIT_MS)]
     pub min_position_wait_ms: u64,
+    /// How long the workers' lease lasts unrenewed, in ms: the mail and webhook workers run on
+    /// the node that holds it, and another takes over within about this long after it stops.
+    #[arg(long = "worker-lease-ms", env = "ROSTER_WORKER_LEASE_MS", default_value_t = defaults::WORKER_LEASE_MS)]
+    pub worker_lease_ms: u64,
 }
 
 impl Default for PostgresConfig {
@@ -112,6 +117,7 @@ impl Default for PostgresConfig {
             notifications: true,
             lock_timeout_ms: defaults::STORE_LOCK_TIMEOUT_MS,
             min_position_wait_ms: defaults::MIN_POSITION_WAIT_MS,
+            worker_lease_ms: defaults::WORKER_LEASE_MS,
         }
     }
 }

@@ -244,6 +244,10 @@ impl From<EngineError> for ApiError {
             EngineError::Projection(error) => {
                 ApiError::internal(format_args!("a read model failed: {error}"))
             }
+            // Only workers make fenced commands; no request reaches this.
+            EngineError::LeaseLost(lease) => {
+                ApiError::unavailable(format!("the lease {lease} was taken over"))
+            }
         }
     }
 }

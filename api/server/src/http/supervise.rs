@@ -264,31 +264,49 @@ impl Live {
     }
 }
 
-/// The mail worker (when SMTP is configured) and the webhook worker.
+/// The mail worker (when SMTP is configured) and the webhook worker, run while this node
+/// holds the workers' lease (always, on sled): a shared store has them run on one node.
 fn start_workers(
     engine: &Engine,
     config: &ServerConfig,
     stop: &watch::Receiver<bool>,
 ) -> Vec<tokio::task::JoinHandle<Result<(), WorkerError>>> {
-    use crate::workers::{mail, webhooks};
-    let mut workers = Vec::new();
-    if let (Some(smtp_url), Some(from)) = (&config.smtp_url, &config.mail_from) {
-        let mail = mail::MailConfig {
-            smtp_url: smtp_url.clone(),
-            from: from.clone(),
-            public_url: config.public_url.clone(),
-            retry: config.retry.delivery,
+    use crate::workers::{lease, mail, webhooks};
+    let ttl = Duration::from_millis(config.postgres.worker_lease_ms.max(60));
+    let config = config.clone();
+    let workers_engine = engine.clone();
+    let start = move |fence: roster_eventstore::Fence, stop: watch::Receiver<bool>| {
+        let mut workers = Vec::new();
+        if let (Some(smtp_url), Some(from)) = (&config.smtp_url, &config.mail_from) {
+            let mail = mail::MailConfig {
+                smtp_url: smtp_url.clone(),
+                from: from.clone(),
+                public_url: config.public_url.clone(),
+                retry: config.retry.delivery,
+                fence: Some(fence.clone()),
+            };
+            workers.push(tokio::spawn(mail::run(
+                workers_engine.clone(),
+                mail,
+                stop.clone(),
+            )));
+        }
+        let hooks = webhooks::WebhookConfig {
+            retry: config.retry.webhook,
+            timeout_ms: config.webhook_timeout_ms,
+            fence: Some(fence),
         };
-        workers.push(tokio::spawn(mail::run(engine.clone(), mail, stop.clone())));
-    }
-    let hooks = webhooks::WebhookConfig {
-        retry: config.retry.webhook,
-        timeout_ms: config.webhook_timeout_ms,
+        workers.push(tokio::spawn(webhooks::run(
+            workers_engine.clone(),
+            hooks,
+            stop,
+        )));
+        workers
     };
-    workers.push(tokio::spawn(webhooks::run(
+    vec![tokio::spawn(lease::lead(
         engine.clone(),
-        hooks,
+        ttl,
+        start,
         stop.clone(),
-    )));
-    workers
+    ))]
 }

@@ -30,6 +30,8 @@ pub struct MailConfig {
     pub from: String,
     pub public_url: String,
     pub retry: Retry,
+    /// The workers' lease this run holds: every outcome it records carries it.
+    pub fence: Option<roster_eventstore::Fence>,
 }
 
 /// An invitation owed a mail.
@@ -202,7 +204,9 @@ async fn attempt(
         outcome,
     };
     if let Err(error) = engine
-        .execute(Request::new(Actor::Admin, Command::Resource(command)))
+        .execute(
+            Request::new(Actor::Admin, Command::Resource(command)).fenced(config.fence.clone()),
+        )
         .await
     {
         tracing::error!(%error, invitation = number, "a delivery could not be recorded");

@@ -2,6 +2,7 @@
 //! events like a command (DESIGN section 8). The mail worker sends email invitations over
 //! SMTP; the webhook worker POSTs signed events to subscribers.
 
+pub mod lease;
 pub mod mail;
 pub mod webhooks;
 

@@ -24,6 +24,8 @@ use roster_engine::{Engine, Request};
 pub struct WebhookConfig {
     pub retry: Retry,
     pub timeout_ms: u64,
+    /// The workers' lease this run holds: every outcome it records carries it.
+    pub fence: Option<roster_eventstore::Fence>,
 }
 
 /// A subscription's signing secret, derived from the server secret (never stored).
@@ -151,7 +153,10 @@ async fn deliver(
                 outcome,
             };
             if let Err(error) = engine
-                .execute(Request::new(Actor::Admin, Command::Webhooks(command)))
+                .execute(
+                    Request::new(Actor::Admin, Command::Webhooks(command))
+                        .fenced(config.fence.clone()),
+                )
                 .await
             {
                 tracing::error!(%error, webhook, "a webhook delivery could not be recorded");
