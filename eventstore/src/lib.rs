@@ -73,6 +73,12 @@ pub trait EventStore: Send + Sync + 'static {
         Ok(self.head())
     }
 
+    /// Why the store could not be reached at the last attempt, while it cannot: a shared
+    /// store's server restarting, the network cut. A local store is never cut off.
+    fn cut_off(&self) -> Option<String> {
+        None
+    }
+
     /// Takes or renews the lease `name` for `holder`, for `ttl` by the store's clock; its
     /// fencing token while `holder` holds it, `None` while another does. A token changes only
     /// when the lease changes hands (or its holder let it run out). A store with one process

@@ -411,3 +411,85 @@ async fn three_nodes_with_mail_configured_send_each_invitation_once() {
     .for_each(|item| assert_eq!(item["delivery"]["attempts"], 1, "{item}"));
     assert_eq!(sink.received_so_far(), Vec::<serde_json::Value>::new());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_postgres_restarts_writes_answer_503_reads_go_on_and_the_node_recovers() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    // A cluster of its own: this test stops it.
+    let cluster = roster_tests::pg::PgCluster::start();
+    let url = cluster.database();
+    let node = spawn_app_with(|config| {
+        config.store = StoreChoice::Postgres(url.clone());
+        config.secret = Some(SECRET.into());
+        config.postgres.lock_timeout_ms = 1_000;
+    })
+    .await;
+    register(&node, "space/r", "alice").await;
+    let join = |principal: String| {
+        let node = &node;
+        async move {
+            node.put(
+                &format!("/v1/resources/space/r/members/{principal}"),
+                &who("alice"),
+                json!({ "role": "viewer" }),
+            )
+            .await
+        }
+    };
+    for i in 0..20 {
+        assert_eq!(join(format!("before{i}")).await.status(), StatusCode::OK);
+    }
+    cluster.stop_immediate();
+    // Writes: 503 `unavailable` with Retry-After, well within the request's time limit.
+    let refused = join("during".into()).await;
+    assert!(refused.headers().contains_key("retry-after"));
+    assert_problem(refused, 503, "unavailable").await;
+    // Reads go on from the node's read models; the node says why it is degraded.
+    assert_eq!(node.members("space/r").await.len(), 21);
+    roster_tests::poll::until("/healthz says degraded", || async {
+        let health = node.read("/healthz").await;
+        if health["status"] == "degraded" {
+            Ok(health)
+        } else {
+            Err(health)
+        }
+    })
+    .await;
+    assert_eq!(
+        node.get("/readyz", &As::Nobody).await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    cluster.start_server();
+    // It recovers by itself: the same write goes through once PostgreSQL is back.
+    roster_tests::poll::until("a write goes through again", || async {
+        match join("after".into()).await.status() {
+            StatusCode::OK => Ok(()),
+            other => Err(other),
+        }
+    })
+    .await;
+    roster_tests::poll::until("/readyz answers 200", || async {
+        match node.get("/readyz", &As::Nobody).await.status() {
+            StatusCode::OK => Ok(()),
+            other => Err(other),
+        }
+    })
+    .await;
+    // Nothing acknowledged was lost; the refused write left nothing.
+    let members: BTreeSet<String> = node
+        .members("space/r")
+        .await
+        .into_iter()
+        .map(|(principal, _)| principal)
+        .collect();
+    let mut expected: BTreeSet<String> = (0..20).map(|i| format!("before{i}")).collect();
+    expected.extend(["alice".to_string(), "after".to_string()]);
+    assert_eq!(members, expected);
+    let name = url.rsplit('/').next().expect("a database name");
+    let stored = cluster.psql(name, "SELECT count(*) FROM roster.events");
+    assert_eq!(
+        stored,
+        node.head().await.to_string(),
+        "every event, no more"
+    );
+}

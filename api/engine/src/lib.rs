@@ -386,6 +386,12 @@ impl Engine {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Why the store (a shared one) cannot be reached now, if it cannot: commands answer
+    /// `Unavailable` meanwhile, reads go on from the read models.
+    pub fn store_cut_off(&self) -> Option<String> {
+        self.inner.store.cut_off()
+    }
+
     /// Whether another handle on this engine is alive (a request, a task): the data directory
     /// stays locked until the last handle is dropped, so a reopen waits for this to be false.
     pub fn is_shared(&self) -> bool {

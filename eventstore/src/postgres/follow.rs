@@ -32,8 +32,12 @@ pub(crate) async fn run(shared: Arc<PgShared>) {
         if shared.closed.load(Ordering::Acquire) {
             break;
         }
-        if let Err(error) = read_new(&shared).await {
-            tracing::warn!(%error, "reading the shared log failed; polling goes on");
+        match read_new(&shared).await {
+            Ok(()) => shared.set_cut_off(None),
+            Err(error) => {
+                tracing::warn!(%error, "reading the shared log failed; polling goes on");
+                shared.set_cut_off(Some(error.to_string()));
+            }
         }
     }
     if let Some((_, task)) = listening {

@@ -346,15 +346,6 @@ impl PgStore {
         schema::claim_identity(&client, &self.shared.options.schema, identity).await
     }
 
-    /// Why PostgreSQL could not be reached at the last attempt, if it could not.
-    pub fn cut_off(&self) -> Option<String> {
-        self.shared
-            .cut_off
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-
     /// The store's head as PostgreSQL has it now (a node's `head()` is what it has read).
     pub async fn store_head(&self) -> Result<u64, StoreError> {
         let client = self.shared.reader().await?;
@@ -554,6 +545,14 @@ impl EventStore for PgStore {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .take(),
         );
+    }
+
+    fn cut_off(&self) -> Option<String> {
+        self.shared
+            .cut_off
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     fn set_catchup(&self, catchup: Arc<dyn Catchup>) {

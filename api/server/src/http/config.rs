@@ -42,6 +42,7 @@ pub mod defaults {
     pub const STORE_LOCK_TIMEOUT_MS: u64 = 2_000;
     pub const MIN_POSITION_WAIT_MS: u64 = 5_000;
     pub const WORKER_LEASE_MS: u64 = 10_000;
+    pub const READY_LAG_MAX: u64 = 10_000;
 }
 
 /// Where the log is: the embedded sled log in the data directory (the default), or a
@@ -106,6 +107,10 @@ pub struct PostgresConfig {
     /// the node that holds it, and another takes over within about this long after it stops.
     #[arg(long = "worker-lease-ms", env = "ROSTER_WORKER_LEASE_MS", default_value_t = defaults::WORKER_LEASE_MS)]
     pub worker_lease_ms: u64,
+    /// How many events the read models may be behind what the node has read of the log
+    /// before `/readyz` answers 503.
+    #[arg(long = "ready-lag-max", env = "ROSTER_READY_LAG_MAX", default_value_t = defaults::READY_LAG_MAX)]
+    pub ready_lag_max: u64,
 }
 
 impl Default for PostgresConfig {
@@ -118,6 +123,7 @@ impl Default for PostgresConfig {
             lock_timeout_ms: defaults::STORE_LOCK_TIMEOUT_MS,
             min_position_wait_ms: defaults::MIN_POSITION_WAIT_MS,
             worker_lease_ms: defaults::WORKER_LEASE_MS,
+            ready_lag_max: defaults::READY_LAG_MAX,
         }
     }
 }
@@ -586,14 +592,19 @@ mod tests {
     use super::*;
     use clap::{Args, FromArgMatches};
 
-    /// `ServerConfig`'s flags under a command that defines the global `--data`.
+    /// `ServerConfig`'s flags under a command that defines the globals `--data` and `--store`.
     fn command_with_variables() -> clap::Command {
         let data = clap::Arg::new("data")
             .long("data")
             .global(true)
             .value_parser(clap::value_parser!(PathBuf))
             .default_value("./roster-data");
-        ServerConfig::augment_args(clap::Command::new("serve").arg(data))
+        let store = clap::Arg::new("store")
+            .long("store")
+            .global(true)
+            .value_parser(clap::value_parser!(StoreChoice))
+            .default_value("sled");
+        ServerConfig::augment_args(clap::Command::new("serve").arg(data).arg(store))
     }
 
     /// The same reading no variable: the caller's environment must not decide what a test
@@ -678,7 +689,7 @@ mod tests {
         let command = command_with_variables();
         let flags: Vec<_> = command
             .get_arguments()
-            .filter(|arg| arg.get_id() != "data")
+            .filter(|arg| arg.get_id() != "data" && arg.get_id() != "store")
             .collect();
         assert!(flags.len() > 30, "{flags:?}");
         for arg in flags {

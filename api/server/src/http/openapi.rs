@@ -82,7 +82,10 @@ impl Modify for Problems {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         for (path, item) in openapi.paths.paths.iter_mut() {
             let native = path.starts_with("/v1/");
-            let system = matches!(path.as_str(), "/healthz" | "/metrics" | "/openapi.json");
+            let system = matches!(
+                path.as_str(),
+                "/healthz" | "/readyz" | "/metrics" | "/openapi.json"
+            );
             for operation in operations(item) {
                 if !system {
                     operation
@@ -134,7 +137,7 @@ impl Modify for Problems {
 #[openapi(
     info(title = "Roster", description = "An event-sourced invitation and membership engine."),
     paths(
-        routes::healthz, routes::metrics, super::router::openapi_json,
+        routes::healthz, routes::readyz, routes::metrics, super::router::openapi_json,
         routes::issue_key, routes::list_keys, routes::revoke_key,
         routes::put_schema, routes::get_schema,
         routes::register, routes::list_resources, routes::get_resource,

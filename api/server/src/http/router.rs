@@ -23,6 +23,7 @@ pub fn router(state: AppState) -> Router {
     let body_bytes_max = state.config.body_bytes_max;
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi_json))
         .route("/v1/api-keys", post(issue_key).get(list_keys))

@@ -50,13 +50,45 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
         let body = Health {
             status: "failing".into(),
             position: state.engine.head(),
+            reason: Some("a write to the log failed".into()),
         };
         return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
     }
+    let reason = state.engine.store_cut_off();
     ok(Health {
-        status: "ok".into(),
+        status: if reason.is_some() { "degraded" } else { "ok" }.into(),
         position: state.engine.head(),
+        reason,
     })
+}
+
+/// Whether a load balancer should send this node traffic: not while its store cannot be
+/// reached or a write to it failed, nor while its read models are more than
+/// `--ready-lag-max` events behind what it has read of the log.
+#[utoipa::path(get, path = "/readyz", tag = "system", responses((status = 200, body = Health), (status = 503, body = Health, description = "cut off from the store, a failed write, or too far behind")))]
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let (head, applied) = (state.engine.head(), state.engine.applied());
+    let lag = head.saturating_sub(applied);
+    let reason = if state.engine.store_failed() {
+        Some("a write to the log failed".to_string())
+    } else if let Some(cut_off) = state.engine.store_cut_off() {
+        Some(cut_off)
+    } else if lag > state.config.postgres.ready_lag_max {
+        Some(format!("the read models are {lag} events behind"))
+    } else {
+        None
+    };
+    let body = Health {
+        status: if reason.is_some() { "unready" } else { "ok" }.into(),
+        position: head,
+        reason,
+    };
+    let status = if body.reason.is_some() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (status, axum::Json(body)).into_response()
 }
 
 /// Prometheus metrics.

@@ -187,11 +187,13 @@ fn reopening_router(position: u64) -> Router {
         let body = views::Health {
             status: "failing".into(),
             position,
+            reason: Some("the log is being reopened".into()),
         };
         (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body))
     };
     Router::new()
-        .route("/healthz", get(health))
+        .route("/healthz", get(health.clone()))
+        .route("/readyz", get(health))
         .fallback(|| async {
             ApiError::unavailable("the server is reopening its data directory; retry shortly")
         })

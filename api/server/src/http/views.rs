@@ -19,9 +19,14 @@ fn time(at: Timestamp) -> String {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
+    /// `ok`; `degraded` while a shared store cannot be reached (reads go on, commands answer
+    /// 503); `failing` once a write to the log failed.
     pub status: String,
     /// The log's last acknowledged position.
     pub position: u64,
+    /// Why, when not `ok`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
