@@ -192,7 +192,7 @@ fn reopening_router(position: u64) -> Router {
         (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body))
     };
     Router::new()
-        .route("/healthz", get(health.clone()))
+        .route("/healthz", get(health))
         .route("/readyz", get(health))
         .fallback(|| async {
             ApiError::unavailable("the server is reopening its data directory; retry shortly")
