@@ -417,13 +417,19 @@ impl Engine {
 
     /// Waits until this node's read models reflect `position` of a log that other nodes may
     /// write too (`min_position`), reading the store for it rather than waiting for its
-    /// notification or poll: at most `wait`, then `Unavailable`.
+    /// notification or poll: at most `wait`, then `Unavailable`. A position past the store's
+    /// head is no write's answer: refused at once.
     pub async fn reach(&self, position: u64, wait: std::time::Duration) -> Result<(), EngineError> {
         if self.applied() >= position {
             return Ok(());
         }
         let reached = async {
-            self.inner.store.catch_up().await?;
+            let head = self.inner.store.catch_up().await?;
+            if position > head {
+                return Err(EngineError::Domain(DomainError::InvalidRequest(format!(
+                    "position {position} is past the log's head, {head}"
+                ))));
+            }
             self.wait_applied(position).await
         };
         tokio::time::timeout(wait, reached).await.map_err(|_| {

@@ -331,3 +331,36 @@ async fn the_rolemap_as_of_exact_instants() {
         ]
     );
 }
+
+/// `min_position` on one node: a position the log holds is met at once (its writes are
+/// read-your-writes); one past the head, which no write answered, is a 400, on the native and
+/// the seed routes alike (the same middleware for both).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_position_is_met_at_once_and_refused_past_the_head() {
+    let app = spawn_app().await;
+    app.register("space/spc_m", "alice").await;
+    let head = app.head().await;
+    let members = format!("/v1/resources/space/spc_m/members?min_position={head}");
+    assert_eq!(app.get(&members, &As::Admin).await.status(), StatusCode::OK);
+    let by_header = app
+        .client
+        .get(app.url("/v1/resources/space/spc_m"))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("X-Roster-Min-Position", head.to_string())
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(by_header.status(), StatusCode::OK);
+    let past = head + 1;
+    for path in [
+        format!("/v1/resources/space/spc_m/members?min_position={past}"),
+        format!("/api/space/spc_m/invitation/link?min_position={past}"),
+    ] {
+        assert_problem(
+            app.get(&path, &As::AdminFor("alice".into())).await,
+            400,
+            "invalid_request",
+        )
+        .await;
+    }
+}

@@ -92,6 +92,13 @@ impl Modify for Problems {
                         .parameters
                         .get_or_insert_with(Vec::new)
                         .push(min_position());
+                    operation
+                        .responses
+                        .responses
+                        .entry("503".to_string())
+                        .or_insert_with(|| {
+                            problem("`min_position` not reached in time, or the store cannot be reached; see `Retry-After`")
+                        });
                 }
                 let responses = &mut operation.responses.responses;
                 if native {

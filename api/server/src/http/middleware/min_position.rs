@@ -1,7 +1,8 @@
 //! `min_position` (or `X-Roster-Min-Position`) on every route: a client that wrote through one
 //! node and reads through another names the position its write answered with, and this node
 //! answers only once its read models reflect it (reading the shared log for it at once), or
-//! 503 `unavailable` with `Retry-After` after `--min-position-wait-ms`.
+//! 503 `unavailable` with `Retry-After` after `--min-position-wait-ms`. A position past the
+//! log's head (which no write answered) is a 400.
 
 use std::time::Duration;
 
@@ -50,11 +51,16 @@ pub async fn min_position(
 ) -> Result<Response, ApiError> {
     if let Some(position) = asked(&request)? {
         let wait = Duration::from_millis(state.config.postgres.min_position_wait_ms);
-        state.engine.reach(position, wait).await.map_err(|_| {
-            ApiError::unavailable(format!(
-                "this node has not reached position {position} yet; retry, or ask another node"
-            ))
-        })?;
+        state
+            .engine
+            .reach(position, wait)
+            .await
+            .map_err(|error| match error {
+                roster_engine::EngineError::Domain(refused) => ApiError::from(refused),
+                _ => ApiError::unavailable(format!(
+                    "this node has not reached position {position} yet; retry, or ask another node"
+                )),
+            })?;
     }
     Ok(next.run(request).await)
 }
