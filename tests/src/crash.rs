@@ -1,13 +1,18 @@
 //! What the crash and power-cut tests share: the acknowledgement line `crash-append` prints
 //! for each append it was told is durable, and the check that the read models a data
-//! directory holds equal a rebuild from its log; and starting `crash-serve`.
+//! directory holds equal a rebuild from its log; starting `crash-serve`, and a client of it
+//! that records what it was told succeeded.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
 use roster_eventstore::{EventStore, SledStore};
 use roster_projections::ReadModels;
+use serde_json::json;
 
 /// An append `crash-append` acknowledged: `ack {position} {stream} {version} {command_id}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,12 +59,20 @@ pub async fn read_models_equal_a_rebuild(store: &SledStore, context: &str) -> Re
 }
 
 /// Starts `crash-serve` (the test's `env!("CARGO_BIN_EXE_crash-serve")`) on `dir` with the
-/// admin token `token`, on a port of its own on 127.0.0.1; returns the process and its base
-/// URL, read from the first line it prints.
-pub fn start_crash_serve(program: &str, dir: &Path, token: &str) -> (Child, String) {
+/// admin token `token` and the variables `env` (a PostgreSQL store's `ROSTER_STORE` and
+/// `ROSTER_SECRET`), on a port of its own on 127.0.0.1; returns the process and its base URL,
+/// read from the first line it prints.
+pub fn start_crash_serve(
+    program: &str,
+    dir: &Path,
+    token: &str,
+    env: &[(&str, &str)],
+) -> (Child, String) {
     let mut child = Command::new(program)
         .args([dir.to_str().expect("utf-8"), "127.0.0.1:0", "-"])
         .env("ROSTER_ADMIN_TOKEN", token)
+        .env_remove("ROSTER_STORE")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -68,4 +81,85 @@ pub fn start_crash_serve(program: &str, dir: &Path, token: &str) -> (Child, Stri
     let first = lines.next().expect("a line").expect("text");
     let address = first.strip_prefix("listening ").expect("its address");
     (child, format!("http://{address}"))
+}
+
+/// What a client was told succeeded.
+#[derive(Debug, Clone)]
+pub enum Acked {
+    Registered(String),
+    Joined(String, String),
+    Position(u64),
+}
+
+/// One client of `crash-serve` at `base`: registers resources, makes links, joins them, and
+/// records every 2xx, until its server dies or `stop` is set.
+pub async fn client(
+    base: String,
+    token: &'static str,
+    (id, cycle): (usize, usize),
+    acked: Arc<Mutex<Vec<Acked>>>,
+    stop: Arc<AtomicBool>,
+) {
+    let http = reqwest::Client::new();
+    for n in 0.. {
+        if stop.load(Ordering::Acquire) {
+            return;
+        }
+        let resource = format!("space/c{cycle}-{id}-{n}");
+        let Ok(registered) = http
+            .post(format!("{base}/v1/resources"))
+            .bearer_auth(token)
+            .json(&json!({"resource": resource, "owner": format!("o{id}")}))
+            .send()
+            .await
+        else {
+            return;
+        };
+        if !registered.status().is_success() {
+            return;
+        }
+        let position = registered
+            .headers()
+            .get("x-roster-position")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        {
+            let mut record = acked.lock().expect("unpoisoned");
+            record.push(Acked::Registered(resource.clone()));
+            record.extend(position.map(Acked::Position));
+        }
+        let Ok(link) = http
+            .post(format!("{base}/v1/resources/{resource}/invite-links"))
+            .bearer_auth(token)
+            .header("X-Roster-Actor", format!("o{id}"))
+            .json(&json!({"role": "editor"}))
+            .send()
+            .await
+        else {
+            return;
+        };
+        let Ok(link) = link.json::<serde_json::Value>().await else {
+            return;
+        };
+        let Some(code) = link["code"].as_str() else {
+            return;
+        };
+        let joiner = format!("j{cycle}-{id}-{n}");
+        let Ok(joined) = http
+            .post(format!("{base}/v1/invitations/accept"))
+            .bearer_auth(token)
+            .header("X-Roster-Actor", &joiner)
+            .json(&json!({ "code": code }))
+            .send()
+            .await
+        else {
+            return;
+        };
+        if joined.status().is_success() {
+            acked
+                .lock()
+                .expect("unpoisoned")
+                .push(Acked::Joined(resource, joiner));
+        }
+    }
 }

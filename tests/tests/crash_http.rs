@@ -11,86 +11,14 @@ use std::sync::{Arc, Mutex};
 
 use rand::{Rng, SeedableRng};
 use roster_eventstore::{verify, EventStore, SledOptions, SledStore};
-use roster_tests::crash::{read_models_equal_a_rebuild, start_crash_serve};
-use serde_json::json;
+use roster_tests::crash::{client, read_models_equal_a_rebuild, start_crash_serve, Acked};
 
 const CYCLES: usize = 20;
 const CLIENTS: usize = 12;
 const TOKEN: &str = "crash-http-admin-token-0123456789";
 
-/// What a client was told succeeded.
-#[derive(Debug, Clone)]
-enum Acked {
-    Registered(String),
-    Joined(String, String),
-    Position(u64),
-}
-
 fn start(dir: &std::path::Path) -> (Child, String) {
-    start_crash_serve(env!("CARGO_BIN_EXE_crash-serve"), dir, TOKEN)
-}
-
-/// One client: registers resources, makes links, joins them; records every 2xx.
-async fn client(base: String, id: usize, cycle: usize, acked: Arc<Mutex<Vec<Acked>>>) {
-    let http = reqwest::Client::new();
-    for n in 0.. {
-        let resource = format!("space/c{cycle}-{id}-{n}");
-        let Ok(registered) = http
-            .post(format!("{base}/v1/resources"))
-            .bearer_auth(TOKEN)
-            .json(&json!({"resource": resource, "owner": format!("o{id}")}))
-            .send()
-            .await
-        else {
-            return;
-        };
-        if !registered.status().is_success() {
-            return;
-        }
-        let position = registered
-            .headers()
-            .get("x-roster-position")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
-        {
-            let mut record = acked.lock().expect("unpoisoned");
-            record.push(Acked::Registered(resource.clone()));
-            record.extend(position.map(Acked::Position));
-        }
-        let Ok(link) = http
-            .post(format!("{base}/v1/resources/{resource}/invite-links"))
-            .bearer_auth(TOKEN)
-            .header("X-Roster-Actor", format!("o{id}"))
-            .json(&json!({"role": "editor"}))
-            .send()
-            .await
-        else {
-            return;
-        };
-        let Ok(link) = link.json::<serde_json::Value>().await else {
-            return;
-        };
-        let Some(code) = link["code"].as_str() else {
-            return;
-        };
-        let joiner = format!("j{cycle}-{id}-{n}");
-        let Ok(joined) = http
-            .post(format!("{base}/v1/invitations/accept"))
-            .bearer_auth(TOKEN)
-            .header("X-Roster-Actor", &joiner)
-            .json(&json!({ "code": code }))
-            .send()
-            .await
-        else {
-            return;
-        };
-        if joined.status().is_success() {
-            acked
-                .lock()
-                .expect("unpoisoned")
-                .push(Acked::Joined(resource, joiner));
-        }
-    }
+    start_crash_serve(env!("CARGO_BIN_EXE_crash-serve"), dir, TOKEN, &[])
 }
 
 #[test]
@@ -114,7 +42,16 @@ fn every_acknowledged_request_survives_sigkill_under_load() {
         let kill_after = rng.gen_range(1..=60);
         runtime.block_on(async {
             let clients: Vec<_> = (0..CLIENTS)
-                .map(|id| tokio::spawn(client(base.clone(), id, cycle, Arc::clone(&acked))))
+                .map(|id| {
+                    let never = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                    tokio::spawn(client(
+                        base.clone(),
+                        TOKEN,
+                        (id, cycle),
+                        Arc::clone(&acked),
+                        never,
+                    ))
+                })
                 .collect();
             // Kill once enough requests were acknowledged: a condition, checked as they come.
             loop {

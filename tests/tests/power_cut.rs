@@ -174,7 +174,7 @@ struct Told {
 }
 
 fn start(dir: &Path) -> (Running, String) {
-    let (child, base) = start_crash_serve(env!("CARGO_BIN_EXE_crash-serve"), dir, TOKEN);
+    let (child, base) = start_crash_serve(env!("CARGO_BIN_EXE_crash-serve"), dir, TOKEN, &[]);
     (Running(child), base)
 }
 

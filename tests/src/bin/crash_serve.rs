@@ -1,7 +1,8 @@
 //! `roster serve` through the library, as a child process the delivery crash test can kill.
 //!
 //! Usage: `crash-serve DATA_DIR LISTEN SMTP_URL` (`-` for no mail). The admin token is
-//! `ROSTER_ADMIN_TOKEN`.
+//! `ROSTER_ADMIN_TOKEN`; with `ROSTER_STORE` (a PostgreSQL URL) and `ROSTER_SECRET` it is one
+//! node of many on that store.
 //! It prints `listening ADDRESS` when it accepts requests.
 
 use roster_server::http::ServerConfig;
@@ -26,6 +27,13 @@ async fn main() {
         .unwrap_or_default();
     let mut config = ServerConfig::new(dir.into());
     config.admin_token = std::env::var("ROSTER_ADMIN_TOKEN").ok();
+    config.secret = std::env::var("ROSTER_SECRET").ok();
+    if let Ok(store) = std::env::var("ROSTER_STORE") {
+        config.store = store.parse().unwrap_or_else(|error| {
+            eprintln!("crash-serve: ROSTER_STORE: {error}");
+            std::process::exit(2);
+        });
+    }
     if smtp_url != "-" {
         config.smtp_url = Some(smtp_url);
         config.mail_from = Some("Roster <invites@roster.example>".into());

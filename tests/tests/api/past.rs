@@ -334,7 +334,7 @@ async fn the_rolemap_as_of_exact_instants() {
 
 /// `min_position` on one node: a position the log holds is met at once (its writes are
 /// read-your-writes); one past the head, which no write answered, is a 400, on the native and
-/// the seed routes alike (the same middleware for both).
+/// the seed routes alike (the same middleware for both, each answering in its own shape).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn min_position_is_met_at_once_and_refused_past_the_head() {
     let app = spawn_app().await;
@@ -352,15 +352,27 @@ async fn min_position_is_met_at_once_and_refused_past_the_head() {
         .expect("answers");
     assert_eq!(by_header.status(), StatusCode::OK);
     let past = head + 1;
-    for path in [
-        format!("/v1/resources/space/spc_m/members?min_position={past}"),
-        format!("/api/space/spc_m/invitation/link?min_position={past}"),
-    ] {
-        assert_problem(
-            app.get(&path, &As::AdminFor("alice".into())).await,
-            400,
-            "invalid_request",
+    let alice = As::AdminFor("alice".into());
+    assert_problem(
+        app.get(
+            &format!("/v1/resources/space/spc_m/members?min_position={past}"),
+            &alice,
+        )
+        .await,
+        400,
+        "invalid_request",
+    )
+    .await;
+    let teable = app
+        .get(
+            &format!("/api/space/spc_m/invitation/link?min_position={past}"),
+            &alice,
         )
         .await;
-    }
+    assert_eq!(teable.status(), StatusCode::BAD_REQUEST);
+    let body = json_of(teable).await;
+    assert_eq!(
+        (body["code"].as_str(), body["data"]["rosterCode"].as_str()),
+        (Some("validation_error"), Some("invalid_request"))
+    );
 }

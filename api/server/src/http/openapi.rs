@@ -92,6 +92,8 @@ impl Modify for Problems {
                         .parameters
                         .get_or_insert_with(Vec::new)
                         .push(min_position());
+                }
+                if native {
                     operation
                         .responses
                         .responses

@@ -63,7 +63,7 @@ pub struct CalcomError {
 }
 
 /// A refused request in Cal.com v2's shape, with its NestJS exception name as the code.
-fn error(error: ApiError) -> Response {
+pub(super) fn error(error: ApiError) -> Response {
     let code = match error.status.as_u16() {
         400 => "BadRequestException",
         401 => "UnauthorizedException",

@@ -43,6 +43,25 @@ pub fn router(families: Families) -> Router<AppState> {
     router
 }
 
+/// A refusal made before a seed route's handler ran (`min_position`, by the middleware), in
+/// the shape of the family that route belongs to; the error back for a route of no family.
+pub(in crate::http) fn family_error(template: &str, error: ApiError) -> Result<Response, ApiError> {
+    if template.starts_with("/api/space/") || template.starts_with("/api/invitation/") {
+        Ok(teable::error(error))
+    } else if template.starts_with("/v2/teams/") {
+        Ok(calcom::error(error))
+    } else if template.starts_with("/api/v3/onezone/") {
+        Ok(onedata::error(error))
+    } else if ["/workspaces/", "/folders/", "/files/"]
+        .iter()
+        .any(|prefix| template.starts_with(prefix))
+    {
+        Ok(onehub::api_error(error))
+    } else {
+        Err(error)
+    }
+}
+
 /// A request body as bytes: taken as a `Result` so that even an oversized body reaches the
 /// handler, which answers it in its family's shape.
 pub(super) type RawBody = Result<Bytes, BytesRejection>;

@@ -57,7 +57,7 @@ pub struct OnedataError {
 /// (revoked, expired, used up: our 410), a conflict, or a refused body is an invalid request.
 /// The one exception is 429 with `Retry-After` after too many failed token checks: calling
 /// it a bad request would invite the client to retry at once, which is what it must not do.
-fn error(error: ApiError) -> Response {
+pub(super) fn error(error: ApiError) -> Response {
     let status = match error.status.as_u16() {
         401 => StatusCode::UNAUTHORIZED,
         403 => StatusCode::FORBIDDEN,

@@ -78,6 +78,11 @@ struct Refusal {
     share: Option<OnehubShare>,
 }
 
+/// A refusal of no share, in Onehub's shape (for the middleware's refusals).
+pub(super) fn api_error(refused: ApiError) -> Response {
+    error(Refusal::from(refused))
+}
+
 impl From<ApiError> for Refusal {
     fn from(error: ApiError) -> Refusal {
         Refusal { error, share: None }

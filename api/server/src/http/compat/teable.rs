@@ -122,7 +122,7 @@ pub struct TeableError {
 
 /// A refused request in Teable's shape. Teable's codes are coarser than ours, so ours goes
 /// along in `data` for a host that wants to tell an expired link from a deleted one.
-fn error(error: ApiError) -> Response {
+pub(super) fn error(error: ApiError) -> Response {
     let code = match error.status.as_u16() {
         401 => "unauthorized",
         403 => "restricted_resource",

@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 
 use crate::http::error::ApiError;
 use crate::http::state::AppState;
@@ -43,24 +43,37 @@ fn asked(request: &Request) -> Result<Option<u64>, ApiError> {
     })
 }
 
-/// The middleware: waits for the position, or answers 400 or 503.
-pub async fn min_position(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    if let Some(position) = asked(&request)? {
-        let wait = Duration::from_millis(state.config.postgres.min_position_wait_ms);
-        state
-            .engine
-            .reach(position, wait)
-            .await
-            .map_err(|error| match error {
-                roster_engine::EngineError::Domain(refused) => ApiError::from(refused),
-                _ => ApiError::unavailable(format!(
-                    "this node has not reached position {position} yet; retry, or ask another node"
-                )),
-            })?;
+/// The middleware: waits for the position, or answers 400 or 503, in the shape of the
+/// route's family on the seed products' routes.
+pub async fn min_position(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let template = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_default();
+    let reached = match asked(&request) {
+        Ok(Some(position)) => reach(&state, position).await,
+        Ok(None) => Ok(()),
+        Err(refused) => Err(refused),
+    };
+    match reached {
+        Ok(()) => next.run(request).await,
+        Err(refused) => crate::http::compat::family_error(&template, refused)
+            .unwrap_or_else(IntoResponse::into_response),
     }
-    Ok(next.run(request).await)
+}
+
+/// Waits until this node has applied `position`.
+async fn reach(state: &AppState, position: u64) -> Result<(), ApiError> {
+    let wait = Duration::from_millis(state.config.postgres.min_position_wait_ms);
+    state
+        .engine
+        .reach(position, wait)
+        .await
+        .map_err(|error| match error {
+            roster_engine::EngineError::Domain(refused) => ApiError::from(refused),
+            _ => ApiError::unavailable(format!(
+                "this node has not reached position {position} yet; retry, or ask another node"
+            )),
+        })
 }
