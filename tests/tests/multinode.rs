@@ -492,3 +492,130 @@ async fn while_postgres_restarts_writes_answer_503_reads_go_on_and_the_node_reco
         "every event, no more"
     );
 }
+
+/// A TCP proxy to PostgreSQL that, once armed, cuts the connection that is about to receive
+/// the answer to a `COMMIT` (its `CommandComplete` message, tag `COMMIT`) instead of passing
+/// it on: the commit happened, and the node was never told.
+struct CommitEater {
+    address: String,
+    armed: Arc<std::sync::atomic::AtomicBool>,
+    eaten: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CommitEater {
+    async fn start(upstream: String) -> CommitEater {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binds");
+        let address = listener.local_addr().expect("an address").to_string();
+        let armed = Arc::new(AtomicBool::new(false));
+        let eaten = Arc::new(AtomicUsize::new(0));
+        let (armed_in, eaten_in) = (Arc::clone(&armed), Arc::clone(&eaten));
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+                });
+                let (armed, eaten) = (Arc::clone(&armed_in), Arc::clone(&eaten_in));
+                tokio::spawn(async move {
+                    let mut buffer = vec![0u8; 64 * 1024];
+                    loop {
+                        let Ok(read) = server_read.read(&mut buffer).await else {
+                            return;
+                        };
+                        if read == 0 {
+                            return;
+                        }
+                        let chunk = &buffer[..read];
+                        let commit = chunk.windows(7).any(|w| w == b"COMMIT\0");
+                        if commit && armed.swap(false, Ordering::AcqRel) {
+                            eaten.fetch_add(1, Ordering::AcqRel);
+                            // Dropping both halves closes the node's connection.
+                            return;
+                        }
+                        if client_write.write_all(chunk).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        CommitEater {
+            address,
+            armed,
+            eaten,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_whose_answer_is_lost_answers_its_true_outcome_and_a_retry_the_first() {
+    use std::sync::atomic::Ordering;
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let direct = roster_tests::pg::database();
+    let cluster = roster_tests::pg::cluster();
+    let proxy = CommitEater::start(format!("127.0.0.1:{}", cluster.port())).await;
+    let through_proxy =
+        direct.replacen(&format!("127.0.0.1:{}", cluster.port()), &proxy.address, 1);
+    let node = spawn_app_with(|config| {
+        config.store = StoreChoice::Postgres(through_proxy.clone());
+        config.secret = Some(SECRET.into());
+    })
+    .await;
+    register(&node, "space/lost", "alice").await;
+    let create = |key: &'static str| {
+        node.client
+            .post(node.url("/v1/resources/space/lost/invite-links"))
+            .bearer_auth(helpers::ADMIN_TOKEN)
+            .header("X-Roster-Actor", "alice")
+            .header("Idempotency-Key", key)
+            .json(&json!({ "role": "viewer" }))
+            .send()
+    };
+    let mut first_statuses = Vec::new();
+    for round in 0..5 {
+        let key: &'static str = ["k0", "k1", "k2", "k3", "k4"][round];
+        proxy.armed.store(true, Ordering::Release);
+        let first = create(key).await.expect("answers");
+        assert_eq!(
+            proxy.eaten.load(Ordering::Acquire),
+            round + 1,
+            "the answer was eaten"
+        );
+        // The true outcome (the node asked again by command id), or 503 if it could not.
+        let first_status = first.status();
+        first_statuses.push(first_status.as_u16());
+        assert!(
+            matches!(
+                first_status,
+                StatusCode::CREATED | StatusCode::SERVICE_UNAVAILABLE
+            ),
+            "round {round}: {first_status}"
+        );
+        let first_id = if first_status == StatusCode::CREATED {
+            json_of(first).await["id"].as_u64()
+        } else {
+            None
+        };
+        let again = create(key).await.expect("answers");
+        assert_eq!(again.status(), StatusCode::CREATED, "round {round}");
+        let again_id = json_of(again).await["id"].as_u64().expect("an id");
+        if let Some(first_id) = first_id {
+            assert_eq!(
+                first_id, again_id,
+                "round {round}: the first outcome, again"
+            );
+        }
+    }
+    // One link per key: the commit the node was not told of was not made twice.
+    let links = node.read("/v1/resources/space/lost/invite-links").await;
+    assert_eq!(links["items"].as_array().map(Vec::len), Some(5));
+    println!("answers to the commits whose answer was lost: {first_statuses:?}");
+}
