@@ -138,17 +138,28 @@ impl PgCluster {
     }
 
     /// Stops the cluster and removes its directory once this process has ended, however it
-    /// ended: a watcher process polls for it.
+    /// ended: a watcher process polls for it, in a session of its own and deaf to the usual
+    /// signals, so that killing the test's process group (a timeout, Ctrl-C) does not take
+    /// the watcher with it.
     fn watch(&self, root: &Path) {
         let script = format!(
-            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
+            "trap '' HUP INT TERM; \
+             while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
              {ctl} -D '{data}' -m immediate stop >/dev/null 2>&1; rm -rf '{root}'",
             pid = std::process::id(),
             ctl = as_owner_prefix(&self.bindir.join("pg_ctl")),
             data = self.data.display(),
             root = root.display(),
         );
-        let _ = Command::new("sh")
+        let setsid = Path::new("/usr/bin/setsid").exists();
+        let mut watcher = if setsid {
+            let mut command = Command::new("/usr/bin/setsid");
+            command.arg("sh");
+            command
+        } else {
+            Command::new("sh")
+        };
+        let _ = watcher
             .args(["-c", &script])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
