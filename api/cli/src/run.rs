@@ -17,6 +17,9 @@ use crate::{bench, bench_http, bench_replay, log_tools};
 pub enum RunError {
     #[error(transparent)]
     Tool(#[from] ToolError),
+    /// `bench` and `probe` measure the embedded log; they take no PostgreSQL store yet.
+    #[error("`{0}` runs on the embedded sled log only: leave out --store (ROSTER_STORE)")]
+    SledOnly(&'static str),
     #[error(transparent)]
     Bench(#[from] BenchError),
     #[error(transparent)]
@@ -149,6 +152,9 @@ pub fn run(cli: Cli) -> Result<(), RunError> {
             Ok(())
         }
         Command::Probe => {
+            if cli.store != roster_server::StoreChoice::Sled {
+                return Err(RunError::SledOnly("probe"));
+            }
             if !roster_server::data_dir::holds_log(data) {
                 return Err(roster_server::data_dir::no_log(data).into());
             }
@@ -186,6 +192,9 @@ pub fn run(cli: Cli) -> Result<(), RunError> {
             unsettled,
             json,
         } => {
+            if cli.store != roster_server::StoreChoice::Sled {
+                return Err(RunError::SledOnly("bench"));
+            }
             // Each scenario starts the runtimes it measures on.
             drop(runtime);
             std::fs::create_dir_all(data).map_err(|source| RunError::Create {

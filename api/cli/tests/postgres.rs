@@ -190,3 +190,18 @@ async fn a_sled_log_moves_to_postgres_and_back_with_the_same_head_hash() {
         verified_on_sled
     );
 }
+
+#[test]
+fn bench_and_probe_say_they_run_on_sled_only() {
+    let dir = tempfile::tempdir().expect("a directory");
+    for tool in ["bench", "probe"] {
+        let output = roster("postgres://roster@127.0.0.1:1/none", dir.path(), &[tool]);
+        assert_eq!(output.status.code(), Some(1), "{tool}");
+        assert_eq!(
+            String::from_utf8_lossy(&output.stderr).trim(),
+            format!(
+                "roster: `{tool}` runs on the embedded sled log only: leave out --store (ROSTER_STORE)"
+            )
+        );
+    }
+}
