@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use async_trait::async_trait;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc};
 
 use crate::append::{AppendRequest, Appended};
 use crate::backend::{keys, Backend, MemoryBackend, SledBackend, SledOptions};
@@ -446,17 +446,7 @@ impl<B: Backend> ReadAll for Shared<B> {
 #[async_trait]
 impl<B: Backend> EventStore for Log<B> {
     async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError> {
-        let jobs = self
-            .jobs
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        let jobs = jobs.ok_or(StoreError::Closed)?;
-        let (reply, answer) = oneshot::channel();
-        jobs.send(Job { request, reply })
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        crate::writer::submit(&self.jobs, request).await
     }
 
     async fn read_stream(

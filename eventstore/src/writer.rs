@@ -22,6 +22,24 @@ pub(crate) struct Job {
     pub reply: oneshot::Sender<Result<Appended, AppendError>>,
 }
 
+/// Hands `request` to the writer behind `jobs` and waits for its answer; `Closed` once the
+/// store was closed (the sender taken) or the writer has gone. Both stores' `append`.
+pub(crate) async fn submit(
+    jobs: &Mutex<Option<mpsc::Sender<Job>>>,
+    request: AppendRequest,
+) -> Result<Appended, AppendError> {
+    let jobs = jobs
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let jobs = jobs.ok_or(StoreError::Closed)?;
+    let (reply, answer) = oneshot::channel();
+    jobs.send(Job { request, reply })
+        .await
+        .map_err(|_| StoreError::Closed)?;
+    answer.await.map_err(|_| StoreError::Closed)?
+}
+
 pub(crate) type Reply = (
     oneshot::Sender<Result<Appended, AppendError>>,
     Result<Appended, AppendError>,

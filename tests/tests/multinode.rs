@@ -13,7 +13,7 @@ mod helpers;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use helpers::{assert_problem, join_all, json_of, position, spawn_app_with, As, TestApp};
+use helpers::{assert_problem, join_all, json_of, spawn_app_with, As, TestApp};
 use reqwest::StatusCode;
 use roster_server::http::ServerConfig;
 use roster_server::StoreChoice;
@@ -50,29 +50,13 @@ fn who(principal: &str) -> As {
     As::AdminFor(principal.into())
 }
 
-async fn register(node: &TestApp, resource: &str, owner: &str) -> u64 {
-    let response = node
-        .post(
-            "/v1/resources",
-            &As::Admin,
-            json!({ "resource": resource, "owner": owner }),
-        )
-        .await;
-    assert_eq!(
-        response.status(),
-        StatusCode::CREATED,
-        "registering {resource}"
-    );
-    position(&response)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_link_made_on_one_node_is_accepted_at_once_on_the_others() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let nodes = nodes(3, deaf).await;
     for round in 0..20 {
         let resource = format!("space/r{round}");
-        register(&nodes[0], &resource, "alice").await;
+        nodes[0].register(&resource, "alice").await;
         let link = nodes[0]
             .link(&resource, &who("alice"), json!({ "role": "editor" }))
             .await;
@@ -95,7 +79,7 @@ async fn a_link_made_on_one_node_is_accepted_at_once_on_the_others() {
 async fn fifty_accepts_of_a_one_use_link_over_three_nodes_admit_one() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let nodes = nodes(3, |_| {}).await;
-    register(&nodes[0], "space/hot", "alice").await;
+    nodes[0].register("space/hot", "alice").await;
     let link = nodes[0]
         .link(
             "space/hot",
@@ -134,7 +118,7 @@ async fn concurrent_demotions_of_the_last_two_owners_on_two_nodes_leave_one() {
     let nodes = nodes(2, |_| {}).await;
     for round in 0..10 {
         let resource = format!("space/o{round}");
-        register(&nodes[0], &resource, "alice").await;
+        nodes[0].register(&resource, "alice").await;
         let promoted = nodes[0]
             .put(
                 &format!("/v1/resources/{resource}/members/bob"),
@@ -182,7 +166,7 @@ async fn concurrent_demotions_of_the_last_two_owners_on_two_nodes_leave_one() {
 async fn one_idempotency_key_on_two_nodes_has_one_effect() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let nodes = nodes(2, |_| {}).await;
-    register(&nodes[0], "space/idem", "alice").await;
+    nodes[0].register("space/idem", "alice").await;
     for round in 0..10 {
         let key = format!("same-key-{round}");
         let send = |node: &TestApp| {
@@ -216,7 +200,7 @@ async fn one_idempotency_key_on_two_nodes_has_one_effect() {
 async fn links_made_at_once_on_three_nodes_never_share_a_number() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let nodes = nodes(3, deaf).await;
-    register(&nodes[0], "space/many", "alice").await;
+    nodes[0].register("space/many", "alice").await;
     let made = (0..60).map(|i| {
         let node = Arc::clone(&nodes[i % 3]);
         async move {
@@ -249,7 +233,7 @@ async fn a_role_schema_defined_on_one_node_is_in_force_on_another_at_once() {
         .await;
     assert_eq!(defined.status(), StatusCode::OK);
     // Registered on the other node at once: its owner holds the schema's highest role.
-    register(&nodes[1], "board/b1", "alice").await;
+    nodes[1].register("board/b1", "alice").await;
     assert_eq!(
         nodes[1].members("board/b1").await,
         [("alice".to_string(), "chair".to_string())]
@@ -265,7 +249,7 @@ async fn a_read_elsewhere_sees_a_write_only_with_its_position() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let nodes = nodes(3, deaf).await;
     // Node C has read the log once, at its start; then A writes.
-    let written = register(&nodes[0], "space/later", "alice").await;
+    let written = nodes[0].register("space/later", "alice").await;
     assert!(written > 0);
     assert_problem(
         nodes[2]
@@ -323,7 +307,7 @@ async fn a_node_with_another_secret_or_other_settings_refuses_to_start() {
         config.secret = Some(SECRET.into());
     })
     .await;
-    register(&first, "space/s", "alice").await;
+    first.register("space/s", "alice").await;
     let refusal = |tweak: fn(&mut ServerConfig)| {
         let url = url.clone();
         async move {
@@ -370,7 +354,7 @@ async fn three_nodes_with_mail_configured_send_each_invitation_once() {
         config.mail_from = Some("Roster <invites@roster.example>".into());
     })
     .await;
-    register(&nodes[0], "space/mail", "alice").await;
+    nodes[0].register("space/mail", "alice").await;
     let emails: Vec<String> = (0..12).map(|i| format!("guest{i}@example.com")).collect();
     let invited = nodes[1]
         .post(
@@ -423,7 +407,7 @@ async fn while_postgres_restarts_writes_answer_503_reads_go_on_and_the_node_reco
         config.postgres.lock_timeout_ms = 1_000;
     })
     .await;
-    register(&node, "space/r", "alice").await;
+    node.register("space/r", "alice").await;
     let join = |principal: String| {
         let node = &node;
         async move {
@@ -569,7 +553,7 @@ async fn a_commit_whose_answer_is_lost_answers_its_true_outcome_and_a_retry_the_
         config.secret = Some(SECRET.into());
     })
     .await;
-    register(&node, "space/lost", "alice").await;
+    node.register("space/lost", "alice").await;
     let create = |key: &'static str| {
         node.client
             .post(node.url("/v1/resources/space/lost/invite-links"))

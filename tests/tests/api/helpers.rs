@@ -353,7 +353,8 @@ impl TestApp {
         }
     }
 
-    pub async fn register(&self, resource: &str, owner: &str) {
+    /// Registers `resource` owned by `owner`; the position the write answered.
+    pub async fn register(&self, resource: &str, owner: &str) -> u64 {
         let response = self
             .post(
                 "/v1/resources",
@@ -366,6 +367,7 @@ impl TestApp {
             StatusCode::CREATED,
             "registering {resource}"
         );
+        position(&response)
     }
 
     /// Stops the server gracefully and waits for it.

@@ -254,13 +254,7 @@ impl Live {
         } = self;
         drop(router);
         let _ = stop_workers.send(true);
-        for worker in workers {
-            match worker.await {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => tracing::error!(%error, "a delivery worker stopped"),
-                Err(error) => tracing::error!(%error, "a delivery worker failed"),
-            }
-        }
+        crate::workers::join(workers).await;
         engine.close().await;
         engine
     }

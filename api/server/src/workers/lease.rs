@@ -54,13 +54,7 @@ pub async fn lead(
                 )
                 .await;
                 let _ = stop_workers.send(true);
-                for worker in workers {
-                    match worker.await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(error)) => tracing::error!(%error, "a delivery worker stopped"),
-                        Err(error) => tracing::error!(%error, "a delivery worker failed"),
-                    }
-                }
+                super::join(workers).await;
                 if stopped {
                     return Ok(());
                 }

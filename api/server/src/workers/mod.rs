@@ -10,6 +10,17 @@ use std::time::Duration;
 
 use roster_engine::EngineError;
 
+/// Waits for each worker to end, logging how any ended other than asked.
+pub async fn join(workers: Vec<tokio::task::JoinHandle<Result<(), WorkerError>>>) {
+    for worker in workers {
+        match worker.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::error!(%error, "a delivery worker stopped"),
+            Err(error) => tracing::error!(%error, "a delivery worker failed"),
+        }
+    }
+}
+
 /// Why a worker stopped before it was told to.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
